@@ -1,0 +1,2 @@
+//! The `dimmer` command.
+fn main() {}

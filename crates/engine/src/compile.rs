@@ -1,0 +1,659 @@
+//! Compile once per change: validate a [`FlagSet`] for one environment, report every problem
+//! with its path, and turn it into the pre-resolved form that [`crate::evaluate`] walks.
+//!
+//! A flag that fails to compile is kept as "broken": it serves its off variant with reason
+//! `ERROR` while every other flag keeps working.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use foldhash::fast::RandomState;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::context::{AttributePath, RANDOM, TARGETING_KEY};
+use crate::model::{
+    BucketBy, Clause, EnvironmentConfig, FULL_WEIGHT, Flag, FlagSet, Gate, OFF, ON, Operator, Rollout, Serve,
+};
+use crate::ops::{self, Matcher};
+
+/// How serious a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth a look; the flag still works as written.
+    Warning,
+    /// The flag (or segment) cannot be evaluated as written.
+    Error,
+}
+
+/// One problem found while compiling, named by its path in the flags file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Diagnostic {
+    /// Error or warning.
+    pub severity: Severity,
+    /// Where: `flags.checkout.environments.production.rules[2].clauses[0].op`.
+    pub path: String,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{level}: {}: {}", self.path, self.message)
+    }
+}
+
+/// Formats a map key as a path segment, quoting keys that would be ambiguous.
+pub(crate) fn key_segment(key: &str) -> String {
+    if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        format!(".{key}")
+    } else {
+        format!("[{}]", serde_json::Value::String(key.to_owned()))
+    }
+}
+
+/// Where a bucketing value comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum BucketSource {
+    Attribute(AttributePath),
+    Random,
+}
+
+/// How users are hashed into buckets.
+#[derive(Debug, Clone)]
+pub(crate) struct Bucketing {
+    pub(crate) sources: Box<[BucketSource]>,
+    pub(crate) salt: Box<str>,
+    pub(crate) seed: u32,
+    pub(crate) total: u32,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum CompiledServe {
+    Variant(usize),
+    /// Each range is (exclusive upper bucket, variant index), in bucket order.
+    Rollout { bucketing: Bucketing, ranges: Box<[(u32, usize)]> },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum CompiledClause {
+    Attribute { path: AttributePath, op: Operator, matcher: Matcher, negate: bool },
+    Segment { segments: Box<[usize]>, negate: bool },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledGate {
+    pub(crate) bucketing: Bucketing,
+    pub(crate) weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledRule {
+    pub(crate) id: Option<Box<str>>,
+    pub(crate) clauses: Box<[CompiledClause]>,
+    pub(crate) gate: Option<CompiledGate>,
+    pub(crate) serve: CompiledServe,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledPrerequisite {
+    pub(crate) flag: usize,
+    pub(crate) variants: Box<[usize]>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) enabled: bool,
+    pub(crate) off: Option<usize>,
+    pub(crate) targets: HashMap<Box<str>, usize, RandomState>,
+    pub(crate) prerequisites: Box<[CompiledPrerequisite]>,
+    pub(crate) rules: Box<[CompiledRule]>,
+    pub(crate) default: CompiledServe,
+    /// No targets, prerequisites or rules: the default is served statically.
+    pub(crate) is_static: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Body {
+    Ready(Config),
+    Broken { fallback: Option<usize>, message: Box<str> },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledFlag {
+    pub(crate) key: Box<str>,
+    pub(crate) variants: Box<[(Box<str>, Value)]>,
+    pub(crate) body: Body,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledSegment {
+    pub(crate) included: HashSet<Box<str>, RandomState>,
+    pub(crate) excluded: HashSet<Box<str>, RandomState>,
+    pub(crate) rules: Box<[Box<[CompiledClause]>]>,
+}
+
+/// Flags of one environment, validated and ready to evaluate. Cheap to share behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct CompiledFlags {
+    pub(crate) environment: Box<str>,
+    pub(crate) index: HashMap<Box<str>, usize, RandomState>,
+    pub(crate) flags: Box<[CompiledFlag]>,
+    pub(crate) segments: Box<[CompiledSegment]>,
+}
+
+impl CompiledFlags {
+    /// The environment these flags were compiled for.
+    pub fn environment(&self) -> &str {
+        &self.environment
+    }
+
+    /// Flag keys, in file order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.flags.iter().map(|f| f.key.as_ref())
+    }
+
+    /// Whether a flag exists.
+    pub fn contains(&self, key: &str) -> bool {
+        self.index.contains_key(key)
+    }
+
+    /// The number of flags.
+    pub fn len(&self) -> usize {
+        self.flags.len()
+    }
+
+    /// Whether there are no flags.
+    pub fn is_empty(&self) -> bool {
+        self.flags.is_empty()
+    }
+
+    /// A flag's variants, in declaration order.
+    pub fn variants(&self, key: &str) -> Option<impl Iterator<Item = (&str, &Value)>> {
+        let flag = &self.flags[*self.index.get(key)?];
+        Some(flag.variants.iter().map(|(k, v)| (k.as_ref(), v)))
+    }
+
+    /// The off variant of a flag in this environment, when it has one.
+    pub fn off_variant(&self, key: &str) -> Option<&str> {
+        let flag = &self.flags[*self.index.get(key)?];
+        let off = match &flag.body {
+            Body::Ready(c) => c.off,
+            Body::Broken { fallback, .. } => *fallback,
+        };
+        off.map(|i| flag.variants[i].0.as_ref())
+    }
+}
+
+/// Compiles `set` for `environment`. Diagnostics cover the flag-level fields, that environment's
+/// configurations and every segment; a flag with an error is compiled as broken.
+pub fn compile(set: &FlagSet, environment: &str) -> (CompiledFlags, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let segment_index: HashMap<&str, usize> =
+        set.segments.keys().enumerate().map(|(i, k)| (k.as_str(), i)).collect();
+
+    let (segments, broken_segments) = compile_segments(set, &segment_index, &mut diags);
+
+    let mut flags = Vec::with_capacity(set.flags.len());
+    let mut prereq_edges: Vec<Vec<usize>> = Vec::with_capacity(set.flags.len());
+    for (key, flag) in &set.flags {
+        let base = format!("flags{}", key_segment(key));
+        let mut errors = Vec::new();
+        let mut cx = FlagCx {
+            key,
+            flag,
+            set,
+            segment_index: &segment_index,
+            broken_segments: &broken_segments,
+            diags: &mut errors,
+        };
+        cx.check_flag_fields(&base);
+        let config = flag.environments.get(environment);
+        let env_base = format!("{base}.environments{}", key_segment(environment));
+        let compiled = match config {
+            Some(cfg) => cx.config(cfg, &env_base),
+            None => Some(Config {
+                enabled: false,
+                off: flag.variants.get_index_of(OFF),
+                targets: HashMap::default(),
+                prerequisites: Box::default(),
+                rules: Box::default(),
+                default: CompiledServe::Variant(0),
+                is_static: true,
+            }),
+        };
+        prereq_edges.push(compiled.as_ref().map(|c| c.prerequisites.iter().map(|p| p.flag).collect()).unwrap_or_default());
+        let first_error = errors.iter().find(|d| d.severity == Severity::Error).cloned();
+        let fallback = config
+            .and_then(|c| c.off_variant.as_deref())
+            .or(Some(OFF))
+            .and_then(|off| flag.variants.get_index_of(off));
+        let body = match (compiled, first_error) {
+            (Some(cfg), None) => Body::Ready(cfg),
+            (_, Some(d)) => Body::Broken { fallback, message: format!("{}: {}", d.path, d.message).into() },
+            (None, None) => Body::Broken { fallback, message: "flag failed to compile".into() },
+        };
+        diags.append(&mut errors);
+        flags.push(CompiledFlag {
+            key: key.as_str().into(),
+            variants: flag.variants.iter().map(|(k, v)| (Box::from(k.as_str()), v.clone())).collect(),
+            body,
+        });
+    }
+
+    // A prerequisite cycle would make evaluation recurse forever: every flag on one is broken.
+    for (i, cycle) in find_cycles(&prereq_edges).into_iter().enumerate() {
+        if !cycle {
+            continue;
+        }
+        let key = set.flags.get_index(i).map(|(k, _)| k.as_str()).unwrap_or_default();
+        let path = format!("flags{}.environments{}.prerequisites", key_segment(key), key_segment(environment));
+        let message = "prerequisites form a cycle".to_owned();
+        let fallback = match &flags[i].body {
+            Body::Ready(c) => c.off,
+            Body::Broken { fallback, .. } => *fallback,
+        };
+        flags[i].body = Body::Broken { fallback, message: format!("{path}: {message}").into() };
+        diags.push(Diagnostic { severity: Severity::Error, path, message });
+    }
+
+    let index = set.flags.keys().enumerate().map(|(i, k)| (Box::from(k.as_str()), i)).collect();
+    let compiled = CompiledFlags { environment: environment.into(), index, flags: flags.into(), segments: segments.into() };
+    (compiled, diags)
+}
+
+/// Validates every environment of every flag (and every segment): what `dimmer lint` checks.
+pub fn validate(set: &FlagSet) -> Vec<Diagnostic> {
+    let mut envs: Vec<&str> = set.flags.values().flat_map(|f| f.environments.keys().map(String::as_str)).collect();
+    envs.sort_unstable();
+    envs.dedup();
+    if envs.is_empty() {
+        envs.push("default");
+    }
+    let mut seen = HashSet::new();
+    let mut all = Vec::new();
+    for env in envs {
+        for d in compile(set, env).1 {
+            if seen.insert(d.clone()) {
+                all.push(d);
+            }
+        }
+    }
+    all
+}
+
+/// Marks every node that lies on a cycle, or reaches one, of a directed graph.
+fn find_cycles(edges: &[Vec<usize>]) -> Vec<bool> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done(bool),
+    }
+    fn visit(n: usize, edges: &[Vec<usize>], marks: &mut [Mark]) -> bool {
+        match marks[n] {
+            Mark::Done(bad) => return bad,
+            Mark::Active => return true,
+            Mark::New => {}
+        }
+        marks[n] = Mark::Active;
+        let mut bad = false;
+        for &m in &edges[n] {
+            if m < marks.len() && visit(m, edges, marks) {
+                bad = true;
+            }
+        }
+        marks[n] = Mark::Done(bad);
+        bad
+    }
+    let mut marks = vec![Mark::New; edges.len()];
+    (0..edges.len()).map(|n| visit(n, edges, &mut marks)).collect()
+}
+
+fn compile_segments(
+    set: &FlagSet,
+    segment_index: &HashMap<&str, usize>,
+    diags: &mut Vec<Diagnostic>,
+) -> (Vec<CompiledSegment>, HashSet<usize>) {
+    let mut broken = HashSet::new();
+    let mut edges = Vec::with_capacity(set.segments.len());
+    let mut compiled = Vec::with_capacity(set.segments.len());
+    for (i, (key, segment)) in set.segments.iter().enumerate() {
+        let base = format!("segments{}", key_segment(key));
+        let mut refs = Vec::new();
+        let mut rules = Vec::new();
+        for (r, rule) in segment.rules.iter().enumerate() {
+            let mut clauses = Vec::new();
+            for (c, clause) in rule.clauses.iter().enumerate() {
+                let path = format!("{base}.rules[{r}].clauses[{c}]");
+                match compile_clause(clause, &path, segment_index, None) {
+                    Ok(cc) => {
+                        if let CompiledClause::Segment { segments, .. } = &cc {
+                            refs.extend(segments.iter().copied());
+                        }
+                        clauses.push(cc);
+                    }
+                    Err(d) => {
+                        broken.insert(i);
+                        diags.push(d);
+                    }
+                }
+            }
+            rules.push(clauses.into_boxed_slice());
+        }
+        edges.push(refs);
+        compiled.push(CompiledSegment {
+            included: segment.included.iter().map(|k| Box::from(k.as_str())).collect(),
+            excluded: segment.excluded.iter().map(|k| Box::from(k.as_str())).collect(),
+            rules: rules.into(),
+        });
+    }
+    for (i, on_cycle) in find_cycles(&edges).into_iter().enumerate() {
+        if on_cycle {
+            broken.insert(i);
+            let key = set.segments.get_index(i).map(|(k, _)| k.as_str()).unwrap_or_default();
+            diags.push(Diagnostic {
+                severity: Severity::Error,
+                path: format!("segments{}.rules", key_segment(key)),
+                message: "segment membership is recursive (a segment includes itself through in_segment)".into(),
+            });
+        }
+    }
+    // A segment that uses a broken segment is broken too.
+    loop {
+        let before = broken.len();
+        for (i, refs) in edges.iter().enumerate() {
+            if refs.iter().any(|r| broken.contains(r)) {
+                broken.insert(i);
+            }
+        }
+        if broken.len() == before {
+            break;
+        }
+    }
+    (compiled, broken)
+}
+
+/// Compiles one clause; `broken_segments`, when given, refuses references to broken segments.
+fn compile_clause(
+    clause: &Clause,
+    path: &str,
+    segment_index: &HashMap<&str, usize>,
+    broken_segments: Option<&HashSet<usize>>,
+) -> Result<CompiledClause, Diagnostic> {
+    let error = |field: &str, message: String| Diagnostic {
+        severity: Severity::Error,
+        path: if field.is_empty() { path.to_owned() } else { format!("{path}.{field}") },
+        message,
+    };
+    if clause.op == Operator::InSegment {
+        if clause.values.is_empty() {
+            return Err(error("values", "in_segment needs at least one segment key".into()));
+        }
+        let mut segments = Vec::with_capacity(clause.values.len());
+        for (i, v) in clause.values.iter().enumerate() {
+            let Some(name) = v.as_str() else {
+                return Err(error(&format!("values[{i}]"), format!("expected a segment key, found {}", ops::kind_of(v))));
+            };
+            let Some(&idx) = segment_index.get(name) else {
+                return Err(error(&format!("values[{i}]"), format!("unknown segment \"{name}\"")));
+            };
+            if broken_segments.is_some_and(|b| b.contains(&idx)) {
+                return Err(error(&format!("values[{i}]"), format!("segment \"{name}\" is invalid")));
+            }
+            segments.push(idx);
+        }
+        return Ok(CompiledClause::Segment { segments: segments.into(), negate: clause.negate });
+    }
+    let attribute = match clause.attribute.as_deref() {
+        Some(a) if !a.is_empty() => a,
+        _ if matches!(clause.op, Operator::Unknown(_)) => "",
+        _ => return Err(error("attribute", format!("operator \"{}\" needs an attribute", clause.op.name()))),
+    };
+    match ops::compile_matcher(&clause.op, &clause.values, clause.case_insensitive) {
+        Ok(matcher) => Ok(CompiledClause::Attribute {
+            path: AttributePath::new(attribute),
+            op: clause.op.clone(),
+            matcher,
+            negate: clause.negate,
+        }),
+        Err(e) => {
+            let field = match (&clause.op, e.index) {
+                (Operator::Unknown(_), _) => "op".to_owned(),
+                (_, Some(i)) => format!("values[{i}]"),
+                (_, None) if e.message.contains("value") => "values".to_owned(),
+                _ => "op".to_owned(),
+            };
+            Err(error(&field, e.message))
+        }
+    }
+}
+
+struct FlagCx<'a> {
+    key: &'a str,
+    flag: &'a Flag,
+    set: &'a FlagSet,
+    segment_index: &'a HashMap<&'a str, usize>,
+    broken_segments: &'a HashSet<usize>,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl FlagCx<'_> {
+    fn error(&mut self, path: String, message: impl Into<String>) {
+        self.diags.push(Diagnostic { severity: Severity::Error, path, message: message.into() });
+    }
+
+    fn warn(&mut self, path: String, message: impl Into<String>) {
+        self.diags.push(Diagnostic { severity: Severity::Warning, path, message: message.into() });
+    }
+
+    fn check_flag_fields(&mut self, base: &str) {
+        if self.key.is_empty() || self.key.chars().any(char::is_control) || self.key.len() > 256 {
+            self.error(base.to_owned(), "a flag key must be 1 to 256 characters without control characters");
+        }
+        if self.flag.variants.is_empty() {
+            self.error(format!("{base}.variants"), "a flag needs at least one variant");
+        }
+        for (name, value) in &self.flag.variants {
+            let path = format!("{base}.variants{}", key_segment(name));
+            if name.is_empty() {
+                self.error(path.clone(), "a variant key cannot be empty");
+            }
+            if value.is_null() {
+                self.error(path, "a variant value must be a boolean, string, number or JSON object/array, not null");
+            }
+        }
+    }
+
+    fn variant(&mut self, name: &str, path: String) -> Option<usize> {
+        let found = self.flag.variants.get_index_of(name);
+        if found.is_none() {
+            let known: Vec<&str> = self.flag.variants.keys().map(String::as_str).collect();
+            self.error(path, format!("unknown variant \"{name}\" (the flag has: {})", known.join(", ")));
+        }
+        found
+    }
+
+    fn config(&mut self, cfg: &EnvironmentConfig, base: &str) -> Option<Config> {
+        let errors_before = self.error_count();
+        let off = match cfg.off_variant.as_deref() {
+            Some(name) => self.variant(name, format!("{base}.off_variant")),
+            None => {
+                let off = self.flag.variants.get_index_of(OFF);
+                if off.is_none() {
+                    self.error(format!("{base}.off_variant"), "required when the flag has no \"off\" variant");
+                }
+                off
+            }
+        };
+        let mut targets = HashMap::default();
+        for (variant, keys) in &cfg.targets {
+            let path = format!("{base}.targets{}", key_segment(variant));
+            let Some(v) = self.variant(variant, path.clone()) else { continue };
+            for (i, k) in keys.iter().enumerate() {
+                if let Some(prev) = targets.insert(Box::from(k.as_str()), v) {
+                    if prev != v {
+                        self.warn(format!("{path}[{i}]"), format!("\"{k}\" is targeted by two variants; the last one wins"));
+                    }
+                }
+            }
+        }
+        let mut prerequisites = Vec::new();
+        for (i, p) in cfg.prerequisites.iter().enumerate() {
+            let path = format!("{base}.prerequisites[{i}]");
+            let Some((flag, _, parent)) = self.set.flags.get_full(p.flag.as_str()) else {
+                self.error(format!("{path}.flag"), format!("unknown flag \"{}\"", p.flag));
+                continue;
+            };
+            if p.flag == self.key {
+                self.error(format!("{path}.flag"), "a flag cannot be its own prerequisite");
+                continue;
+            }
+            let names: Vec<&String> = p.variant.iter().chain(p.variants.iter()).collect();
+            if names.is_empty() {
+                self.error(format!("{path}.variant"), "name the variant (or variants) the prerequisite must serve");
+                continue;
+            }
+            let mut variants = Vec::new();
+            for name in names {
+                match parent.variants.get_index_of(name.as_str()) {
+                    Some(v) => variants.push(v),
+                    None => self.error(
+                        format!("{path}.variant"),
+                        format!("flag \"{}\" has no variant \"{name}\"", p.flag),
+                    ),
+                }
+            }
+            prerequisites.push(CompiledPrerequisite { flag, variants: variants.into() });
+        }
+        let mut rules = Vec::new();
+        for (i, rule) in cfg.rules.iter().enumerate() {
+            let path = format!("{base}.rules[{i}]");
+            let mut clauses = Vec::new();
+            for (c, clause) in rule.clauses.iter().enumerate() {
+                match compile_clause(clause, &format!("{path}.clauses[{c}]"), self.segment_index, Some(self.broken_segments)) {
+                    Ok(cc) => clauses.push(cc),
+                    Err(d) => self.diags.push(d),
+                }
+            }
+            let gate = rule.gate.as_ref().and_then(|g| self.gate(g, &format!("{path}.gate")));
+            let serve = self.serve(&rule.serve, &format!("{path}.serve"));
+            if let Some(serve) = serve {
+                rules.push(CompiledRule {
+                    id: rule.id.as_deref().map(Box::from),
+                    clauses: clauses.into(),
+                    gate,
+                    serve,
+                });
+            }
+        }
+        let default = match &cfg.default {
+            Some(serve) => self.serve(serve, &format!("{base}.default")),
+            None => match self.flag.variants.get_index_of(ON) {
+                Some(on) => Some(CompiledServe::Variant(on)),
+                None => {
+                    self.error(format!("{base}.default"), "required when the flag has no \"on\" variant");
+                    None
+                }
+            },
+        };
+        if self.error_count() > errors_before {
+            return None;
+        }
+        let is_static = targets.is_empty() && prerequisites.is_empty() && rules.is_empty();
+        Some(Config {
+            enabled: cfg.enabled,
+            off,
+            targets,
+            prerequisites: prerequisites.into(),
+            rules: rules.into(),
+            default: default?,
+            is_static,
+        })
+    }
+
+    fn error_count(&self) -> usize {
+        self.diags.iter().filter(|d| d.severity == Severity::Error).count()
+    }
+
+    fn bucketing(&mut self, bucket_by: Option<&BucketBy>, salt: Option<&str>, seed: u32, total: Option<u32>, base: &str) -> Option<Bucketing> {
+        let total = total.unwrap_or(FULL_WEIGHT);
+        if total == 0 {
+            self.error(format!("{base}.total"), "must be positive");
+            return None;
+        }
+        let paths: Vec<&str> = match bucket_by {
+            Some(b) => b.paths().iter().map(String::as_str).collect(),
+            None => vec![TARGETING_KEY],
+        };
+        if paths.is_empty() || paths.iter().any(|p| p.is_empty()) {
+            self.error(format!("{base}.bucket_by"), "attribute paths cannot be empty");
+            return None;
+        }
+        let sources = paths
+            .iter()
+            .map(|p| if *p == RANDOM { BucketSource::Random } else { BucketSource::Attribute(AttributePath::new(p)) })
+            .collect();
+        Some(Bucketing { sources, salt: salt.unwrap_or(self.key).into(), seed, total })
+    }
+
+    fn gate(&mut self, gate: &Gate, base: &str) -> Option<CompiledGate> {
+        let bucketing = self.bucketing(gate.bucket_by.as_ref(), gate.salt.as_deref(), gate.seed, gate.total, base)?;
+        if gate.weight > bucketing.total {
+            self.error(format!("{base}.weight"), format!("{} is more than the total {}", gate.weight, bucketing.total));
+            return None;
+        }
+        Some(CompiledGate { bucketing, weight: gate.weight })
+    }
+
+    fn serve(&mut self, serve: &Serve, base: &str) -> Option<CompiledServe> {
+        match (&serve.variant, &serve.rollout) {
+            (Some(v), None) => self.variant(v, format!("{base}.variant")).map(CompiledServe::Variant),
+            (None, Some(r)) => self.rollout(r, &format!("{base}.rollout")),
+            (Some(_), Some(_)) => {
+                self.error(base.to_owned(), "set either \"variant\" or \"rollout\", not both");
+                None
+            }
+            (None, None) => {
+                self.error(base.to_owned(), "set \"variant\" or \"rollout\"");
+                None
+            }
+        }
+    }
+
+    fn rollout(&mut self, rollout: &Rollout, base: &str) -> Option<CompiledServe> {
+        let bucketing = self.bucketing(rollout.bucket_by.as_ref(), rollout.salt.as_deref(), rollout.seed, rollout.total, base)?;
+        if rollout.variants.is_empty() {
+            self.error(format!("{base}.variants"), "a rollout needs at least one variant");
+            return None;
+        }
+        let mut ranges = Vec::with_capacity(rollout.variants.len());
+        let mut upper: u64 = 0;
+        let mut seen = HashSet::new();
+        let mut ok = true;
+        for (i, wv) in rollout.variants.iter().enumerate() {
+            let path = format!("{base}.variants[{i}]");
+            if !seen.insert(wv.variant.as_str()) {
+                self.error(format!("{path}.variant"), format!("variant \"{}\" is listed twice", wv.variant));
+                ok = false;
+            }
+            let Some(v) = self.variant(&wv.variant, format!("{path}.variant")) else {
+                ok = false;
+                continue;
+            };
+            upper += u64::from(wv.weight);
+            ranges.push((u32::try_from(upper).unwrap_or(u32::MAX), v));
+        }
+        if upper != u64::from(bucketing.total) {
+            let unit = if bucketing.total == FULL_WEIGHT { " (weights are in 1/1000 of a percent)" } else { "" };
+            self.error(format!("{base}.variants"), format!("weights sum to {upper}, not {}{unit}", bucketing.total));
+            ok = false;
+        }
+        ok.then(|| CompiledServe::Rollout { bucketing, ranges: ranges.into() })
+    }
+}

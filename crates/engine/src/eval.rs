@@ -1,0 +1,400 @@
+//! Evaluation: walk a compiled flag for one context. Pure and allocation-free on the normal path
+//! (the answer borrows from the compiled flags); an optional tracer records why, for `--explain`.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::compile::{Body, BucketSource, Bucketing, CompiledClause, CompiledFlags, CompiledServe, Config};
+use crate::context::Context;
+use crate::hash;
+
+/// Prerequisite chains deeper than this are refused (compile already rejects cycles).
+const MAX_PREREQUISITE_DEPTH: usize = 64;
+
+/// Why a value was served (OpenFeature's reasons, plus `PREREQUISITE_FAILED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Reason {
+    /// The flag has no targeting: everyone gets the same variant.
+    Static,
+    /// An individual target or a rule with a fixed variant matched.
+    TargetingMatch,
+    /// A percentage rollout placed the context.
+    Split,
+    /// No target or rule matched; the default was served.
+    Default,
+    /// The flag is off in this environment.
+    Disabled,
+    /// A prerequisite flag did not serve the required variant.
+    PrerequisiteFailed,
+    /// Evaluation failed; see the error code.
+    Error,
+}
+
+impl Reason {
+    /// The reason as OpenFeature spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Static => "STATIC",
+            Reason::TargetingMatch => "TARGETING_MATCH",
+            Reason::Split => "SPLIT",
+            Reason::Default => "DEFAULT",
+            Reason::Disabled => "DISABLED",
+            Reason::PrerequisiteFailed => "PREREQUISITE_FAILED",
+            Reason::Error => "ERROR",
+        }
+    }
+}
+
+/// What went wrong (OpenFeature's error codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// No flag with that key.
+    FlagNotFound,
+    /// The value is not of the requested type (raised by typed getters, not the engine).
+    TypeMismatch,
+    /// The flag's definition is invalid.
+    ParseError,
+    /// A rollout needed a bucketing value the context does not have.
+    TargetingKeyMissing,
+    /// The context cannot be used.
+    InvalidContext,
+    /// Anything else.
+    General,
+}
+
+impl ErrorCode {
+    /// The code as OpenFeature spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::FlagNotFound => "FLAG_NOT_FOUND",
+            ErrorCode::TypeMismatch => "TYPE_MISMATCH",
+            ErrorCode::ParseError => "PARSE_ERROR",
+            ErrorCode::TargetingKeyMissing => "TARGETING_KEY_MISSING",
+            ErrorCode::InvalidContext => "INVALID_CONTEXT",
+            ErrorCode::General => "GENERAL",
+        }
+    }
+}
+
+/// The result of evaluating one flag; it borrows from the compiled flags.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation<'a> {
+    /// The served value; `None` when nothing can be served (unknown flag, no off variant), in
+    /// which case the caller's default applies.
+    pub value: Option<&'a Value>,
+    /// The served variant's key.
+    pub variant: Option<&'a str>,
+    /// Why.
+    pub reason: Reason,
+    /// The index of the rule that decided, if one did.
+    pub rule: Option<usize>,
+    /// That rule's id, if it has one.
+    pub rule_id: Option<&'a str>,
+    /// What went wrong, with reason `ERROR`.
+    pub error: Option<ErrorCode>,
+    /// A message for the error.
+    pub error_message: Option<&'a str>,
+}
+
+/// Receives the steps of an evaluation, for explanations. The no-op tracer costs nothing.
+pub trait Tracer {
+    /// Records a step; the closure only runs when the tracer wants it.
+    fn step(&mut self, describe: impl FnOnce() -> String);
+}
+
+/// A tracer that records nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoTrace;
+
+impl Tracer for NoTrace {
+    #[inline(always)]
+    fn step(&mut self, _describe: impl FnOnce() -> String) {}
+}
+
+/// A tracer that collects each step as a sentence.
+#[derive(Debug, Default, Clone)]
+pub struct Explain(pub Vec<String>);
+
+impl Tracer for Explain {
+    fn step(&mut self, describe: impl FnOnce() -> String) {
+        self.0.push(describe());
+    }
+}
+
+/// Internal result: indexes, resolved to borrowed values at the end.
+#[derive(Clone, Copy)]
+struct Outcome<'a> {
+    variant: Option<usize>,
+    reason: Reason,
+    rule: Option<usize>,
+    error: Option<(ErrorCode, &'a str)>,
+}
+
+impl<'a> Outcome<'a> {
+    fn served(variant: usize, reason: Reason, rule: Option<usize>) -> Self {
+        Self { variant: Some(variant), reason, rule, error: None }
+    }
+    fn failed(variant: Option<usize>, code: ErrorCode, message: &'a str) -> Self {
+        Self { variant, reason: Reason::Error, rule: None, error: Some((code, message)) }
+    }
+}
+
+/// Evaluates flag `key` for `context`.
+pub fn evaluate<'a>(flags: &'a CompiledFlags, key: &str, context: &Context) -> Evaluation<'a> {
+    evaluate_traced(flags, key, context, &mut NoTrace)
+}
+
+/// Evaluates flag `key` for `context`, reporting each step to `tracer`.
+pub fn evaluate_traced<'a, T: Tracer>(
+    flags: &'a CompiledFlags,
+    key: &str,
+    context: &Context,
+    tracer: &mut T,
+) -> Evaluation<'a> {
+    let Some(&index) = flags.index.get(key) else {
+        tracer.step(|| format!("no flag \"{key}\" in environment \"{}\"", flags.environment));
+        return Evaluation {
+            value: None,
+            variant: None,
+            reason: Reason::Error,
+            rule: None,
+            rule_id: None,
+            error: Some(ErrorCode::FlagNotFound),
+            error_message: Some("flag not found"),
+        };
+    };
+    let outcome = evaluate_index(flags, index, context, tracer, 0);
+    let flag = &flags.flags[index];
+    let served = outcome.variant.and_then(|v| flag.variants.get(v));
+    let rule_id = match (&flag.body, outcome.rule) {
+        (Body::Ready(cfg), Some(r)) => cfg.rules.get(r).and_then(|r| r.id.as_deref()),
+        _ => None,
+    };
+    Evaluation {
+        value: served.map(|(_, v)| v),
+        variant: served.map(|(k, _)| k.as_ref()),
+        reason: outcome.reason,
+        rule: outcome.rule,
+        rule_id,
+        error: outcome.error.map(|(c, _)| c),
+        error_message: outcome.error.map(|(_, m)| m),
+    }
+}
+
+fn evaluate_index<'a, T: Tracer>(
+    flags: &'a CompiledFlags,
+    index: usize,
+    context: &Context,
+    tracer: &mut T,
+    depth: usize,
+) -> Outcome<'a> {
+    let flag = &flags.flags[index];
+    let cfg = match &flag.body {
+        Body::Ready(cfg) => cfg,
+        Body::Broken { fallback, message } => {
+            tracer.step(|| format!("flag \"{}\" is invalid: {message}", flag.key));
+            return Outcome::failed(*fallback, ErrorCode::ParseError, message);
+        }
+    };
+    if !cfg.enabled {
+        tracer.step(|| format!("flag \"{}\" is off in this environment: serving the off variant", flag.key));
+        return Outcome { variant: cfg.off, reason: Reason::Disabled, rule: None, error: None };
+    }
+    for prereq in cfg.prerequisites.iter() {
+        if depth >= MAX_PREREQUISITE_DEPTH {
+            return Outcome::failed(cfg.off, ErrorCode::General, "prerequisite chain too deep");
+        }
+        let got = evaluate_index(flags, prereq.flag, context, tracer, depth + 1);
+        let parent = &flags.flags[prereq.flag];
+        let passed = got.error.is_none() && got.variant.is_some_and(|v| prereq.variants.contains(&v));
+        tracer.step(|| {
+            let served = got.variant.and_then(|v| parent.variants.get(v)).map_or("nothing", |(k, _)| k.as_ref());
+            format!("prerequisite \"{}\" served {served}: {}", parent.key, if passed { "satisfied" } else { "failed" })
+        });
+        if !passed {
+            return Outcome { variant: cfg.off, reason: Reason::PrerequisiteFailed, rule: None, error: None };
+        }
+    }
+    if !cfg.targets.is_empty() {
+        if let Some(&variant) = context.targeting_key().and_then(|k| cfg.targets.get(k)) {
+            tracer.step(|| format!("targeting key is individually targeted: variant \"{}\"", flag.variants[variant].0));
+            return Outcome::served(variant, Reason::TargetingMatch, None);
+        }
+    }
+    for (r, rule) in cfg.rules.iter().enumerate() {
+        let label = || rule.id.as_deref().map_or(format!("rule[{r}]"), |id| format!("rule[{r}] \"{id}\""));
+        if !clauses_hold(flags, &rule.clauses, context, tracer, &label) {
+            continue;
+        }
+        if let Some(gate) = &rule.gate {
+            let admitted = if gate.weight >= gate.bucketing.total {
+                true
+            } else if gate.weight == 0 {
+                false
+            } else {
+                match bucket_of(&gate.bucketing, context) {
+                    Some(b) => {
+                        tracer.step(|| format!("{}: gate bucket {b} of {} (admits below {})", label(), gate.bucketing.total, gate.weight));
+                        b < gate.weight
+                    }
+                    None => {
+                        tracer.step(|| format!("{}: no bucketing value for the gate", label()));
+                        false
+                    }
+                }
+            };
+            if !admitted {
+                tracer.step(|| format!("{}: not admitted by the gate", label()));
+                continue;
+            }
+        }
+        tracer.step(|| format!("{} matched", label()));
+        return serve(&rule.serve, cfg, context, Reason::TargetingMatch, Some(r), tracer, flag_variants(flags, index));
+    }
+    let reason = if cfg.is_static { Reason::Static } else { Reason::Default };
+    tracer.step(|| "no rule matched: serving the default".to_owned());
+    serve(&cfg.default, cfg, context, reason, None, tracer, flag_variants(flags, index))
+}
+
+fn flag_variants(flags: &CompiledFlags, index: usize) -> &[(Box<str>, Value)] {
+    &flags.flags[index].variants
+}
+
+fn serve<'a, T: Tracer>(
+    serve: &CompiledServe,
+    cfg: &Config,
+    context: &Context,
+    fixed_reason: Reason,
+    rule: Option<usize>,
+    tracer: &mut T,
+    variants: &[(Box<str>, Value)],
+) -> Outcome<'a> {
+    match serve {
+        CompiledServe::Variant(v) => Outcome::served(*v, fixed_reason, rule),
+        CompiledServe::Rollout { bucketing, ranges } => {
+            let Some(b) = bucket_of(bucketing, context) else {
+                tracer.step(|| "the rollout has no bucketing value in the context".to_owned());
+                return Outcome { rule, ..Outcome::failed(cfg.off, ErrorCode::TargetingKeyMissing, "no value to bucket by") };
+            };
+            // Ranges are ascending and the last ends at the total, so one always contains `b`.
+            let variant = ranges.iter().find(|(upper, _)| b < *upper).or(ranges.last()).map(|(_, v)| *v);
+            tracer.step(|| {
+                let name = variant.and_then(|v| variants.get(v)).map_or("?", |(k, _)| k.as_ref());
+                format!("bucket {b} of {} (salt \"{}\", seed {}) falls in variant \"{name}\"", bucketing.total, bucketing.salt, bucketing.seed)
+            });
+            match variant {
+                Some(v) => Outcome::served(v, Reason::Split, rule),
+                None => Outcome::failed(cfg.off, ErrorCode::General, "empty rollout"),
+            }
+        }
+    }
+}
+
+fn clauses_hold<T: Tracer>(
+    flags: &CompiledFlags,
+    clauses: &[CompiledClause],
+    context: &Context,
+    tracer: &mut T,
+    label: &dyn Fn() -> String,
+) -> bool {
+    for (c, clause) in clauses.iter().enumerate() {
+        let holds = clause_holds(flags, clause, context, 0);
+        tracer.step(|| {
+            let what = match clause {
+                CompiledClause::Attribute { path, op, matcher, negate } => format!(
+                    "{}{} {} {}",
+                    if *negate { "not " } else { "" },
+                    path.as_str(),
+                    op.name(),
+                    matcher.describe_values()
+                ),
+                CompiledClause::Segment { negate, .. } => format!("{}in segment", if *negate { "not " } else { "" }),
+            };
+            format!("{} clause[{c}] ({what}): {}", label(), if holds { "holds" } else { "does not hold" })
+        });
+        if !holds {
+            return false;
+        }
+    }
+    true
+}
+
+fn clause_holds(flags: &CompiledFlags, clause: &CompiledClause, context: &Context, depth: usize) -> bool {
+    match clause {
+        CompiledClause::Attribute { path, matcher, negate, .. } => matcher.matches(context.lookup(path)) != *negate,
+        CompiledClause::Segment { segments, negate } => {
+            let member = segments.iter().any(|&s| in_segment(flags, s, context, depth + 1));
+            member != *negate
+        }
+    }
+}
+
+fn in_segment(flags: &CompiledFlags, index: usize, context: &Context, depth: usize) -> bool {
+    // Compile rejects recursive segments; the depth bound is a second line of defence.
+    if depth > MAX_PREREQUISITE_DEPTH {
+        return false;
+    }
+    let segment = &flags.segments[index];
+    if let Some(key) = context.targeting_key() {
+        if segment.included.contains(key) {
+            return true;
+        }
+        if segment.excluded.contains(key) {
+            return false;
+        }
+    }
+    segment.rules.iter().any(|clauses| clauses.iter().all(|c| clause_holds(flags, c, context, depth)))
+}
+
+/// The context's bucket, or `None` when no bucketing source has a usable value.
+fn bucket_of(bucketing: &Bucketing, context: &Context) -> Option<u32> {
+    for source in bucketing.sources.iter() {
+        let found = match source {
+            BucketSource::Random => context.random().map(|r| with_text(&Value::from(r), |bytes| bucket(bucketing, bytes))),
+            BucketSource::Attribute(path) => match context.lookup(path) {
+                Some(Value::String(s)) => Some(bucket(bucketing, s.as_bytes())),
+                Some(v @ (Value::Number(_) | Value::Bool(_))) => Some(with_text(v, |bytes| bucket(bucketing, bytes))),
+                _ => None,
+            },
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+fn bucket(bucketing: &Bucketing, value: &[u8]) -> u32 {
+    hash::bucket(&bucketing.salt, value, bucketing.seed, bucketing.total)
+}
+
+/// Formats a number or boolean on the stack and hands its text to `f`.
+fn with_text<R>(value: &Value, f: impl FnOnce(&[u8]) -> R) -> R {
+    struct Buf {
+        bytes: [u8; 64],
+        len: usize,
+    }
+    impl std::fmt::Write for Buf {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let end = self.len + s.len();
+            if end > self.bytes.len() {
+                return Err(std::fmt::Error);
+            }
+            self.bytes[self.len..end].copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+    let mut buf = Buf { bytes: [0; 64], len: 0 };
+    // A JSON number or boolean prints in well under 64 bytes.
+    let _ = match value {
+        Value::Number(n) => write!(buf, "{n}"),
+        Value::Bool(b) => write!(buf, "{b}"),
+        _ => Ok(()),
+    };
+    f(&buf.bytes[..buf.len])
+}

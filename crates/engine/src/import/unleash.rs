@@ -1,0 +1,1 @@
+//! Unleash client-API payloads imported as native flags.
