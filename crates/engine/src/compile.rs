@@ -420,7 +420,8 @@ fn compile_clause(
             path: AttributePath::new(attribute),
             op: clause.op.clone(),
             matcher,
-            negate: clause.negate,
+            // `not_in` is `in` inverted, so that an absent attribute is "not in" any list.
+            negate: clause.negate != (clause.op == Operator::NotIn),
         }),
         Err(e) => {
             let field = match (&clause.op, e.index) {

@@ -231,9 +231,8 @@ fn evaluate_index<'a, T: Tracer>(
             continue;
         }
         if let Some(gate) = &rule.gate {
-            let admitted = if gate.weight >= gate.bucketing.total {
-                true
-            } else if gate.weight == 0 {
+            // Even a 100% gate needs a bucketing value: a context without one is in no rollout.
+            let admitted = if gate.weight == 0 {
                 false
             } else {
                 match bucket_of(&gate.bucketing, context) {
@@ -307,7 +306,7 @@ fn clauses_hold<T: Tracer>(
             let what = match clause {
                 CompiledClause::Attribute { path, op, matcher, negate } => format!(
                     "{}{} {} {}",
-                    if *negate { "not " } else { "" },
+                    if *negate != (*op == crate::model::Operator::NotIn) { "not " } else { "" },
                     path.as_str(),
                     op.name(),
                     matcher.describe_values()
