@@ -82,6 +82,12 @@ impl StrSet {
             StrSet::Large(set) => set.contains(s),
         }
     }
+    fn sample(&self, n: usize) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self {
+            StrSet::Small(items) => Box::new(items.iter().take(n).map(AsRef::as_ref)),
+            StrSet::Large(set) => Box::new(set.iter().take(n).map(AsRef::as_ref)),
+        }
+    }
     pub(crate) fn len(&self) -> usize {
         match self {
             StrSet::Small(items) => items.len(),
@@ -164,7 +170,17 @@ impl Matcher {
     /// A short description for explanations.
     pub(crate) fn describe_values(&self) -> String {
         match self {
-            Matcher::In { strings, numbers, .. } => format!("{} value(s)", strings.len() + numbers.len()),
+            Matcher::In { strings, numbers, bools, .. } => {
+                let mut shown: Vec<String> = strings.sample(5).map(|s| format!("{s:?}")).collect();
+                shown.extend(numbers.iter().take(5).map(ToString::to_string));
+                shown.extend([false, true].into_iter().filter(|b| bools[usize::from(*b)]).map(|b| b.to_string()));
+                let total = strings.len() + numbers.len() + bools.iter().filter(|b| **b).count();
+                if total > shown.len() {
+                    format!("[{}, … {} values in all]", shown.join(", "), total)
+                } else {
+                    format!("[{}]", shown.join(", "))
+                }
+            }
             Matcher::StartsWith { values, .. }
             | Matcher::EndsWith { values, .. }
             | Matcher::Contains { values, .. } => format!("{values:?}"),

@@ -42,6 +42,9 @@ pub enum ImportError {
     /// The payload is not an Unleash client-features document.
     #[error("not an Unleash client-features payload: {0}")]
     Malformed(#[from] serde_json::Error),
+    /// The document parsed but holds neither `features` nor `events`.
+    #[error("not an Unleash client-features payload: expected a `features` or `events` field")]
+    NoFeatures,
 }
 
 /// The result of an import: native flags, and what could not be carried over as written.
@@ -213,12 +216,14 @@ pub fn payload_value(kind: Option<&str>, value: Option<&str>) -> Value {
 /// Imports an Unleash client-API payload (or a delta-API event list) into native flags for
 /// `environment`.
 pub fn import(json: &str, environment: &str) -> Result<Imported, ImportError> {
-    let payload: Payload = serde_json::from_str(json)?;
-    Ok(import_payload(payload, environment))
+    import_value(serde_json::from_str(json)?, environment)
 }
 
 /// Imports an already parsed payload.
 pub fn import_value(json: Value, environment: &str) -> Result<Imported, ImportError> {
+    if json.get("features").is_none() && json.get("events").is_none() {
+        return Err(ImportError::NoFeatures);
+    }
     let payload: Payload = serde_json::from_value(json)?;
     Ok(import_payload(payload, environment))
 }

@@ -1,0 +1,56 @@
+//! The command line: one subcommand per module, each a thin layer over the engine.
+
+mod eval;
+mod import;
+mod lint;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Dimmer: feature flags, gradual release and instant dial-down.
+#[derive(Debug, Parser)]
+#[command(name = "dimmer", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Evaluate one flag from a flags file for a context.
+    Eval(eval::EvalArgs),
+    /// Convert another tool's flags into Dimmer flags (JSON on standard output).
+    #[command(subcommand)]
+    Import(import::ImportCommand),
+    /// Check flag files and list every problem with its path.
+    Lint(lint::LintArgs),
+    /// Print the JSON Schema of a flags file.
+    Schema,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Eval(args) => eval::run(args),
+        Command::Import(cmd) => import::run(cmd),
+        Command::Lint(args) => lint::run(args),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&dimmer_engine::model::flag_set_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Prints diagnostics for one file; returns whether any was an error.
+pub(crate) fn report(file: &std::path::Path, diagnostics: &[dimmer_engine::Diagnostic]) -> bool {
+    for d in diagnostics {
+        eprintln!("{}: {d}", file.display());
+    }
+    diagnostics.iter().any(|d| d.severity == dimmer_engine::Severity::Error)
+}
+
+/// A path argument, `-` meaning standard input.
+pub(crate) type FileArg = PathBuf;
