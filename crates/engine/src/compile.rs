@@ -71,6 +71,8 @@ pub(crate) struct Bucketing {
     pub(crate) salt: Box<str>,
     pub(crate) seed: u32,
     pub(crate) total: u32,
+    /// The hash state after `"{salt}:"`, so evaluation hashes only the user's value.
+    pub(crate) prefix: crate::hash::Murmur3,
 }
 
 #[derive(Debug, Clone)]
@@ -600,7 +602,8 @@ impl FlagCx<'_> {
             .iter()
             .map(|p| if *p == RANDOM { BucketSource::Random } else { BucketSource::Attribute(AttributePath::new(p)) })
             .collect();
-        Some(Bucketing { sources, salt: salt.unwrap_or(self.key).into(), seed, total })
+        let salt = salt.unwrap_or(self.key);
+        Some(Bucketing { sources, salt: salt.into(), seed, total, prefix: crate::hash::salted(salt, seed) })
     }
 
     fn gate(&mut self, gate: &Gate, base: &str) -> Option<CompiledGate> {

@@ -14,13 +14,86 @@ pub const TARGETING_KEY: &str = "targetingKey";
 /// The bucketing source that takes the caller-supplied random number instead of an attribute.
 pub const RANDOM: &str = "$random";
 
-type Attributes = HashMap<String, Value, foldhash::fast::RandomState>;
+/// Contexts with more attributes than this are hashed; smaller ones (the usual case) are
+/// scanned, which is faster than hashing the name.
+const SCAN_LIMIT: usize = 16;
+
+/// Attribute storage: scanned when few, hashed when many.
+#[derive(Debug, Clone)]
+enum Attributes {
+    Few(Vec<(Box<str>, Value)>),
+    Many(HashMap<Box<str>, Value, foldhash::fast::RandomState>),
+}
+
+impl Default for Attributes {
+    fn default() -> Self {
+        Attributes::Few(Vec::new())
+    }
+}
+
+impl Attributes {
+    #[inline]
+    fn get(&self, name: &str) -> Option<&Value> {
+        match self {
+            Attributes::Few(items) => {
+                items.iter().find(|(k, _)| crate::ops::bytes_eq(k.as_bytes(), name.as_bytes())).map(|(_, v)| v)
+            }
+            Attributes::Many(map) => map.get(name),
+        }
+    }
+
+    fn insert(&mut self, name: String, value: Value) {
+        match self {
+            Attributes::Few(items) => {
+                if let Some(slot) = items.iter_mut().find(|(k, _)| k.as_ref() == name) {
+                    slot.1 = value;
+                } else if items.len() < SCAN_LIMIT {
+                    items.push((name.into(), value));
+                } else {
+                    let mut map: HashMap<Box<str>, Value, foldhash::fast::RandomState> =
+                        std::mem::take(items).into_iter().collect();
+                    map.insert(name.into(), value);
+                    *self = Attributes::Many(map);
+                }
+            }
+            Attributes::Many(map) => {
+                map.insert(name.into(), value);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Attributes::Few(items) => items.len(),
+            Attributes::Many(map) => map.len(),
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (&str, &Value)> + '_> {
+        match self {
+            Attributes::Few(items) => Box::new(items.iter().map(|(k, v)| (k.as_ref(), v))),
+            Attributes::Many(map) => Box::new(map.iter().map(|(k, v)| (k.as_ref(), v))),
+        }
+    }
+}
 
 /// Attributes of the user (or device, tenant, request) a flag is evaluated for.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Context {
+    /// `targetingKey`, kept apart because nearly every rollout reads it.
+    targeting_key: Option<Value>,
+    /// Every other attribute.
     attributes: Attributes,
     random: Option<u32>,
+}
+
+impl PartialEq for Context {
+    fn eq(&self, other: &Self) -> bool {
+        self.random == other.random
+            && self.targeting_key == other.targeting_key
+            && self.attributes.len() == other.attributes.len()
+            && self.attributes.iter().all(|(k, v)| other.attributes.get(k) == Some(v))
+    }
 }
 
 impl Context {
@@ -38,20 +111,27 @@ impl Context {
 
     /// Builds a context from a JSON object (OpenFeature's flat shape: `targetingKey` and attributes).
     pub fn from_map(map: Map<String, Value>) -> Self {
-        let mut attributes = Attributes::with_capacity_and_hasher(map.len(), Default::default());
-        attributes.extend(map);
-        Self { attributes, random: None }
+        let mut ctx = Self::default();
+        for (k, v) in map {
+            ctx.set(k, v);
+        }
+        ctx
     }
 
     /// Sets an attribute.
     pub fn set(&mut self, name: impl Into<String>, value: Value) -> &mut Self {
-        self.attributes.insert(name.into(), value);
+        let name = name.into();
+        if name == TARGETING_KEY {
+            self.targeting_key = Some(value);
+        } else {
+            self.attributes.insert(name, value);
+        }
         self
     }
 
     /// Builder form of [`Context::set`].
     pub fn attr(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.attributes.insert(name.into(), value.into());
+        self.set(name, value.into());
         self
     }
 
@@ -67,23 +147,29 @@ impl Context {
     }
 
     /// The targeting key, when it is a string.
+    #[inline]
     pub fn targeting_key(&self) -> Option<&str> {
-        self.attributes.get(TARGETING_KEY).and_then(Value::as_str)
+        self.targeting_key.as_ref().and_then(Value::as_str)
     }
 
     /// A top-level attribute.
+    #[inline]
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.attributes.get(name)
+        if name == TARGETING_KEY { self.targeting_key.as_ref() } else { self.attributes.get(name) }
     }
 
     /// Looks an attribute up by path: the whole name first (attribute names may contain dots),
     /// then segment by segment through nested objects.
+    #[inline]
     pub fn lookup(&self, path: &AttributePath) -> Option<&Value> {
+        if path.is_targeting_key {
+            return self.targeting_key.as_ref();
+        }
         if let Some(v) = self.attributes.get(path.full.as_ref()) {
             return Some(v);
         }
         let (first, rest) = path.parts.split_first()?;
-        let mut current = self.attributes.get(first.as_ref())?;
+        let mut current = self.get(first)?;
         for part in rest {
             current = match current {
                 Value::Object(map) => map.get(part.as_ref())?,
@@ -95,8 +181,8 @@ impl Context {
     }
 
     /// All attributes.
-    pub fn attributes(&self) -> impl Iterator<Item = (&String, &Value)> {
-        self.attributes.iter()
+    pub fn attributes(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.targeting_key.iter().map(|v| (TARGETING_KEY, v)).chain(self.attributes.iter())
     }
 }
 
@@ -104,6 +190,8 @@ impl Context {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttributePath {
     full: Box<str>,
+    /// Resolved once, so that reading the targeting key costs no string comparison.
+    is_targeting_key: bool,
     /// The dot-separated segments; empty when the path has no dot.
     parts: Box<[Box<str>]>,
 }
@@ -116,7 +204,7 @@ impl AttributePath {
         } else {
             Box::default()
         };
-        Self { full: path.into(), parts }
+        Self { full: path.into(), is_targeting_key: path == TARGETING_KEY, parts }
     }
 
     /// The path as written.
@@ -127,7 +215,7 @@ impl AttributePath {
 
 impl Serialize for Context {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let sorted: std::collections::BTreeMap<_, _> = self.attributes.iter().collect();
+        let sorted: std::collections::BTreeMap<&str, &Value> = self.attributes().collect();
         sorted.serialize(s)
     }
 }
@@ -158,5 +246,18 @@ mod tests {
         assert_eq!(ctx.lookup(&AttributePath::new("a.b")), Some(&json!(1)));
         assert_eq!(ctx.lookup(&AttributePath::new("address.zip")), None);
         assert_eq!(ctx.lookup(&AttributePath::new("targetingKey.x")), None);
+    }
+
+    #[test]
+    fn large_contexts_switch_to_hashing_and_keep_every_attribute() {
+        let mut ctx = Context::with_key("k");
+        for i in 0..40 {
+            ctx.set(format!("a{i}"), json!(i));
+        }
+        ctx.set("a3", json!("replaced"));
+        assert_eq!(ctx.get("a39"), Some(&json!(39)));
+        assert_eq!(ctx.get("a3"), Some(&json!("replaced")));
+        assert_eq!(ctx.targeting_key(), Some("k"));
+        assert_eq!(ctx.attributes().count(), 41);
     }
 }

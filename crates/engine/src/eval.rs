@@ -322,6 +322,7 @@ fn clauses_hold<T: Tracer>(
     true
 }
 
+#[inline]
 fn clause_holds(flags: &CompiledFlags, clause: &CompiledClause, context: &Context, depth: usize) -> bool {
     match clause {
         CompiledClause::Attribute { path, matcher, negate, .. } => matcher.matches(context.lookup(path)) != *negate,
@@ -350,6 +351,7 @@ fn in_segment(flags: &CompiledFlags, index: usize, context: &Context, depth: usi
 }
 
 /// The context's bucket, or `None` when no bucketing source has a usable value.
+#[inline]
 fn bucket_of(bucketing: &Bucketing, context: &Context) -> Option<u32> {
     for source in bucketing.sources.iter() {
         let found = match source {
@@ -368,7 +370,7 @@ fn bucket_of(bucketing: &Bucketing, context: &Context) -> Option<u32> {
 }
 
 fn bucket(bucketing: &Bucketing, value: &[u8]) -> u32 {
-    hash::bucket(&bucketing.salt, value, bucketing.seed, bucketing.total)
+    hash::bucket_salted(&bucketing.prefix, value, bucketing.total)
 }
 
 /// Formats a number or boolean on the stack and hands its text to `f`.

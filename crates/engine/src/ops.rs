@@ -78,7 +78,7 @@ impl StrSet {
     }
     fn contains(&self, s: &str) -> bool {
         match self {
-            StrSet::Small(items) => items.iter().any(|i| i.as_ref() == s),
+            StrSet::Small(items) => items.iter().any(|i| bytes_eq(i.as_bytes(), s.as_bytes())),
             StrSet::Large(set) => set.contains(s),
         }
     }
@@ -94,6 +94,13 @@ impl StrSet {
             StrSet::Large(set) => set.len(),
         }
     }
+}
+
+/// Byte equality that rejects on length and first byte before calling `memcmp`: most
+/// candidates in a short scan differ there, and the call is the expensive part.
+#[inline]
+pub(crate) fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.first() == b.first() && a == b
 }
 
 /// A compiled operator with its values.
@@ -115,6 +122,7 @@ pub(crate) enum Matcher {
 impl Matcher {
     /// Whether the attribute value satisfies the operator (before any negation). An absent or
     /// null attribute satisfies only `absent`; an array satisfies when any element does.
+    #[inline]
     pub(crate) fn matches(&self, value: Option<&Value>) -> bool {
         let value = match value {
             None | Some(Value::Null) => return matches!(self, Matcher::Absent),

@@ -58,7 +58,7 @@ impl LdBench {
         };
         add_flag(measured_flag(scenario));
         for i in 1..FLAGS {
-            add_flag(boolean_flag(&filler_key(i), vec![]));
+            add_flag(boolean_flag(&filler_key(i), &[]));
         }
         if scenario == Scenario::Segment {
             let keys: Vec<String> = segment_keys().collect();
@@ -104,7 +104,7 @@ fn context(u: &UserSpec) -> Context {
         .expect("a user context with a non-empty key is valid")
 }
 
-fn clause(attribute: &str, op: &str, values: Value) -> Value {
+fn clause(attribute: &str, op: &str, values: &Value) -> Value {
     json!({
         "contextKind": "user",
         "attribute": attribute,
@@ -114,7 +114,7 @@ fn clause(attribute: &str, op: &str, values: Value) -> Value {
     })
 }
 
-fn rule(id: &str, clauses: Vec<Value>, serve: Value) -> Value {
+fn rule(id: &str, clauses: &[Value], serve: &Value) -> Value {
     let mut rule = json!({ "id": id, "clauses": clauses, "trackEvents": false });
     if let (Some(rule), Some(serve)) = (rule.as_object_mut(), serve.as_object()) {
         rule.extend(serve.clone());
@@ -123,7 +123,7 @@ fn rule(id: &str, clauses: Vec<Value>, serve: Value) -> Value {
 }
 
 /// An on boolean flag with variations `[false, true]` serving true by default.
-fn boolean_flag(key: &str, rules: Vec<Value>) -> Value {
+fn boolean_flag(key: &str, rules: &[Value]) -> Value {
     let fallthrough = if rules.is_empty() { TRUE } else { FALSE };
     json!({
         "key": key,
@@ -151,43 +151,43 @@ fn measured_flag(scenario: Scenario) -> Value {
         Scenario::Rules => vec![
             rule(
                 "rule-1",
-                vec![
-                    clause("country", "in", json!(["fr", "de"])),
-                    clause("plan", "in", json!(["enterprise"])),
+                &[
+                    clause("country", "in", &json!(["fr", "de"])),
+                    clause("plan", "in", &json!(["enterprise"])),
                 ],
-                serve_true.clone(),
+                &serve_true,
             ),
             rule(
                 "rule-2",
-                vec![
-                    clause("email", "endsWith", json!(["@example.com"])),
-                    clause("beta", "in", json!([true])),
+                &[
+                    clause("email", "endsWith", &json!(["@example.com"])),
+                    clause("beta", "in", &json!([true])),
                 ],
-                serve_true.clone(),
+                &serve_true,
             ),
             rule(
                 "rule-3",
-                vec![
-                    clause("country", "in", json!(["us", "ca"])),
-                    clause("plan", "in", json!(["pro", "team"])),
+                &[
+                    clause("country", "in", &json!(["us", "ca"])),
+                    clause("plan", "in", &json!(["pro", "team"])),
                 ],
-                serve_true,
+                &serve_true,
             ),
         ],
         Scenario::RolloutIn => vec![rule(
             "rollout",
-            vec![clause("country", "in", json!(["us", "ca", "fr"]))],
+            &[clause("country", "in", &json!(["us", "ca", "fr"]))],
             // No bucketBy: LaunchDarkly buckets by the context key.
-            json!({ "rollout": { "variations": [
+            &json!({ "rollout": { "variations": [
                 { "variation": TRUE, "weight": 50_000 },
                 { "variation": FALSE, "weight": 50_000 },
             ] } }),
         )],
         Scenario::Segment => vec![rule(
             "segment",
-            vec![clause("", "segmentMatch", json!([SEGMENT_KEY]))],
-            serve_true,
+            &[clause("", "segmentMatch", &json!([SEGMENT_KEY]))],
+            &serve_true,
         )],
     };
-    boolean_flag(FLAG_KEY, rules)
+    boolean_flag(FLAG_KEY, &rules)
 }

@@ -100,7 +100,7 @@ fn constraint(context_name: &str, operator: &str, values: &[&str]) -> Value {
 
 /// A `flexibleRollout` strategy at `rollout` percent, sticky on `userId`,
 /// grouped by the measured flag's name.
-fn flexible_rollout(rollout: u32, constraints: Vec<Value>, segments: &[i32]) -> Value {
+fn flexible_rollout(rollout: u32, constraints: &[Value], segments: &[i32]) -> Value {
     json!({
         "name": "flexibleRollout",
         "parameters": {
@@ -113,7 +113,7 @@ fn flexible_rollout(rollout: u32, constraints: Vec<Value>, segments: &[i32]) -> 
     })
 }
 
-fn feature(name: &str, strategies: Vec<Value>) -> Value {
+fn feature(name: &str, strategies: &[Value]) -> Value {
     json!({
         "name": name,
         "type": "release",
@@ -134,7 +134,7 @@ fn client_features(scenario: Scenario) -> ClientFeatures {
         Scenario::Rules => vec![
             flexible_rollout(
                 100,
-                vec![
+                &[
                     constraint("country", "IN", &["fr", "de"]),
                     constraint("plan", "IN", &["enterprise"]),
                 ],
@@ -142,7 +142,7 @@ fn client_features(scenario: Scenario) -> ClientFeatures {
             ),
             flexible_rollout(
                 100,
-                vec![
+                &[
                     constraint("email", "STR_ENDS_WITH", &["@example.com"]),
                     constraint("beta", "IN", &["true"]),
                 ],
@@ -150,7 +150,7 @@ fn client_features(scenario: Scenario) -> ClientFeatures {
             ),
             flexible_rollout(
                 100,
-                vec![
+                &[
                     constraint("country", "IN", &["us", "ca"]),
                     constraint("plan", "IN", &["pro", "team"]),
                 ],
@@ -159,14 +159,14 @@ fn client_features(scenario: Scenario) -> ClientFeatures {
         ],
         Scenario::RolloutIn => vec![flexible_rollout(
             50,
-            vec![constraint("country", "IN", &["us", "ca", "fr"])],
+            &[constraint("country", "IN", &["us", "ca", "fr"])],
             &[],
         )],
-        Scenario::Segment => vec![flexible_rollout(100, vec![], &[SEGMENT_ID])],
+        Scenario::Segment => vec![flexible_rollout(100, &[], &[SEGMENT_ID])],
     };
 
-    let mut features = vec![feature(FLAG_KEY, strategies)];
-    features.extend((1..FLAGS).map(|i| feature(&filler_key(i), vec![default_strategy()])));
+    let mut features = vec![feature(FLAG_KEY, &strategies)];
+    features.extend((1..FLAGS).map(|i| feature(&filler_key(i), &[default_strategy()])));
 
     let segments = if scenario == Scenario::Segment {
         let keys: Vec<String> = segment_keys().collect();
