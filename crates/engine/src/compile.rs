@@ -233,8 +233,8 @@ pub fn compile(set: &FlagSet, environment: &str) -> (CompiledFlags, Vec<Diagnost
         let first_error = errors.iter().find(|d| d.severity == Severity::Error).cloned();
         let fallback = config
             .and_then(|c| c.off_variant.as_deref())
-            .or(Some(OFF))
-            .and_then(|off| flag.variants.get_index_of(off));
+            .and_then(|off| flag.variants.get_index_of(off))
+            .or_else(|| flag.variants.get_index_of(OFF));
         let body = match (compiled, first_error) {
             (Some(cfg), None) => Body::Ready(cfg),
             (_, Some(d)) => Body::Broken { fallback, message: format!("{}: {}", d.path, d.message).into() },
@@ -248,14 +248,15 @@ pub fn compile(set: &FlagSet, environment: &str) -> (CompiledFlags, Vec<Diagnost
         });
     }
 
-    // A prerequisite cycle would make evaluation recurse forever: every flag on one is broken.
+    // A prerequisite cycle would make evaluation recurse forever: every flag on one, or depending
+    // on one, is broken.
     for (i, cycle) in find_cycles(&prereq_edges).into_iter().enumerate() {
         if !cycle {
             continue;
         }
         let key = set.flags.get_index(i).map(|(k, _)| k.as_str()).unwrap_or_default();
         let path = format!("flags{}.environments{}.prerequisites", key_segment(key), key_segment(environment));
-        let message = "prerequisites form a cycle".to_owned();
+        let message = "prerequisites form a cycle (or depend on flags that do)".to_owned();
         let fallback = match &flags[i].body {
             Body::Ready(c) => c.off,
             Body::Broken { fallback, .. } => *fallback,
@@ -362,7 +363,7 @@ fn compile_segments(
             diags.push(Diagnostic {
                 severity: Severity::Error,
                 path: format!("segments{}.rules", key_segment(key)),
-                message: "segment membership is recursive (a segment includes itself through in_segment)".into(),
+                message: "segment membership is recursive: the segment includes itself through in_segment, or uses one that does".into(),
             });
         }
     }
@@ -584,7 +585,15 @@ impl FlagCx<'_> {
         self.diags.iter().filter(|d| d.severity == Severity::Error).count()
     }
 
-    fn bucketing(&mut self, bucket_by: Option<&BucketBy>, salt: Option<&str>, seed: u32, total: Option<u32>, base: &str) -> Option<Bucketing> {
+    fn bucketing(
+        &mut self,
+        bucket_by: Option<&BucketBy>,
+        salt: Option<&str>,
+        default_salt: &str,
+        seed: u32,
+        total: Option<u32>,
+        base: &str,
+    ) -> Option<Bucketing> {
         let total = total.unwrap_or(FULL_WEIGHT);
         if total == 0 {
             self.error(format!("{base}.total"), "must be positive");
@@ -602,12 +611,16 @@ impl FlagCx<'_> {
             .iter()
             .map(|p| if *p == RANDOM { BucketSource::Random } else { BucketSource::Attribute(AttributePath::new(p)) })
             .collect();
-        let salt = salt.unwrap_or(self.key);
+        let salt = salt.unwrap_or(default_salt);
         Some(Bucketing { sources, salt: salt.into(), seed, total, prefix: crate::hash::salted(salt, seed) })
     }
 
     fn gate(&mut self, gate: &Gate, base: &str) -> Option<CompiledGate> {
-        let bucketing = self.bucketing(gate.bucket_by.as_ref(), gate.salt.as_deref(), gate.seed, gate.total, base)?;
+        // A gate hashes apart from the rollout it guards: with one salt, a 50% gate in front of a
+        // 50/50 rollout would admit exactly the users of the first variant.
+        let default_salt = format!("{}:gate", self.key);
+        let bucketing =
+            self.bucketing(gate.bucket_by.as_ref(), gate.salt.as_deref(), &default_salt, gate.seed, gate.total, base)?;
         if gate.weight > bucketing.total {
             self.error(format!("{base}.weight"), format!("{} is more than the total {}", gate.weight, bucketing.total));
             return None;
@@ -631,7 +644,9 @@ impl FlagCx<'_> {
     }
 
     fn rollout(&mut self, rollout: &Rollout, base: &str) -> Option<CompiledServe> {
-        let bucketing = self.bucketing(rollout.bucket_by.as_ref(), rollout.salt.as_deref(), rollout.seed, rollout.total, base)?;
+        let key = self.key;
+        let bucketing =
+            self.bucketing(rollout.bucket_by.as_ref(), rollout.salt.as_deref(), key, rollout.seed, rollout.total, base)?;
         if rollout.variants.is_empty() {
             self.error(format!("{base}.variants"), "a rollout needs at least one variant");
             return None;

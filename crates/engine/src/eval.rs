@@ -208,8 +208,13 @@ fn evaluate_index<'a, T: Tracer>(
         if depth >= MAX_PREREQUISITE_DEPTH {
             return Outcome::failed(cfg.off, ErrorCode::General, "prerequisite chain too deep");
         }
-        let got = evaluate_index(flags, prereq.flag, context, tracer, depth + 1);
         let parent = &flags.flags[prereq.flag];
+        tracer.step(|| format!("evaluating prerequisite \"{}\":", parent.key));
+        let got = evaluate_index(flags, prereq.flag, context, tracer, depth + 1);
+        if let Some((ErrorCode::General, message)) = got.error {
+            // Too deep a chain is the caller's problem, not a failed prerequisite.
+            return Outcome::failed(cfg.off, ErrorCode::General, message);
+        }
         let passed = got.error.is_none() && got.variant.is_some_and(|v| prereq.variants.contains(&v));
         tracer.step(|| {
             let served = got.variant.and_then(|v| parent.variants.get(v)).map_or("nothing", |(k, _)| k.as_ref());
@@ -357,7 +362,9 @@ fn bucket_of(bucketing: &Bucketing, context: &Context) -> Option<u32> {
         let found = match source {
             BucketSource::Random => context.random().map(|r| with_text(&Value::from(r), |bytes| bucket(bucketing, bytes))),
             BucketSource::Attribute(path) => match context.lookup(path) {
-                Some(Value::String(s)) => Some(bucket(bucketing, s.as_bytes())),
+                // An empty string identifies nobody: bucketing it would put every anonymous
+                // user in the same bucket.
+                Some(Value::String(s)) if !s.is_empty() => Some(bucket(bucketing, s.as_bytes())),
                 Some(v @ (Value::Number(_) | Value::Bool(_))) => Some(with_text(v, |bytes| bucket(bucketing, bytes))),
                 _ => None,
             },

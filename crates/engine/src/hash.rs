@@ -34,26 +34,40 @@ impl Murmur3 {
     }
 
     /// Feeds more bytes.
+    #[inline]
     pub fn write(&mut self, mut bytes: &[u8]) {
         self.len += bytes.len();
-        // At most three bytes move in and out of the tail; a loop beats a `memcpy` call here.
-        while self.tail_len > 0 {
-            let Some((first, rest)) = bytes.split_first() else { return };
-            self.tail[self.tail_len] = *first;
-            self.tail_len += 1;
-            bytes = rest;
-            if self.tail_len == 4 {
-                let k = u32::from_le_bytes(self.tail);
-                self.mix_block(k);
-                self.tail_len = 0;
+        if self.tail_len > 0 {
+            // Complete the pending block with fixed-size moves (at most three bytes): cheaper
+            // than a `memcpy` call of variable length.
+            let need = 4 - self.tail_len;
+            if bytes.len() < need {
+                for b in bytes {
+                    self.tail[self.tail_len] = *b;
+                    self.tail_len += 1;
+                }
+                return;
             }
+            let mut block = self.tail;
+            match (need, bytes) {
+                (1, [a, ..]) => block[3] = *a,
+                (2, [a, b, ..]) => [block[2], block[3]] = [*a, *b],
+                (3, [a, b, c, ..]) => [block[1], block[2], block[3]] = [*a, *b, *c],
+                _ => {}
+            }
+            self.mix_block(u32::from_le_bytes(block));
+            self.tail_len = 0;
+            bytes = &bytes[need..];
         }
         while let Some((chunk, rest)) = bytes.split_first_chunk::<4>() {
             self.mix_block(u32::from_le_bytes(*chunk));
             bytes = rest;
         }
-        for (slot, byte) in self.tail.iter_mut().zip(bytes) {
-            *slot = *byte;
+        match bytes {
+            [a] => self.tail[0] = *a,
+            [a, b] => [self.tail[0], self.tail[1]] = [*a, *b],
+            [a, b, c] => [self.tail[0], self.tail[1], self.tail[2]] = [*a, *b, *c],
+            _ => {}
         }
         self.tail_len = bytes.len();
     }

@@ -96,11 +96,22 @@ impl StrSet {
     }
 }
 
-/// Byte equality that rejects on length and first byte before calling `memcmp`: most
-/// candidates in a short scan differ there, and the call is the expensive part.
+/// Byte equality without a `memcmp` call for short strings (attribute names, country codes,
+/// plan names): the call costs more than the comparison. Up to 16 bytes are compared as two
+/// overlapping words.
 #[inline]
 pub(crate) fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.first() == b.first() && a == b
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => a.first_chunk::<4>() == b.first_chunk::<4>() && a.last_chunk::<4>() == b.last_chunk::<4>(),
+        8..=16 => a.first_chunk::<8>() == b.first_chunk::<8>() && a.last_chunk::<8>() == b.last_chunk::<8>(),
+        _ => a == b,
+    }
 }
 
 /// A compiled operator with its values.
@@ -518,6 +529,18 @@ mod tests {
             let err = compile_matcher(&Operator::parse(op), &values, false).unwrap_err();
             assert_eq!(err.index, *index, "{op}: {err:?}");
             assert!(err.message.contains(text), "{op}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn bytes_eq_agrees_with_slice_equality() {
+        let words = ["", "a", "b", "ab", "ba", "abc", "abd", "xbc", "abcd", "abce", "abcdefg", "abcdefh", "bbcdefg",
+            "abcdefgh", "abcdefgi", "abcdefghijklmnop", "abcdefghijklmnoq", "bbcdefghijklmnop", "abcdefghijklmnopq",
+            "abcdefghijklmnopr"];
+        for x in words {
+            for y in words {
+                assert_eq!(bytes_eq(x.as_bytes(), y.as_bytes()), x == y, "{x:?} {y:?}");
+            }
         }
     }
 
