@@ -1,5 +1,7 @@
 //! The `dimmer` binary end to end: real process, real files, JSON on stdout, exit codes.
 
+#![allow(clippy::expect_used, reason = "test helpers: a failed set-up should stop the test")]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -11,7 +13,11 @@ fn dimmer(args: &[&str]) -> Output {
 
 fn stdout_json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("stdout is not JSON ({e}): {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     })
 }
 
@@ -48,25 +54,57 @@ flags:
 fn eval_prints_flag_value_variant_and_reason() {
     let dir = scratch("eval");
     let file = write(&dir, "flags.yaml", FLAGS);
-    let out = dimmer(&["eval", "--file", &file, "--flag", "checkout", "--context", r#"{"targetingKey":"u1","country":"fr","plan":"pro"}"#]);
+    let out = dimmer(&[
+        "eval",
+        "--file",
+        &file,
+        "--flag",
+        "checkout",
+        "--context",
+        r#"{"targetingKey":"u1","country":"fr","plan":"pro"}"#,
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json = stdout_json(&out);
-    assert_eq!(json, serde_json::json!({"flag": "checkout", "value": true, "variant": "on", "reason": "TARGETING_MATCH"}));
+    assert_eq!(
+        json,
+        serde_json::json!({"flag": "checkout", "value": true, "variant": "on", "reason": "TARGETING_MATCH"})
+    );
 }
 
 #[test]
 fn eval_explain_names_the_rule_and_clauses_that_decided() {
     let dir = scratch("explain");
     let file = write(&dir, "flags.yaml", FLAGS);
-    let out = dimmer(&["eval", "--file", &file, "--flag", "checkout", "--context", r#"{"targetingKey":"u1","country":"fr","plan":"free"}"#, "--explain"]);
+    let out = dimmer(&[
+        "eval",
+        "--file",
+        &file,
+        "--flag",
+        "checkout",
+        "--context",
+        r#"{"targetingKey":"u1","country":"fr","plan":"free"}"#,
+        "--explain",
+    ]);
     let json = stdout_json(&out);
     assert_eq!(json["reason"], "SPLIT");
     assert_eq!(json["variant"], "off");
     let steps: Vec<String> = serde_json::from_value(json["explanation"].clone()).unwrap();
-    assert!(steps.iter().any(|s| s.contains("french-pros") && s.contains("clause[1]") && s.contains("does not hold")), "{steps:#?}");
+    assert!(
+        steps.iter().any(|s| s.contains("french-pros") && s.contains("clause[1]") && s.contains("does not hold")),
+        "{steps:#?}"
+    );
     assert!(steps.iter().any(|s| s.starts_with("bucket ") && s.contains("\"off\"")), "{steps:#?}");
 
-    let out = dimmer(&["eval", "--file", &file, "--flag", "checkout", "--context", r#"{"targetingKey":"vip-1"}"#, "--explain"]);
+    let out = dimmer(&[
+        "eval",
+        "--file",
+        &file,
+        "--flag",
+        "checkout",
+        "--context",
+        r#"{"targetingKey":"vip-1"}"#,
+        "--explain",
+    ]);
     let json = stdout_json(&out);
     assert_eq!(json["reason"], "TARGETING_MATCH");
     assert!(json["explanation"][0].as_str().unwrap().contains("individually targeted"));
@@ -111,7 +149,7 @@ fn lint_lists_every_problem_with_its_path_and_fails() {
         "flags.checkout.environments.production.rules[0].serve.variant: unknown variant \"maybe\"",
         "flags.checkout.environments.production.default.rollout.variants: weights sum to 90000, not 100000",
     ] {
-        assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
     }
     let out = dimmer(&["lint", &write(&dir, "ok.yaml", FLAGS)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -121,7 +159,11 @@ fn lint_lists_every_problem_with_its_path_and_fails() {
 fn malformed_files_get_a_path_and_a_reason_never_a_panic() {
     let dir = scratch("malformed");
     let cases = [
-        ("a.yaml", "flags:\n  x:\n    environments:\n      prod:\n        rules: 5\n", "flags.x.environments.prod.rules: invalid type"),
+        (
+            "a.yaml",
+            "flags:\n  x:\n    environments:\n      prod:\n        rules: 5\n",
+            "flags.x.environments.prod.rules: invalid type",
+        ),
         ("b.json", r#"{"flags": {"x": {"kind": "nope"}}}"#, "flags.x.kind: unknown variant `nope`"),
         ("c.json", r#"{"flags": {"x": {"environmnts": {}}}}"#, "unknown field `environmnts`"),
         ("d.json", "{not json", "key must be a string"),

@@ -45,13 +45,18 @@ impl DimmerBench {
         }
         flags.insert(FLAG_KEY.to_owned(), json!({"environments": {"production": measured}}));
         let segments = json!({SEGMENT_KEY: {"included": segment_keys().collect::<Vec<_>>()}});
-        let set: FlagSet = serde_json::from_value(json!({"flags": flags, "segments": segments})).expect("bench flag set parses");
+        let set: FlagSet =
+            serde_json::from_value(json!({"flags": flags, "segments": segments})).expect("bench flag set parses");
         let (flags, diagnostics) = compile(&set, "production");
         assert!(diagnostics.is_empty(), "bench flags compile cleanly: {diagnostics:?}");
         let contexts = (0..USERS)
             .map(|i| {
                 let u = user(i);
-                Context::with_key(u.key).attr("country", u.country).attr("plan", u.plan).attr("email", u.email).attr("beta", u.beta)
+                Context::with_key(u.key)
+                    .attr("country", u.country)
+                    .attr("plan", u.plan)
+                    .attr("email", u.email)
+                    .attr("beta", u.beta)
             })
             .collect();
         Self { flags, contexts }

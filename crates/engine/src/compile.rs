@@ -79,7 +79,10 @@ pub(crate) struct Bucketing {
 pub(crate) enum CompiledServe {
     Variant(usize),
     /// Each range is (exclusive upper bucket, variant index), in bucket order.
-    Rollout { bucketing: Bucketing, ranges: Box<[(u32, usize)]> },
+    Rollout {
+        bucketing: Bucketing,
+        ranges: Box<[(u32, usize)]>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -196,8 +199,7 @@ impl CompiledFlags {
 /// configurations and every segment; a flag with an error is compiled as broken.
 pub fn compile(set: &FlagSet, environment: &str) -> (CompiledFlags, Vec<Diagnostic>) {
     let mut diags = Vec::new();
-    let segment_index: HashMap<&str, usize> =
-        set.segments.keys().enumerate().map(|(i, k)| (k.as_str(), i)).collect();
+    let segment_index: HashMap<&str, usize> = set.segments.keys().enumerate().map(|(i, k)| (k.as_str(), i)).collect();
 
     let (segments, broken_segments) = compile_segments(set, &segment_index, &mut diags);
 
@@ -229,7 +231,8 @@ pub fn compile(set: &FlagSet, environment: &str) -> (CompiledFlags, Vec<Diagnost
                 is_static: true,
             }),
         };
-        prereq_edges.push(compiled.as_ref().map(|c| c.prerequisites.iter().map(|p| p.flag).collect()).unwrap_or_default());
+        prereq_edges
+            .push(compiled.as_ref().map(|c| c.prerequisites.iter().map(|p| p.flag).collect()).unwrap_or_default());
         let first_error = errors.iter().find(|d| d.severity == Severity::Error).cloned();
         let fallback = config
             .and_then(|c| c.off_variant.as_deref())
@@ -248,25 +251,36 @@ pub fn compile(set: &FlagSet, environment: &str) -> (CompiledFlags, Vec<Diagnost
         });
     }
 
-    // A prerequisite cycle would make evaluation recurse forever: every flag on one, or depending
-    // on one, is broken.
-    for (i, cycle) in find_cycles(&prereq_edges).into_iter().enumerate() {
-        if !cycle {
+    // A prerequisite cycle would make evaluation recurse forever, and a prerequisite shared by
+    // many paths would be evaluated once per path: both are refused here, so that evaluation
+    // needs neither a memo (an allocation) nor a timeout.
+    let cycles = find_cycles(&prereq_edges);
+    let costs = evaluation_costs(&prereq_edges, &cycles);
+    for (i, flag) in flags.iter_mut().enumerate() {
+        let message = if cycles[i] {
+            "prerequisites form a cycle (or depend on flags that do)".to_owned()
+        } else if costs[i] > MAX_EVALUATION_COST {
+            format!(
+                "evaluating this flag would evaluate prerequisites {} times (limit {MAX_EVALUATION_COST}): \
+                 flatten the chain or share fewer prerequisites",
+                costs[i]
+            )
+        } else {
             continue;
-        }
+        };
         let key = set.flags.get_index(i).map(|(k, _)| k.as_str()).unwrap_or_default();
         let path = format!("flags{}.environments{}.prerequisites", key_segment(key), key_segment(environment));
-        let message = "prerequisites form a cycle (or depend on flags that do)".to_owned();
-        let fallback = match &flags[i].body {
+        let fallback = match &flag.body {
             Body::Ready(c) => c.off,
             Body::Broken { fallback, .. } => *fallback,
         };
-        flags[i].body = Body::Broken { fallback, message: format!("{path}: {message}").into() };
+        flag.body = Body::Broken { fallback, message: format!("{path}: {message}").into() };
         diags.push(Diagnostic { severity: Severity::Error, path, message });
     }
 
     let index = set.flags.keys().enumerate().map(|(i, k)| (Box::from(k.as_str()), i)).collect();
-    let compiled = CompiledFlags { environment: environment.into(), index, flags: flags.into(), segments: segments.into() };
+    let compiled =
+        CompiledFlags { environment: environment.into(), index, flags: flags.into(), segments: segments.into() };
     (compiled, diags)
 }
 
@@ -288,6 +302,32 @@ pub fn validate(set: &FlagSet) -> Vec<Diagnostic> {
         }
     }
     all
+}
+
+/// The most nested evaluations (prerequisite flags, or segments within segments) one
+/// evaluation may cause; beyond it the flag or segment is refused at compile time.
+pub const MAX_EVALUATION_COST: u64 = 1_000;
+
+/// For each node of an acyclic part of a graph: how many nodes an unmemoized walk visits,
+/// counting a node once per path that reaches it. Nodes on or reaching a cycle get `u64::MAX`.
+fn evaluation_costs(edges: &[Vec<usize>], cyclic: &[bool]) -> Vec<u64> {
+    fn cost(n: usize, edges: &[Vec<usize>], cyclic: &[bool], memo: &mut [Option<u64>]) -> u64 {
+        if cyclic[n] {
+            return u64::MAX;
+        }
+        if let Some(c) = memo[n] {
+            return c;
+        }
+        let mut total: u64 = 1;
+        for &m in &edges[n] {
+            let c = if m < memo.len() { cost(m, edges, cyclic, memo) } else { 0 };
+            total = total.saturating_add(c);
+        }
+        memo[n] = Some(total);
+        total
+    }
+    let mut memo = vec![None; edges.len()];
+    (0..edges.len()).map(|n| cost(n, edges, cyclic, &mut memo)).collect()
 }
 
 /// Marks every node that lies on a cycle, or reaches one, of a directed graph.
@@ -356,7 +396,21 @@ fn compile_segments(
             rules: rules.into(),
         });
     }
-    for (i, on_cycle) in find_cycles(&edges).into_iter().enumerate() {
+    let cycles = find_cycles(&edges);
+    for (i, cost) in evaluation_costs(&edges, &cycles).into_iter().enumerate() {
+        if !cycles[i] && cost > MAX_EVALUATION_COST {
+            broken.insert(i);
+            let key = set.segments.get_index(i).map(|(k, _)| k.as_str()).unwrap_or_default();
+            diags.push(Diagnostic {
+                severity: Severity::Error,
+                path: format!("segments{}.rules", key_segment(key)),
+                message: format!(
+                    "checking membership would check nested segments {cost} times (limit {MAX_EVALUATION_COST})"
+                ),
+            });
+        }
+    }
+    for (i, on_cycle) in cycles.into_iter().enumerate() {
         if on_cycle {
             broken.insert(i);
             let key = set.segments.get_index(i).map(|(k, _)| k.as_str()).unwrap_or_default();
@@ -401,7 +455,10 @@ fn compile_clause(
         let mut segments = Vec::with_capacity(clause.values.len());
         for (i, v) in clause.values.iter().enumerate() {
             let Some(name) = v.as_str() else {
-                return Err(error(&format!("values[{i}]"), format!("expected a segment key, found {}", ops::kind_of(v))));
+                return Err(error(
+                    &format!("values[{i}]"),
+                    format!("expected a segment key, found {}", ops::kind_of(v)),
+                ));
             };
             let Some(&idx) = segment_index.get(name) else {
                 return Err(error(&format!("values[{i}]"), format!("unknown segment \"{name}\"")));
@@ -500,10 +557,13 @@ impl FlagCx<'_> {
             let path = format!("{base}.targets{}", key_segment(variant));
             let Some(v) = self.variant(variant, path.clone()) else { continue };
             for (i, k) in keys.iter().enumerate() {
-                if let Some(prev) = targets.insert(Box::from(k.as_str()), v) {
-                    if prev != v {
-                        self.warn(format!("{path}[{i}]"), format!("\"{k}\" is targeted by two variants; the last one wins"));
-                    }
+                if let Some(prev) = targets.insert(Box::from(k.as_str()), v)
+                    && prev != v
+                {
+                    self.warn(
+                        format!("{path}[{i}]"),
+                        format!("\"{k}\" is targeted by two variants; the last one wins"),
+                    );
                 }
             }
         }
@@ -527,10 +587,9 @@ impl FlagCx<'_> {
             for name in names {
                 match parent.variants.get_index_of(name.as_str()) {
                     Some(v) => variants.push(v),
-                    None => self.error(
-                        format!("{path}.variant"),
-                        format!("flag \"{}\" has no variant \"{name}\"", p.flag),
-                    ),
+                    None => {
+                        self.error(format!("{path}.variant"), format!("flag \"{}\" has no variant \"{name}\"", p.flag))
+                    }
                 }
             }
             prerequisites.push(CompiledPrerequisite { flag, variants: variants.into() });
@@ -540,7 +599,12 @@ impl FlagCx<'_> {
             let path = format!("{base}.rules[{i}]");
             let mut clauses = Vec::new();
             for (c, clause) in rule.clauses.iter().enumerate() {
-                match compile_clause(clause, &format!("{path}.clauses[{c}]"), self.segment_index, Some(self.broken_segments)) {
+                match compile_clause(
+                    clause,
+                    &format!("{path}.clauses[{c}]"),
+                    self.segment_index,
+                    Some(self.broken_segments),
+                ) {
                     Ok(cc) => clauses.push(cc),
                     Err(d) => self.diags.push(d),
                 }
@@ -645,8 +709,14 @@ impl FlagCx<'_> {
 
     fn rollout(&mut self, rollout: &Rollout, base: &str) -> Option<CompiledServe> {
         let key = self.key;
-        let bucketing =
-            self.bucketing(rollout.bucket_by.as_ref(), rollout.salt.as_deref(), key, rollout.seed, rollout.total, base)?;
+        let bucketing = self.bucketing(
+            rollout.bucket_by.as_ref(),
+            rollout.salt.as_deref(),
+            key,
+            rollout.seed,
+            rollout.total,
+            base,
+        )?;
         if rollout.variants.is_empty() {
             self.error(format!("{base}.variants"), "a rollout needs at least one variant");
             return None;

@@ -199,11 +199,7 @@ pub struct AttributePath {
 impl AttributePath {
     /// Parses a path such as `address.country`.
     pub fn new(path: &str) -> Self {
-        let parts = if path.contains('.') {
-            path.split('.').map(Box::from).collect()
-        } else {
-            Box::default()
-        };
+        let parts = if path.contains('.') { path.split('.').map(Box::from).collect() } else { Box::default() };
         Self { full: path.into(), is_targeting_key: path == TARGETING_KEY, parts }
     }
 

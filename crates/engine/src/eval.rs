@@ -224,8 +224,10 @@ fn evaluate_index<'a, T: Tracer>(
             return Outcome { variant: cfg.off, reason: Reason::PrerequisiteFailed, rule: None, error: None };
         }
     }
-    if !cfg.targets.is_empty() {
-        if let Some(&variant) = context.targeting_key().and_then(|k| cfg.targets.get(k)) {
+    if !cfg.targets.is_empty()
+        && let Some(&variant) = context.targeting_key().and_then(|k| cfg.targets.get(k))
+    {
+        {
             tracer.step(|| format!("targeting key is individually targeted: variant \"{}\"", flag.variants[variant].0));
             return Outcome::served(variant, Reason::TargetingMatch, None);
         }
@@ -242,7 +244,14 @@ fn evaluate_index<'a, T: Tracer>(
             } else {
                 match bucket_of(&gate.bucketing, context) {
                     Some(b) => {
-                        tracer.step(|| format!("{}: gate bucket {b} of {} (admits below {})", label(), gate.bucketing.total, gate.weight));
+                        tracer.step(|| {
+                            format!(
+                                "{}: gate bucket {b} of {} (admits below {})",
+                                label(),
+                                gate.bucketing.total,
+                                gate.weight
+                            )
+                        });
                         b < gate.weight
                     }
                     None => {
@@ -282,13 +291,19 @@ fn serve<'a, T: Tracer>(
         CompiledServe::Rollout { bucketing, ranges } => {
             let Some(b) = bucket_of(bucketing, context) else {
                 tracer.step(|| "the rollout has no bucketing value in the context".to_owned());
-                return Outcome { rule, ..Outcome::failed(cfg.off, ErrorCode::TargetingKeyMissing, "no value to bucket by") };
+                return Outcome {
+                    rule,
+                    ..Outcome::failed(cfg.off, ErrorCode::TargetingKeyMissing, "no value to bucket by")
+                };
             };
             // Ranges are ascending and the last ends at the total, so one always contains `b`.
             let variant = ranges.iter().find(|(upper, _)| b < *upper).or(ranges.last()).map(|(_, v)| *v);
             tracer.step(|| {
                 let name = variant.and_then(|v| variants.get(v)).map_or("?", |(k, _)| k.as_ref());
-                format!("bucket {b} of {} (salt \"{}\", seed {}) falls in variant \"{name}\"", bucketing.total, bucketing.salt, bucketing.seed)
+                format!(
+                    "bucket {b} of {} (salt \"{}\", seed {}) falls in variant \"{name}\"",
+                    bucketing.total, bucketing.salt, bucketing.seed
+                )
             });
             match variant {
                 Some(v) => Outcome::served(v, Reason::Split, rule),
@@ -360,7 +375,9 @@ fn in_segment(flags: &CompiledFlags, index: usize, context: &Context, depth: usi
 fn bucket_of(bucketing: &Bucketing, context: &Context) -> Option<u32> {
     for source in bucketing.sources.iter() {
         let found = match source {
-            BucketSource::Random => context.random().map(|r| with_text(&Value::from(r), |bytes| bucket(bucketing, bytes))),
+            BucketSource::Random => {
+                context.random().map(|r| with_text(&Value::from(r), |bytes| bucket(bucketing, bytes)))
+            }
             BucketSource::Attribute(path) => match context.lookup(path) {
                 // An empty string identifies nobody: bucketing it would put every anonymous
                 // user in the same bucket.

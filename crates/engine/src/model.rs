@@ -265,10 +265,11 @@ pub struct Clause {
 }
 
 /// Clause operators. An unknown name is kept so that compile can report it with its path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Operator {
     /// The attribute equals one of the values.
+    #[default]
     In,
     /// The attribute equals none of the values.
     NotIn,
@@ -379,17 +380,7 @@ impl Operator {
 
     /// Parses an operator name; unknown names are kept as [`Operator::Unknown`].
     pub fn parse(name: &str) -> Operator {
-        Operator::ALL
-            .iter()
-            .find(|op| op.name() == name)
-            .cloned()
-            .unwrap_or_else(|| Operator::Unknown(name.to_owned()))
-    }
-}
-
-impl Default for Operator {
-    fn default() -> Self {
-        Operator::In
+        Operator::ALL.iter().find(|op| op.name() == name).cloned().unwrap_or_else(|| Operator::Unknown(name.to_owned()))
     }
 }
 

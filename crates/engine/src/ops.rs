@@ -168,16 +168,13 @@ impl Matcher {
                 string_op(value, values, *case_insensitive, |s, v| s.contains(v))
             }
             Matcher::Regex(regexes) => value.as_str().is_some_and(|s| regexes.iter().any(|r| r.is_match(s))),
-            Matcher::Number(cmp, numbers) => number_of(value).is_some_and(|n| {
-                numbers.iter().any(|v| n.partial_cmp(v).is_some_and(|ord| cmp.holds(ord)))
-            }),
+            Matcher::Number(cmp, numbers) => number_of(value)
+                .is_some_and(|n| numbers.iter().any(|v| n.partial_cmp(v).is_some_and(|ord| cmp.holds(ord)))),
             Matcher::Semver(cmp, versions) => value
                 .as_str()
                 .and_then(Version::parse)
                 .is_some_and(|actual| versions.iter().any(|(_, v)| cmp.holds(actual.cmp(&v.view())))),
-            Matcher::Date(cmp, dates) => {
-                date_of(value).is_some_and(|t| dates.iter().any(|d| cmp.holds(t.cmp(d))))
-            }
+            Matcher::Date(cmp, dates) => date_of(value).is_some_and(|t| dates.iter().any(|d| cmp.holds(t.cmp(d)))),
             Matcher::Cidr(nets) => value
                 .as_str()
                 .and_then(|s| IpAddr::from_str(s.trim()).ok())
@@ -215,11 +212,7 @@ impl Matcher {
 
 fn string_op(value: &Value, values: &[Box<str>], ci: bool, op: impl Fn(&str, &str) -> bool) -> bool {
     let Value::String(s) = value else { return false };
-    if ci {
-        with_lowercase(s, |l| values.iter().any(|v| op(l, v)))
-    } else {
-        values.iter().any(|v| op(s, v))
-    }
+    if ci { with_lowercase(s, |l| values.iter().any(|v| op(l, v))) } else { values.iter().any(|v| op(s, v)) }
 }
 
 /// Runs `f` on the lowercase form of `s`, on the stack for short ASCII strings.
@@ -302,7 +295,10 @@ pub(crate) fn compile_matcher(op: &Operator, values: &[Value], case_insensitive:
     match op {
         Operator::In | Operator::NotIn | Operator::Equals => {
             if *op == Operator::Equals && values.len() != 1 {
-                return Err(OpError::whole(format!("operator \"equals\" takes exactly one value, found {}", values.len())));
+                return Err(OpError::whole(format!(
+                    "operator \"equals\" takes exactly one value, found {}",
+                    values.len()
+                )));
             }
             let mut strs = Vec::new();
             let mut numbers = Vec::new();
@@ -313,7 +309,10 @@ pub(crate) fn compile_matcher(op: &Operator, values: &[Value], case_insensitive:
                     Value::Number(n) => numbers.push(n.as_f64().ok_or_else(|| OpError::at(i, "number out of range"))?),
                     Value::Bool(b) => bools[usize::from(*b)] = true,
                     other => {
-                        return Err(OpError::at(i, format!("expected a string, number or boolean, found {}", kind_of(other))));
+                        return Err(OpError::at(
+                            i,
+                            format!("expected a string, number or boolean, found {}", kind_of(other)),
+                        ));
                     }
                 }
             }
@@ -341,7 +340,9 @@ pub(crate) fn compile_matcher(op: &Operator, values: &[Value], case_insensitive:
                     .size_limit(REGEX_SIZE_LIMIT)
                     .dfa_size_limit(REGEX_SIZE_LIMIT)
                     .build()
-                    .map_err(|e| OpError::at(i, format!("invalid regular expression: {}", first_line(&e.to_string()))))?;
+                    .map_err(|e| {
+                        OpError::at(i, format!("invalid regular expression: {}", first_line(&e.to_string())))
+                    })?;
                 regexes.push(re);
             }
             Ok(Matcher::Regex(regexes.into()))
@@ -351,7 +352,9 @@ pub(crate) fn compile_matcher(op: &Operator, values: &[Value], case_insensitive:
             let numbers = values
                 .iter()
                 .enumerate()
-                .map(|(i, v)| number_of(v).ok_or_else(|| OpError::at(i, format!("expected a number, found {}", describe(v)))))
+                .map(|(i, v)| {
+                    number_of(v).ok_or_else(|| OpError::at(i, format!("expected a number, found {}", describe(v))))
+                })
                 .collect::<Result<Box<[f64]>, _>>()?;
             Ok(Matcher::Number(cmp_of(op), numbers))
         }
@@ -359,9 +362,9 @@ pub(crate) fn compile_matcher(op: &Operator, values: &[Value], case_insensitive:
             non_empty(values, op)?;
             let mut versions = Vec::new();
             for (i, s) in strings(values, "a semantic version string")?.into_iter().enumerate() {
-                let parsed = Version::parse(&s)
-                    .map(|v| v.to_owned_version())
-                    .ok_or_else(|| OpError::at(i, format!("\"{s}\" is not a semantic version (MAJOR.MINOR.PATCH[-PRE][+BUILD])")))?;
+                let parsed = Version::parse(&s).map(|v| v.to_owned_version()).ok_or_else(|| {
+                    OpError::at(i, format!("\"{s}\" is not a semantic version (MAJOR.MINOR.PATCH[-PRE][+BUILD])"))
+                })?;
                 versions.push((s, parsed));
             }
             Ok(Matcher::Semver(cmp_of(op), versions.into()))
@@ -373,7 +376,10 @@ pub(crate) fn compile_matcher(op: &Operator, values: &[Value], case_insensitive:
                 .enumerate()
                 .map(|(i, v)| {
                     date_of(v).ok_or_else(|| {
-                        OpError::at(i, format!("expected an RFC 3339 date or epoch milliseconds, found {}", describe(v)))
+                        OpError::at(
+                            i,
+                            format!("expected an RFC 3339 date or epoch milliseconds, found {}", describe(v)),
+                        )
                     })
                 })
                 .collect::<Result<Box<[i128]>, _>>()?;
@@ -383,7 +389,10 @@ pub(crate) fn compile_matcher(op: &Operator, values: &[Value], case_insensitive:
             non_empty(values, op)?;
             let mut nets = Vec::new();
             for (i, s) in strings(values, "a CIDR range or IP address")?.into_iter().enumerate() {
-                nets.push(parse_net(&s).ok_or_else(|| OpError::at(i, format!("\"{s}\" is not a CIDR range or IP address")))?);
+                nets.push(
+                    parse_net(&s)
+                        .ok_or_else(|| OpError::at(i, format!("\"{s}\" is not a CIDR range or IP address")))?,
+                );
             }
             Ok(Matcher::Cidr(nets.into()))
         }
@@ -534,9 +543,28 @@ mod tests {
 
     #[test]
     fn bytes_eq_agrees_with_slice_equality() {
-        let words = ["", "a", "b", "ab", "ba", "abc", "abd", "xbc", "abcd", "abce", "abcdefg", "abcdefh", "bbcdefg",
-            "abcdefgh", "abcdefgi", "abcdefghijklmnop", "abcdefghijklmnoq", "bbcdefghijklmnop", "abcdefghijklmnopq",
-            "abcdefghijklmnopr"];
+        let words = [
+            "",
+            "a",
+            "b",
+            "ab",
+            "ba",
+            "abc",
+            "abd",
+            "xbc",
+            "abcd",
+            "abce",
+            "abcdefg",
+            "abcdefh",
+            "bbcdefg",
+            "abcdefgh",
+            "abcdefgi",
+            "abcdefghijklmnop",
+            "abcdefghijklmnoq",
+            "bbcdefghijklmnop",
+            "abcdefghijklmnopq",
+            "abcdefghijklmnopr",
+        ];
         for x in words {
             for y in words {
                 assert_eq!(bytes_eq(x.as_bytes(), y.as_bytes()), x == y, "{x:?} {y:?}");

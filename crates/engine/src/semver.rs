@@ -20,10 +20,10 @@ impl<'a> Version<'a> {
             Some((a, b)) => (a, Some(b)),
             None => (text, None),
         };
-        if let Some(build) = build {
-            if build.is_empty() || !build.split('.').all(valid_build_ident) {
-                return None;
-            }
+        if let Some(build) = build
+            && (build.is_empty() || !build.split('.').all(valid_build_ident))
+        {
+            return None;
         }
         let (core, pre) = match core_pre.split_once('-') {
             Some((c, p)) => {

@@ -92,4 +92,3 @@ fn parse_context(arg: &str) -> Result<Context> {
         other => bail!("--context: expected a JSON object, found {}", dimmer_engine::ops::kind_of(&other)),
     }
 }
-

@@ -8,15 +8,11 @@
 //! `segmentMatch` clause clones the whole segment (10,000 keys in
 //! [`Scenario::Segment`]) and then scans its `included` list linearly.
 
-use launchdarkly_server_sdk_evaluation::{
-    Context, ContextBuilder, Flag, FlagValue, Segment, Store, evaluate,
-};
+use launchdarkly_server_sdk_evaluation::{Context, ContextBuilder, Flag, FlagValue, Segment, Store, evaluate};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
-use super::{
-    FLAG_KEY, FLAGS, SEGMENT_KEY, Scenario, USERS, UserSpec, filler_key, segment_keys, user,
-};
+use super::{FLAG_KEY, FLAGS, SEGMENT_KEY, Scenario, USERS, UserSpec, filler_key, segment_keys, user};
 
 /// Index of the `false` variation in every flag.
 const FALSE: u32 = 0;
@@ -52,8 +48,7 @@ impl LdBench {
     pub fn new(scenario: Scenario) -> Self {
         let mut store = MemoryStore::default();
         let mut add_flag = |json: Value| {
-            let flag: Flag =
-                serde_json::from_value(json).expect("the flag follows LaunchDarkly's schema");
+            let flag: Flag = serde_json::from_value(json).expect("the flag follows LaunchDarkly's schema");
             store.flags.insert(flag.key.clone(), flag);
         };
         add_flag(measured_flag(scenario));
@@ -74,15 +69,9 @@ impl LdBench {
             store.segments.insert(SEGMENT_KEY.to_owned(), segment);
         }
 
-        let flag = store
-            .flag(FLAG_KEY)
-            .expect("the measured flag was just inserted");
+        let flag = store.flag(FLAG_KEY).expect("the measured flag was just inserted");
         let contexts = (0..USERS).map(|i| context(&user(i))).collect();
-        LdBench {
-            store,
-            flag,
-            contexts,
-        }
+        LdBench { store, flag, contexts }
     }
 
     /// Evaluates the measured flag for user `i % USERS`; false on any evaluation error.
@@ -151,26 +140,17 @@ fn measured_flag(scenario: Scenario) -> Value {
         Scenario::Rules => vec![
             rule(
                 "rule-1",
-                &[
-                    clause("country", "in", &json!(["fr", "de"])),
-                    clause("plan", "in", &json!(["enterprise"])),
-                ],
+                &[clause("country", "in", &json!(["fr", "de"])), clause("plan", "in", &json!(["enterprise"]))],
                 &serve_true,
             ),
             rule(
                 "rule-2",
-                &[
-                    clause("email", "endsWith", &json!(["@example.com"])),
-                    clause("beta", "in", &json!([true])),
-                ],
+                &[clause("email", "endsWith", &json!(["@example.com"])), clause("beta", "in", &json!([true]))],
                 &serve_true,
             ),
             rule(
                 "rule-3",
-                &[
-                    clause("country", "in", &json!(["us", "ca"])),
-                    clause("plan", "in", &json!(["pro", "team"])),
-                ],
+                &[clause("country", "in", &json!(["us", "ca"])), clause("plan", "in", &json!(["pro", "team"]))],
                 &serve_true,
             ),
         ],
@@ -183,11 +163,7 @@ fn measured_flag(scenario: Scenario) -> Value {
                 { "variation": FALSE, "weight": 50_000 },
             ] } }),
         )],
-        Scenario::Segment => vec![rule(
-            "segment",
-            &[clause("", "segmentMatch", &json!([SEGMENT_KEY]))],
-            &serve_true,
-        )],
+        Scenario::Segment => vec![rule("segment", &[clause("", "segmentMatch", &json!([SEGMENT_KEY]))], &serve_true)],
     };
     boolean_flag(FLAG_KEY, &rules)
 }

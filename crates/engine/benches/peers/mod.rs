@@ -9,14 +9,8 @@
 //! `eval(&self, user_index) -> bool`; [`verify`] checks an adapter's results and
 //! is cheap enough to call before measuring.
 
-#![allow(
-    dead_code,
-    reason = "each bench or test target that includes these fixtures uses only part of them"
-)]
-#![allow(
-    clippy::expect_used,
-    reason = "fixture setup that fails must abort the benchmark, saying why"
-)]
+#![allow(dead_code, reason = "each bench or test target that includes these fixtures uses only part of them")]
+#![allow(clippy::expect_used, reason = "fixture setup that fails must abort the benchmark, saying why")]
 
 pub mod launchdarkly;
 pub mod yggdrasil;
@@ -55,12 +49,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// All scenarios, in benchmark order.
-    pub const ALL: [Scenario; 4] = [
-        Scenario::Simple,
-        Scenario::Rules,
-        Scenario::RolloutIn,
-        Scenario::Segment,
-    ];
+    pub const ALL: [Scenario; 4] = [Scenario::Simple, Scenario::Rules, Scenario::RolloutIn, Scenario::Segment];
 
     /// Short name used as the benchmark id.
     pub fn name(self) -> &'static str {
@@ -92,11 +81,7 @@ pub struct UserSpec {
 pub fn user(i: usize) -> UserSpec {
     let i = i % USERS;
     let n = (i * KEY_STRIDE) % KEY_SPACE;
-    let domain = if i.is_multiple_of(5) {
-        "example.com"
-    } else {
-        "mail.test"
-    };
+    let domain = if i.is_multiple_of(5) { "example.com" } else { "mail.test" };
     UserSpec {
         key: format!("user-{n}"),
         country: COUNTRIES[i % COUNTRIES.len()],
@@ -134,11 +119,8 @@ pub fn expected(scenario: Scenario, u: &UserSpec) -> Option<bool> {
         }
         Scenario::RolloutIn => (!rollout_eligible(u)).then_some(false),
         Scenario::Segment => {
-            let n: usize = u
-                .key
-                .strip_prefix("user-")
-                .and_then(|s| s.parse().ok())
-                .expect("user keys are always \"user-N\"");
+            let n: usize =
+                u.key.strip_prefix("user-").and_then(|s| s.parse().ok()).expect("user keys are always \"user-N\"");
             Some(n < SEGMENT_SIZE)
         }
     }
@@ -153,12 +135,7 @@ pub fn verify(engine: &str, scenario: Scenario, eval: impl Fn(usize) -> bool) {
         let u = user(i);
         let got = eval(i);
         if let Some(want) = expected(scenario, &u) {
-            assert_eq!(
-                got,
-                want,
-                "{engine}/{}: wrong result for {u:?}",
-                scenario.name()
-            );
+            assert_eq!(got, want, "{engine}/{}: wrong result for {u:?}", scenario.name());
         } else {
             eligible += 1;
             on += usize::from(got);

@@ -34,26 +34,14 @@ impl YggBench {
         // `take_state` reports flags that failed to compile (they then evaluate
         // to false) as warnings instead of an error: insist on there being none.
         let warnings = engine.take_state(UpdateMessage::FullResponse(features.clone()));
-        assert!(
-            warnings.is_none(),
-            "yggdrasil rejected the flags: {warnings:?}"
-        );
+        assert!(warnings.is_none(), "yggdrasil rejected the flags: {warnings:?}");
 
         let (mut compiled, warnings) = compile_state(&features);
-        assert!(
-            warnings.is_empty(),
-            "yggdrasil rejected the flags: {warnings:?}"
-        );
-        let toggle = compiled
-            .remove(FLAG_KEY)
-            .expect("the measured flag is part of the payload");
+        assert!(warnings.is_empty(), "yggdrasil rejected the flags: {warnings:?}");
+        let toggle = compiled.remove(FLAG_KEY).expect("the measured flag is part of the payload");
 
         let contexts = (0..USERS).map(|i| context(&user(i))).collect();
-        YggBench {
-            engine,
-            toggle,
-            contexts,
-        }
+        YggBench { engine, toggle, contexts }
     }
 
     /// Evaluates the measured flag for user `i % USERS` with its precompiled rule.
@@ -68,8 +56,7 @@ impl YggBench {
     /// `EngineState::is_enabled` API, flag name lookup included.
     #[inline]
     pub fn eval_engine(&self, i: usize) -> bool {
-        self.engine
-            .is_enabled(FLAG_KEY, &self.contexts[i % USERS], &None)
+        self.engine.is_enabled(FLAG_KEY, &self.contexts[i % USERS], &None)
     }
 }
 
@@ -81,11 +68,7 @@ fn context(u: &UserSpec) -> Context {
         ("email".to_owned(), u.email.clone()),
         ("beta".to_owned(), u.beta.to_string()),
     ]);
-    Context {
-        user_id: Some(u.key.clone()),
-        properties: Some(properties),
-        ..Context::default()
-    }
+    Context { user_id: Some(u.key.clone()), properties: Some(properties), ..Context::default() }
 }
 
 fn constraint(context_name: &str, operator: &str, values: &[&str]) -> Value {
@@ -134,34 +117,21 @@ fn client_features(scenario: Scenario) -> ClientFeatures {
         Scenario::Rules => vec![
             flexible_rollout(
                 100,
-                &[
-                    constraint("country", "IN", &["fr", "de"]),
-                    constraint("plan", "IN", &["enterprise"]),
-                ],
+                &[constraint("country", "IN", &["fr", "de"]), constraint("plan", "IN", &["enterprise"])],
                 &[],
             ),
             flexible_rollout(
                 100,
-                &[
-                    constraint("email", "STR_ENDS_WITH", &["@example.com"]),
-                    constraint("beta", "IN", &["true"]),
-                ],
+                &[constraint("email", "STR_ENDS_WITH", &["@example.com"]), constraint("beta", "IN", &["true"])],
                 &[],
             ),
             flexible_rollout(
                 100,
-                &[
-                    constraint("country", "IN", &["us", "ca"]),
-                    constraint("plan", "IN", &["pro", "team"]),
-                ],
+                &[constraint("country", "IN", &["us", "ca"]), constraint("plan", "IN", &["pro", "team"])],
                 &[],
             ),
         ],
-        Scenario::RolloutIn => vec![flexible_rollout(
-            50,
-            &[constraint("country", "IN", &["us", "ca", "fr"])],
-            &[],
-        )],
+        Scenario::RolloutIn => vec![flexible_rollout(50, &[constraint("country", "IN", &["us", "ca", "fr"])], &[])],
         Scenario::Segment => vec![flexible_rollout(100, &[], &[SEGMENT_ID])],
     };
 

@@ -22,8 +22,8 @@ use thiserror::Error;
 
 use crate::context::{Context, RANDOM};
 use crate::model::{
-    BucketBy, Clause, EnvironmentConfig, Flag, FlagKind, FlagSet, Gate, Operator, Prerequisite, Rollout, Rule,
-    Segment, SegmentRule, Serve, WeightedVariant, boolean_variants,
+    BucketBy, Clause, EnvironmentConfig, Flag, FlagKind, FlagSet, Gate, Operator, Prerequisite, Rollout, Rule, Segment,
+    SegmentRule, Serve, WeightedVariant, boolean_variants,
 };
 use crate::ops;
 
@@ -204,9 +204,9 @@ pub fn segment_key(id: i64) -> String {
 /// strings, `number` becomes a number and `json` parsed JSON when they parse; no payload is `true`.
 pub fn payload_value(kind: Option<&str>, value: Option<&str>) -> Value {
     match (kind, value) {
-        (Some("number"), Some(v)) => {
-            serde_json::from_str::<serde_json::Number>(v.trim()).map(Value::Number).unwrap_or_else(|_| Value::String(v.to_owned()))
-        }
+        (Some("number"), Some(v)) => serde_json::from_str::<serde_json::Number>(v.trim())
+            .map(Value::Number)
+            .unwrap_or_else(|_| Value::String(v.to_owned())),
         (Some("json"), Some(v)) => serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned())),
         (_, Some(v)) => Value::String(v.to_owned()),
         (_, None) => Value::Bool(true),
@@ -262,7 +262,13 @@ fn import_payload(payload: Payload, environment: &str) -> Imported {
         features.iter().filter(|f| !f.dependencies.is_empty()).map(|f| f.name.as_str()).collect();
     for feature in &features {
         let Some(shape) = shapes.get(feature.name.as_str()) else { continue };
-        let mut cx = FeatureCx { feature, with_dependencies: &with_dependencies, shape, segment_ok: &segment_ok, warnings: &mut warnings };
+        let mut cx = FeatureCx {
+            feature,
+            with_dependencies: &with_dependencies,
+            shape,
+            segment_ok: &segment_ok,
+            warnings: &mut warnings,
+        };
         let config = cx.config(&shapes);
         let kind = match feature.kind.as_deref() {
             Some("experiment") => FlagKind::Experiment,
@@ -328,7 +334,12 @@ impl Shape {
         let all: Vec<&Variant> =
             feature.variants.iter().chain(feature.strategies.iter().flat_map(|s| s.variants.iter())).collect();
         if all.is_empty() {
-            return Shape { variants: boolean_variants(), off: "off".into(), enabled: "on".into(), has_variants: false };
+            return Shape {
+                variants: boolean_variants(),
+                off: "off".into(),
+                enabled: "on".into(),
+                has_variants: false,
+            };
         }
         let names: HashSet<&str> = all.iter().map(|v| v.name.as_str()).collect();
         let unique = |base: &str| {
@@ -344,7 +355,10 @@ impl Shape {
         variants.insert(off.clone(), Value::Bool(false));
         variants.insert(enabled.clone(), Value::Bool(true));
         for v in all {
-            let value = payload_value(v.payload.as_ref().map(|p| p.kind.as_str()), v.payload.as_ref().map(|p| p.value.as_str()));
+            let value = payload_value(
+                v.payload.as_ref().map(|p| p.kind.as_str()),
+                v.payload.as_ref().map(|p| p.value.as_str()),
+            );
             variants.entry(v.name.clone()).or_insert(value);
         }
         Shape { variants, off, enabled, has_variants: true }
@@ -396,7 +410,10 @@ impl FeatureCx<'_> {
             // Unleash evaluates one level of dependencies only: a parent with parents of its own
             // leaves the child disabled.
             if self.with_dependencies.contains(dep.feature.as_str()) {
-                self.warn(format!("depends on \"{}\", which has dependencies itself; Unleash keeps it disabled", dep.feature));
+                self.warn(format!(
+                    "depends on \"{}\", which has dependencies itself; Unleash keeps it disabled",
+                    dep.feature
+                ));
                 return EnvironmentConfig { enabled: feature.enabled, ..self.disabled() };
             }
             let variants: Vec<String> = if dep.enabled == Some(false) {
@@ -500,7 +517,13 @@ impl FeatureCx<'_> {
             seed: 0,
         };
         let list = |name: &str| -> Vec<String> {
-            param(name).unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+            param(name)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
         };
 
         let mut clauses = Vec::new();
@@ -637,7 +660,8 @@ fn constraint_clause(c: &Constraint) -> Result<Clause, String> {
         "IN_CIDR" => (Operator::Cidr, false),
         other => return Err(format!("unknown operator \"{other}\"")),
     };
-    let mut values: Vec<String> = if c.values.is_empty() { c.value.iter().cloned().collect() } else { c.values.clone() };
+    let mut values: Vec<String> =
+        if c.values.is_empty() { c.value.iter().cloned().collect() } else { c.values.clone() };
     if op == Operator::Cidr {
         // Unleash skips entries that are not addresses or ranges.
         values.retain(|v| ops::parse_net(v).is_some());

@@ -41,7 +41,8 @@ fn unleash_variant(variant: Option<&str>, value: Option<&Value>, off: Option<&st
 #[test]
 fn unleash_client_specification_passes_in_full() {
     let dir = spec_dir();
-    let index: Vec<String> = serde_json::from_value(read_json(&dir.join("index.json"))).expect("index.json lists files");
+    let index: Vec<String> =
+        serde_json::from_value(read_json(&dir.join("index.json"))).expect("index.json lists files");
     let (mut passed, mut failures) = (0usize, Vec::new());
     for file in &index {
         let spec = read_json(&dir.join(file));

@@ -25,16 +25,9 @@ fn committed_schema_matches_the_model() {
     // Operators are listed by name, and the catch-all for unknown names is not among them.
     let names: Vec<&str> = committed["$defs"]["Operator"]["oneOf"]
         .as_array()
-        .map(|alts| {
-            alts.iter()
-                .filter_map(|alt| alt["const"].as_str())
-                .collect()
-        })
+        .map(|alts| alts.iter().filter_map(|alt| alt["const"].as_str()).collect())
         .unwrap_or_default();
-    assert_eq!(
-        names,
-        Operator::ALL.iter().map(Operator::name).collect::<Vec<_>>()
-    );
+    assert_eq!(names, Operator::ALL.iter().map(Operator::name).collect::<Vec<_>>());
 }
 
 #[test]
@@ -70,8 +63,5 @@ fn a_json_flags_file_compiles_without_diagnostics() {
     .expect("the flags file parses");
     let (flags, diagnostics) = compile(&set, "production");
     assert!(diagnostics.is_empty(), "{diagnostics:#?}");
-    assert_eq!(
-        flags.keys().collect::<Vec<_>>(),
-        ["new-checkout", "button-copy"]
-    );
+    assert_eq!(flags.keys().collect::<Vec<_>>(), ["new-checkout", "button-copy"]);
 }

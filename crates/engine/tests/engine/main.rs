@@ -1,0 +1,7 @@
+//! The engine integration tests, one binary with a module per feature.
+
+mod conformance;
+mod evaluation;
+mod properties;
+mod robustness;
+mod schema;
