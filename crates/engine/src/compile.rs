@@ -48,8 +48,9 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// Formats a map key as a path segment, quoting keys that would be ambiguous.
-pub(crate) fn key_segment(key: &str) -> String {
+/// Formats a map key as a diagnostic path segment (`.key`, or `["odd key"]` when a dot or other
+/// character would make the path ambiguous).
+pub fn path_key(key: &str) -> String {
     if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         format!(".{key}")
     } else {
@@ -206,7 +207,7 @@ pub fn compile(set: &FlagSet, environment: &str) -> (CompiledFlags, Vec<Diagnost
     let mut flags = Vec::with_capacity(set.flags.len());
     let mut prereq_edges: Vec<Vec<usize>> = Vec::with_capacity(set.flags.len());
     for (key, flag) in &set.flags {
-        let base = format!("flags{}", key_segment(key));
+        let base = format!("flags{}", path_key(key));
         let mut errors = Vec::new();
         let mut cx = FlagCx {
             key,
@@ -218,7 +219,7 @@ pub fn compile(set: &FlagSet, environment: &str) -> (CompiledFlags, Vec<Diagnost
         };
         cx.check_flag_fields(&base);
         let config = flag.environments.get(environment);
-        let env_base = format!("{base}.environments{}", key_segment(environment));
+        let env_base = format!("{base}.environments{}", path_key(environment));
         let compiled = match config {
             Some(cfg) => cx.config(cfg, &env_base),
             None => Some(Config {
@@ -269,7 +270,7 @@ pub fn compile(set: &FlagSet, environment: &str) -> (CompiledFlags, Vec<Diagnost
             continue;
         };
         let key = set.flags.get_index(i).map(|(k, _)| k.as_str()).unwrap_or_default();
-        let path = format!("flags{}.environments{}.prerequisites", key_segment(key), key_segment(environment));
+        let path = format!("flags{}.environments{}.prerequisites", path_key(key), path_key(environment));
         let fallback = match &flag.body {
             Body::Ready(c) => c.off,
             Body::Broken { fallback, .. } => *fallback,
@@ -367,7 +368,7 @@ fn compile_segments(
     let mut edges = Vec::with_capacity(set.segments.len());
     let mut compiled = Vec::with_capacity(set.segments.len());
     for (i, (key, segment)) in set.segments.iter().enumerate() {
-        let base = format!("segments{}", key_segment(key));
+        let base = format!("segments{}", path_key(key));
         let mut refs = Vec::new();
         let mut rules = Vec::new();
         for (r, rule) in segment.rules.iter().enumerate() {
@@ -403,7 +404,7 @@ fn compile_segments(
             let key = set.segments.get_index(i).map(|(k, _)| k.as_str()).unwrap_or_default();
             diags.push(Diagnostic {
                 severity: Severity::Error,
-                path: format!("segments{}.rules", key_segment(key)),
+                path: format!("segments{}.rules", path_key(key)),
                 message: format!(
                     "checking membership would check nested segments {cost} times (limit {MAX_EVALUATION_COST})"
                 ),
@@ -416,7 +417,7 @@ fn compile_segments(
             let key = set.segments.get_index(i).map(|(k, _)| k.as_str()).unwrap_or_default();
             diags.push(Diagnostic {
                 severity: Severity::Error,
-                path: format!("segments{}.rules", key_segment(key)),
+                path: format!("segments{}.rules", path_key(key)),
                 message: "segment membership is recursive: the segment includes itself through in_segment, or uses one that does".into(),
             });
         }
@@ -521,7 +522,7 @@ impl FlagCx<'_> {
             self.error(format!("{base}.variants"), "a flag needs at least one variant");
         }
         for (name, value) in &self.flag.variants {
-            let path = format!("{base}.variants{}", key_segment(name));
+            let path = format!("{base}.variants{}", path_key(name));
             if name.is_empty() {
                 self.error(path.clone(), "a variant key cannot be empty");
             }
@@ -554,7 +555,7 @@ impl FlagCx<'_> {
         };
         let mut targets = HashMap::default();
         for (variant, keys) in &cfg.targets {
-            let path = format!("{base}.targets{}", key_segment(variant));
+            let path = format!("{base}.targets{}", path_key(variant));
             let Some(v) = self.variant(variant, path.clone()) else { continue };
             for (i, k) in keys.iter().enumerate() {
                 if let Some(prev) = targets.insert(Box::from(k.as_str()), v)

@@ -1,0 +1,291 @@
+//! Admin API beyond flags: environments, segments, tokens and the audit log.
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use dimmer_engine::{FlagSet, Segment, Severity};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{self, Principal};
+use crate::error::{ApiError, Code, Json};
+use crate::state::AppState;
+use crate::store::{AuditFilter, Scope, SegmentRecord};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/environments", get(list_environments).post(create_environment))
+        .route("/api/v1/segments", get(list_segments).post(create_segment))
+        .route("/api/v1/segments/{key}", get(read_segment).put(update_segment).delete(delete_segment))
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{name}", delete(revoke_token))
+        .route("/api/v1/audit", get(audit))
+}
+
+async fn list_environments(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
+    principal.require_read()?;
+    let envs = state.store.list_environments().await?;
+    Ok(Json(json!({ "environments": envs })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEnvironment {
+    name: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn create_environment(
+    principal: Principal,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<NewEnvironment>,
+) -> Result<Response, ApiError> {
+    principal.require(&[])?;
+    let valid = !body.name.is_empty()
+        && body.name.len() <= 64
+        && body.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid {
+        return Err(ApiError::new(Code::ValidationFailed, "name: 1 to 64 letters, digits, '-' or '_'"));
+    }
+    let meta = principal.meta(super::reason(&headers, body.reason.as_deref()));
+    let env = state.store.create_environment(&body.name, &meta).await?;
+    Ok((StatusCode::CREATED, Json(env)).into_response())
+}
+
+fn segment_view(r: &SegmentRecord) -> Value {
+    let mut v = serde_json::to_value(&r.segment).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        map.insert("key".into(), json!(r.key));
+        map.insert("version".into(), json!(r.version));
+        map.insert("created_at".into(), json!(r.created_at));
+        map.insert("updated_at".into(), json!(r.updated_at));
+    }
+    v
+}
+
+fn segment_response(status: StatusCode, r: &SegmentRecord) -> Response {
+    let mut response = (status, Json(segment_view(r))).into_response();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", r.version)) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
+async fn list_segments(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
+    principal.require_read()?;
+    let segments: Vec<Value> = state.store.list_segments().await?.iter().map(segment_view).collect();
+    Ok(Json(json!({ "segments": segments })).into_response())
+}
+
+async fn read_segment(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require_read()?;
+    let r = state.store.get_segment(&key).await?.ok_or_else(|| ApiError::not_found("segment", &key))?;
+    Ok(segment_response(StatusCode::OK, &r))
+}
+
+fn parse_segment(body: Value) -> Result<(Option<String>, Option<String>, Segment), ApiError> {
+    let Value::Object(mut map) = body else {
+        return Err(ApiError::new(Code::MalformedRequest, "expected a JSON object"));
+    };
+    let key = map.remove("key").and_then(|v| v.as_str().map(str::to_owned));
+    let reason = map.remove("reason").and_then(|v| v.as_str().map(str::to_owned));
+    let segment = serde_path_to_error::deserialize(Value::Object(map))
+        .map_err(|e| ApiError::new(Code::MalformedRequest, format!("{}: {}", e.path(), e.inner())))?;
+    Ok((key, reason, segment))
+}
+
+/// Validates a segment through the engine, with the other segments (for `in_segment`).
+async fn validate_segment(state: &AppState, key: &str, segment: &Segment) -> Result<(), ApiError> {
+    let mut set = FlagSet::default();
+    for s in state.store.list_segments().await? {
+        set.segments.insert(s.key, s.segment);
+    }
+    set.segments.insert(key.to_owned(), segment.clone());
+    let prefix = format!("segments{}", dimmer_engine::compile::path_key(key));
+    let errors: Vec<Value> = dimmer_engine::compile(&set, "default")
+        .1
+        .into_iter()
+        .filter(|d| d.severity == Severity::Error && d.path.starts_with(&prefix))
+        .map(|d| json!({"path": d.path[prefix.len()..].trim_start_matches('.'), "message": d.message}))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::new(Code::ValidationFailed, "the segment is invalid").with_details(json!({ "errors": errors })))
+    }
+}
+
+async fn create_segment(
+    principal: Principal,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    principal.require_write()?;
+    let (key, reason, segment) = parse_segment(body)?;
+    let key = key.filter(|k| !k.is_empty() && !k.contains('/')).ok_or_else(|| {
+        ApiError::new(Code::ValidationFailed, "key: required, without '/'")
+            .with_details(json!({"errors": [{"path": "key", "message": "required"}]}))
+    })?;
+    validate_segment(&state, &key, &segment).await?;
+    let meta = principal.meta(super::reason(&headers, reason.as_deref()));
+    let r = state.store.create_segment(&key, &segment, &meta).await?;
+    Ok(segment_response(StatusCode::CREATED, &r))
+}
+
+async fn update_segment(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    principal.require_write()?;
+    let expected = super::require_if_match(&headers)?;
+    let (_, reason, segment) = parse_segment(body)?;
+    validate_segment(&state, &key, &segment).await?;
+    let meta = principal.meta(super::reason(&headers, reason.as_deref()));
+    let r = state.store.update_segment(&key, &segment, expected, &meta).await?;
+    Ok(segment_response(StatusCode::OK, &r))
+}
+
+async fn delete_segment(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    principal.require_write()?;
+    let expected = super::require_if_match(&headers)?;
+    let in_use: Vec<String> = state
+        .store
+        .list_flags(false)
+        .await?
+        .into_iter()
+        .filter(|f| uses_segment(&f.flag, &key))
+        .map(|f| f.key)
+        .collect();
+    if !in_use.is_empty() {
+        return Err(ApiError::new(
+            Code::ValidationFailed,
+            format!("segment \"{key}\" is used by flags: {}", in_use.join(", ")),
+        )
+        .with_details(json!({ "flags": in_use })));
+    }
+    let meta = principal.meta(super::reason(&headers, None));
+    state.store.delete_segment(&key, expected, &meta).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn uses_segment(flag: &dimmer_engine::Flag, key: &str) -> bool {
+    flag.environments
+        .values()
+        .flat_map(|c| c.rules.iter())
+        .flat_map(|r| r.clauses.iter())
+        .any(|c| c.op == dimmer_engine::Operator::InSegment && c.values.iter().any(|v| v.as_str() == Some(key)))
+}
+
+async fn list_tokens(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
+    principal.require(&[])?;
+    let tokens = state.store.list_tokens().await?;
+    Ok(Json(json!({ "tokens": tokens })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    scope: String,
+    #[serde(default)]
+    environment: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn create_token(
+    principal: Principal,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<NewToken>,
+) -> Result<Response, ApiError> {
+    principal.require(&[])?;
+    let scope = Scope::parse(&body.scope).ok_or_else(|| {
+        ApiError::new(
+            Code::ValidationFailed,
+            format!("scope: \"{}\" is not one of admin, writer, reader, sdk", body.scope),
+        )
+    })?;
+    if body.name.is_empty() || body.name.len() > 128 || body.name.chars().any(char::is_control) {
+        return Err(ApiError::new(Code::ValidationFailed, "name: 1 to 128 characters"));
+    }
+    let environment = match (scope, body.environment) {
+        (Scope::Sdk, Some(env)) => {
+            if !state.store.list_environments().await?.iter().any(|e| e.name == env) {
+                return Err(ApiError::new(
+                    Code::ValidationFailed,
+                    format!("environment: unknown environment \"{env}\""),
+                ));
+            }
+            Some(env)
+        }
+        (Scope::Sdk, None) => {
+            return Err(ApiError::new(Code::ValidationFailed, "environment: an sdk token is bound to one environment"));
+        }
+        (_, Some(_)) => {
+            return Err(ApiError::new(
+                Code::ValidationFailed,
+                "environment: only sdk tokens are bound to an environment",
+            ));
+        }
+        (_, None) => None,
+    };
+    let meta = principal.meta(super::reason(&headers, body.reason.as_deref()));
+    let token = auth::create_token(state.store.as_ref(), &body.name, scope, environment.clone(), &meta).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": body.name, "scope": scope, "environment": environment, "token": token})),
+    )
+        .into_response())
+}
+
+async fn revoke_token(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    principal.require(&[])?;
+    let meta = principal.meta(super::reason(&headers, None));
+    state.store.revoke_token(&name, &meta).await?;
+    state.tokens.clear();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    flag: Option<String>,
+    env: Option<String>,
+    actor: Option<String>,
+    before: Option<i64>,
+    #[serde(default)]
+    limit: u32,
+}
+
+async fn audit(
+    principal: Principal,
+    State(state): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, ApiError> {
+    principal.require_read()?;
+    let filter = AuditFilter { flag: q.flag, environment: q.env, actor: q.actor, before_id: q.before, limit: q.limit };
+    let entries = state.store.audit(&filter).await?;
+    Ok(Json(json!({ "entries": entries })).into_response())
+}

@@ -1,0 +1,325 @@
+//! Admin API for flags: create, read, update (with `If-Match`), list, archive, restore, and the
+//! per-environment shortcuts (replace one environment's configuration, toggle on/off).
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use dimmer_engine::model::EnvironmentConfig;
+use dimmer_engine::{Flag, FlagSet, Severity};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::auth::Principal;
+use crate::error::{ApiError, Code, Json};
+use crate::state::AppState;
+use crate::store::{FlagRecord, StoreError};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/flags", get(list).post(create))
+        .route("/api/v1/flags/{key}", get(read).put(update))
+        .route("/api/v1/flags/{key}/archive", post(archive))
+        .route("/api/v1/flags/{key}/restore", post(restore))
+        .route("/api/v1/flags/{key}/environments/{env}", put(put_environment))
+        .route("/api/v1/flags/{key}/environments/{env}/toggle", post(toggle))
+}
+
+/// A flag as the API shows it: the model's fields plus key, version and bookkeeping.
+#[derive(Debug, Serialize)]
+pub(crate) struct FlagView<'a> {
+    key: &'a str,
+    version: i64,
+    archived: bool,
+    created_at: i64,
+    updated_at: i64,
+    #[serde(flatten)]
+    flag: &'a Flag,
+}
+
+impl<'a> From<&'a FlagRecord> for FlagView<'a> {
+    fn from(r: &'a FlagRecord) -> Self {
+        Self {
+            key: &r.key,
+            version: r.version,
+            archived: r.archived,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            flag: &r.flag,
+        }
+    }
+}
+
+/// A response carrying a flag and its version as ETag.
+fn flag_response(status: StatusCode, record: &FlagRecord) -> Response {
+    let mut response = (status, Json(FlagView::from(record))).into_response();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", record.version)) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    archived: bool,
+}
+
+async fn list(
+    principal: Principal,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    principal.require_read()?;
+    let flags = state.store.list_flags(q.archived).await?;
+    let views: Vec<FlagView<'_>> = flags.iter().map(FlagView::from).collect();
+    Ok(Json(json!({ "flags": views })).into_response())
+}
+
+async fn read(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require_read()?;
+    let record = state.store.get_flag(&key).await?.ok_or_else(|| ApiError::not_found("flag", &key))?;
+    Ok(flag_response(StatusCode::OK, &record))
+}
+
+/// Splits a request body into the flag and the fields around it (`key`, `reason`).
+fn parse_body(body: Value) -> Result<(Option<String>, Option<String>, Flag), ApiError> {
+    let Value::Object(mut map) = body else {
+        return Err(ApiError::new(Code::MalformedRequest, "expected a JSON object"));
+    };
+    let key = take_string(&mut map, "key")?;
+    let reason = take_string(&mut map, "reason")?;
+    let flag = serde_path_to_error::deserialize::<_, Flag>(Value::Object(map)).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::new(Code::MalformedRequest, format!("{path}: {}", e.inner()))
+            .with_details(json!({"errors": [{"path": path, "message": e.inner().to_string()}]}))
+    })?;
+    Ok((key, reason, flag))
+}
+
+fn take_string(map: &mut Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
+    match map.remove(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::new(Code::MalformedRequest, format!("{field}: expected a string"))),
+    }
+}
+
+/// Checks a flag key's form: it travels in URLs and in code.
+fn check_key(key: &str) -> Result<(), ApiError> {
+    let bad = key.is_empty()
+        || key.chars().count() > 256
+        || key.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/');
+    if bad {
+        return Err(ApiError::new(
+            Code::ValidationFailed,
+            "key: a flag key is 1 to 256 characters, without spaces, control characters or '/'",
+        )
+        .with_details(json!({"errors": [{"path": "key", "message": "invalid flag key"}]})));
+    }
+    Ok(())
+}
+
+/// Validates `flag` as it would be stored: known environments, and the engine's compile step
+/// in every environment against the other flags and the segments.
+async fn validate(state: &AppState, key: &str, flag: &Flag) -> Result<(), ApiError> {
+    let envs = state.store.list_environments().await?;
+    let mut errors = Vec::new();
+    for name in flag.environments.keys() {
+        if !envs.iter().any(|e| &e.name == name) {
+            errors.push(
+                json!({"path": format!("environments.{name}"), "message": format!("unknown environment \"{name}\"")}),
+            );
+        }
+    }
+    let mut set = FlagSet::default();
+    for record in state.store.list_flags(true).await? {
+        if record.key != key {
+            set.flags.insert(record.key, record.flag);
+        }
+    }
+    set.flags.insert(key.to_owned(), flag.clone());
+    for segment in state.store.list_segments().await? {
+        set.segments.insert(segment.key, segment.segment);
+    }
+    let prefix = format!("flags{}", dimmer_engine::compile::path_key(key));
+    for env in &envs {
+        let (_, diagnostics) = dimmer_engine::compile(&set, &env.name);
+        for d in diagnostics {
+            if d.severity == Severity::Error && d.path.starts_with(&prefix) {
+                let path = d.path[prefix.len()..].trim_start_matches('.').to_owned();
+                let entry = json!({"path": path, "message": d.message});
+                if !errors.contains(&entry) {
+                    errors.push(entry);
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let summary: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e["path"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or("")))
+        .collect();
+    Err(ApiError::new(Code::ValidationFailed, summary.join("; ")).with_details(json!({ "errors": errors })))
+}
+
+async fn create(
+    principal: Principal,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    principal.require_write()?;
+    let (key, reason, flag) = parse_body(body)?;
+    let key = key.ok_or_else(|| {
+        ApiError::new(Code::ValidationFailed, "key: required")
+            .with_details(json!({"errors": [{"path": "key", "message": "required"}]}))
+    })?;
+    check_key(&key)?;
+    validate(&state, &key, &flag).await?;
+    let meta = principal.meta(super::reason(&headers, reason.as_deref()));
+    let record = state.store.create_flag(&key, &flag, &meta).await?;
+    Ok(flag_response(StatusCode::CREATED, &record))
+}
+
+async fn update(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    principal.require_write()?;
+    let expected = super::require_if_match(&headers)?;
+    let (body_key, reason, flag) = parse_body(body)?;
+    if body_key.as_deref().is_some_and(|k| k != key) {
+        return Err(ApiError::new(
+            Code::ValidationFailed,
+            "key: the body's key differs from the URL's; keys cannot change",
+        ));
+    }
+    validate(&state, &key, &flag).await?;
+    let meta = principal.meta(super::reason(&headers, reason.as_deref()));
+    let record = state.store.update_flag(&key, &flag, expected, &meta).await?;
+    Ok(flag_response(StatusCode::OK, &record))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn set_archived(
+    principal: Principal,
+    state: AppState,
+    key: String,
+    headers: HeaderMap,
+    body: Bytes,
+    archived: bool,
+) -> Result<Response, ApiError> {
+    principal.require_write()?;
+    let expected = super::if_match(&headers)?;
+    // The body is optional here: an empty one carries no reason.
+    let reason = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<ReasonBody>(&body)
+            .map_err(|e| ApiError::new(Code::MalformedRequest, format!("body: {e}")))?
+            .reason
+    };
+    let meta = principal.meta(super::reason(&headers, reason.as_deref()));
+    let record = state.store.set_flag_archived(&key, archived, expected, &meta).await?;
+    Ok(flag_response(StatusCode::OK, &record))
+}
+
+async fn archive(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    set_archived(principal, state, key, headers, body, true).await
+}
+
+async fn restore(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    set_archived(principal, state, key, headers, body, false).await
+}
+
+/// Replaces one environment's configuration (targeting, rules, default serve), with `If-Match`.
+async fn put_environment(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path((key, env)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    principal.require_write()?;
+    let expected = super::require_if_match(&headers)?;
+    let Value::Object(mut map) = body else {
+        return Err(ApiError::new(Code::MalformedRequest, "expected a JSON object"));
+    };
+    let reason = take_string(&mut map, "reason")?;
+    let config: EnvironmentConfig = serde_path_to_error::deserialize(Value::Object(map))
+        .map_err(|e| ApiError::new(Code::MalformedRequest, format!("{}: {}", e.path(), e.inner())))?;
+    let mut record = state.store.get_flag(&key).await?.ok_or_else(|| ApiError::not_found("flag", &key))?;
+    record.flag.environments.insert(env, config);
+    validate(&state, &key, &record.flag).await?;
+    let meta = principal.meta(super::reason(&headers, reason.as_deref()));
+    let record = state.store.update_flag(&key, &record.flag, expected, &meta).await?;
+    Ok(flag_response(StatusCode::OK, &record))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToggleBody {
+    enabled: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Turns a flag on or off in one environment. Idempotent, and it never fails on a concurrent
+/// edit: it re-reads and retries, because switching off must always go through.
+async fn toggle(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path((key, env)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<ToggleBody>,
+) -> Result<Response, ApiError> {
+    principal.require_write()?;
+    if !state.store.list_environments().await?.iter().any(|e| e.name == env) {
+        return Err(ApiError::not_found("environment", &env));
+    }
+    let meta = principal.meta(super::reason(&headers, body.reason.as_deref()));
+    for _ in 0..16 {
+        let mut record = state.store.get_flag(&key).await?.ok_or_else(|| ApiError::not_found("flag", &key))?;
+        let config = record.flag.environments.entry(env.clone()).or_default();
+        if config.enabled == body.enabled {
+            return Ok(flag_response(StatusCode::OK, &record));
+        }
+        config.enabled = body.enabled;
+        match state.store.update_flag(&key, &record.flag, record.version, &meta).await {
+            Ok(updated) => return Ok(flag_response(StatusCode::OK, &updated)),
+            Err(StoreError::VersionMismatch { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::new(Code::VersionMismatch, "the flag kept changing; try again"))
+}

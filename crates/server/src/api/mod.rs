@@ -1,0 +1,75 @@
+//! The HTTP API: one router per area (admin, SDK, OFREP, system), composed in [`router`].
+
+mod admin;
+mod flags;
+mod ofrep;
+mod sdk;
+mod system;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+
+use crate::error::{ApiError, Code};
+use crate::state::AppState;
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(flags::router())
+        .merge(admin::router())
+        .merge(sdk::router())
+        .merge(ofrep::router())
+        .merge(system::router())
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Counts and times every request by its route template (never by raw path: keys would explode
+/// the label space).
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state.metrics.observe(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
+}
+
+/// The change reason: the `X-Dimmer-Reason` header, else a body field.
+pub(crate) fn reason(headers: &HeaderMap, body: Option<&str>) -> Option<String> {
+    headers
+        .get("x-dimmer-reason")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| body.map(str::to_owned))
+        .filter(|r| !r.trim().is_empty())
+}
+
+/// The version named by `If-Match` (`"3"`, `3` or `W/"3"`).
+pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(axum::http::header::IF_MATCH) else { return Ok(None) };
+    let text = value.to_str().unwrap_or_default().trim();
+    let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    text.parse::<i64>().map(Some).map_err(|_| {
+        ApiError::new(Code::MalformedRequest, format!("If-Match: expected a flag version such as \"3\", got {text:?}"))
+    })
+}
+
+/// Like [`if_match`], but the header is required.
+pub(crate) fn require_if_match(headers: &HeaderMap) -> Result<i64, ApiError> {
+    if_match(headers)?.ok_or_else(|| {
+        ApiError::new(
+            Code::PreconditionRequired,
+            "send If-Match with the version you read (GET returns it in ETag): lost updates are refused",
+        )
+    })
+}

@@ -1,0 +1,151 @@
+//! OFREP, the OpenFeature Remote Evaluation Protocol (`../shared/contracts/ofrep/openapi.yaml`):
+//! single-flag and bulk evaluation through the engine, authenticated by sdk tokens (bearer or
+//! `X-API-Key`).
+//!
+//! Real providers are stricter than the spec in places, so every answer is JSON with a string
+//! `key` and `errorCode` on failures, and a 200 always carries a `value`.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use dimmer_engine::{CompiledFlags, Context, ErrorCode, Reason, evaluate};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/ofrep/v1/evaluate/flags/{key}", post(single)).route("/ofrep/v1/evaluate/flags", post(bulk))
+}
+
+#[derive(Debug, Deserialize)]
+struct EnvQuery {
+    env: Option<String>,
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_string()).into_response()
+}
+
+/// Reads `{"context": {...}}`; any other shape is `INVALID_CONTEXT`.
+fn parse_context(body: &Bytes) -> Result<Context, String> {
+    if body.is_empty() {
+        return Ok(Context::new());
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    match value.get("context") {
+        None | Some(Value::Null) => Ok(Context::new()),
+        Some(Value::Object(map)) => Ok(Context::from_map(map.clone())),
+        Some(_) => Err("context: expected a JSON object".to_owned()),
+    }
+}
+
+/// One evaluation in OFREP's terms: `Ok` is an evaluationSuccess, `Err` a failure with its status.
+fn evaluate_one(flags: &CompiledFlags, key: &str, ctx: &Context) -> Result<Value, (StatusCode, Value)> {
+    let eval = evaluate(flags, key, ctx);
+    let failure = |status: StatusCode, code: &str, details: &str| {
+        (status, json!({"key": key, "errorCode": code, "errorDetails": details}))
+    };
+    if let Some(code) = eval.error {
+        let details = eval.error_message.unwrap_or("evaluation failed");
+        return Err(match code {
+            ErrorCode::FlagNotFound => {
+                failure(StatusCode::NOT_FOUND, "FLAG_NOT_FOUND", &format!("flag \"{key}\" was not found"))
+            }
+            ErrorCode::ParseError => failure(StatusCode::BAD_REQUEST, "PARSE_ERROR", details),
+            ErrorCode::TargetingKeyMissing => failure(StatusCode::BAD_REQUEST, "TARGETING_KEY_MISSING", details),
+            ErrorCode::InvalidContext => failure(StatusCode::BAD_REQUEST, "INVALID_CONTEXT", details),
+            ErrorCode::TypeMismatch | ErrorCode::General => failure(StatusCode::BAD_REQUEST, "GENERAL", details),
+        });
+    }
+    let Some(value) = eval.value else {
+        return Err(failure(StatusCode::BAD_REQUEST, "GENERAL", "the flag is off and has no off variant to serve"));
+    };
+    // OFREP's reasons are OpenFeature's; a failed prerequisite reads as DISABLED for this context.
+    let reason = match eval.reason {
+        Reason::PrerequisiteFailed => "DISABLED",
+        other => other.as_str(),
+    };
+    let mut out = Map::new();
+    out.insert("key".into(), json!(key));
+    out.insert("value".into(), value.clone());
+    out.insert("reason".into(), json!(reason));
+    if let Some(variant) = eval.variant {
+        out.insert("variant".into(), json!(variant));
+    }
+    let mut metadata = Map::new();
+    metadata.insert("environment".into(), json!(flags.environment()));
+    if let Some(rule) = eval.rule_id {
+        metadata.insert("rule".into(), json!(rule));
+    }
+    if eval.reason == Reason::PrerequisiteFailed {
+        metadata.insert("dimmerReason".into(), json!("PREREQUISITE_FAILED"));
+    }
+    out.insert("metadata".into(), Value::Object(metadata));
+    Ok(Value::Object(out))
+}
+
+async fn single(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Query(q): Query<EnvQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let env = super::sdk::environment_of(&principal, q.env)?;
+    let ctx = match parse_context(&body) {
+        Ok(ctx) => ctx,
+        Err(details) => {
+            return Ok(json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"key": key, "errorCode": "INVALID_CONTEXT", "errorDetails": details}),
+            ));
+        }
+    };
+    let snap = state.hub.current(&env).await?;
+    Ok(match evaluate_one(&snap.compiled, &key, &ctx) {
+        Ok(success) => json_response(StatusCode::OK, &success),
+        Err((status, failure)) => json_response(status, &failure),
+    })
+}
+
+async fn bulk(
+    principal: Principal,
+    State(state): State<AppState>,
+    Query(q): Query<EnvQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let env = super::sdk::environment_of(&principal, q.env)?;
+    let ctx = match parse_context(&body) {
+        Ok(ctx) => ctx,
+        Err(details) => {
+            return Ok(json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"errorCode": "INVALID_CONTEXT", "errorDetails": details}),
+            ));
+        }
+    };
+    let snap = state.hub.current(&env).await?;
+    let etag = HeaderValue::from_str(&snap.etag).map_err(|e| ApiError::internal(&e))?;
+    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == snap.etag.as_bytes()) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let flags: Vec<Value> = snap
+        .compiled
+        .keys()
+        .map(|key| match evaluate_one(&snap.compiled, key, &ctx) {
+            Ok(v) => v,
+            Err((_, failure)) => failure,
+        })
+        .collect();
+    let body = json!({"flags": flags, "metadata": {"environment": env, "revision": snap.revision()}});
+    let mut response = json_response(StatusCode::OK, &body);
+    response.headers_mut().insert(header::ETAG, etag);
+    Ok(response)
+}

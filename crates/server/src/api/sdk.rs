@@ -1,0 +1,180 @@
+//! The SDK API: the environment's snapshot (`GET /api/v1/sdk/config`, with ETag/304) and the
+//! change stream (`GET /api/v1/sdk/stream`, server-sent events).
+//!
+//! The stream sends a `snapshot` event on connect, then one `patch` event per revision with the
+//! revision as the event id. `Last-Event-ID` resumes with only the missed revisions, or a
+//! snapshot when the change feed no longer reaches back that far. A subscriber that falls
+//! behind is not buffered for: it reads the latest snapshot from a watch channel and catches up
+//! from its own revision.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::Principal;
+use crate::error::{ApiError, Code};
+use crate::state::{AppState, EnvSnapshot};
+use crate::store::Scope;
+
+/// How often an idle stream sends a comment, so that proxies and clients see it alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/sdk/config", get(config)).route("/api/v1/sdk/stream", get(stream))
+}
+
+#[derive(Debug, Deserialize)]
+struct EnvQuery {
+    env: Option<String>,
+}
+
+/// The environment a request reads: an sdk token's own, or `?env=` for admin/reader tokens.
+pub(crate) fn environment_of(principal: &Principal, requested: Option<String>) -> Result<String, ApiError> {
+    match (principal.scope, &principal.environment, requested) {
+        (Scope::Sdk, Some(own), Some(asked)) if *own != asked => {
+            Err(ApiError::new(Code::Forbidden, format!("this sdk token reads environment \"{own}\" only")))
+        }
+        (Scope::Sdk, Some(own), _) => Ok(own.clone()),
+        (Scope::Sdk, None, _) => Err(ApiError::new(Code::Forbidden, "this sdk token has no environment")),
+        (_, _, Some(asked)) => Ok(asked),
+        (_, _, None) => Err(ApiError::new(Code::MalformedRequest, "env: name the environment (?env=production)")),
+    }
+}
+
+async fn config(
+    principal: Principal,
+    State(state): State<AppState>,
+    Query(q): Query<EnvQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let env = environment_of(&principal, q.env)?;
+    let snap = state.hub.current(&env).await?;
+    state.metrics.set_revision(&env, snap.revision());
+    let etag = HeaderValue::from_str(&snap.etag).map_err(|e| ApiError::internal(&e))?;
+    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == snap.etag.as_bytes()) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok((
+        StatusCode::OK,
+        [(header::ETAG, etag), (header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        snap.json.clone(),
+    )
+        .into_response())
+}
+
+fn snapshot_event(snap: &EnvSnapshot) -> Event {
+    Event::default().event("snapshot").id(snap.revision().to_string()).data(snap.json.clone())
+}
+
+/// Changed keys and their current definitions (null when gone).
+type Changed = serde_json::Map<String, Value>;
+
+/// Patch events from `from` (exclusive) to the snapshot's revision, one per revision; `None`
+/// when the feed cannot say what changed (then a snapshot is due).
+async fn patch_events(state: &AppState, snap: &EnvSnapshot, from: i64) -> Option<Vec<Event>> {
+    let items = state.store.changes_since(&snap.snapshot.environment, from).await.ok()??;
+    let mut by_revision: BTreeMap<i64, (Changed, Changed)> = BTreeMap::new();
+    for item in items.into_iter().filter(|i| i.revision <= snap.revision()) {
+        let entry = by_revision.entry(item.revision).or_default();
+        // The current definition of what changed (null once archived or deleted).
+        match item.kind.as_str() {
+            "segment" => {
+                let v = snap.snapshot.flags.segments.get(&item.key).map(|s| json!(s)).unwrap_or(Value::Null);
+                entry.1.insert(item.key, v);
+            }
+            _ => {
+                let v = snap.snapshot.flags.flags.get(&item.key).map(|f| json!(f)).unwrap_or(Value::Null);
+                entry.0.insert(item.key, v);
+            }
+        }
+    }
+    // Revisions with no recorded item (other environments' bookkeeping) still advance the id.
+    if by_revision.last_key_value().is_none_or(|(rev, _)| *rev < snap.revision()) {
+        by_revision.entry(snap.revision()).or_default();
+    }
+    Some(
+        by_revision
+            .into_iter()
+            .map(|(rev, (flags, segments))| {
+                let data = json!({"revision": rev, "flags": flags, "segments": segments});
+                Event::default().event("patch").id(rev.to_string()).data(data.to_string())
+            })
+            .collect(),
+    )
+}
+
+/// Decrements the connection gauge when the stream ends, however it ends.
+struct ConnectionGuard(Arc<crate::metrics::Metrics>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.sse_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn stream(
+    principal: Principal,
+    State(state): State<AppState>,
+    Query(q): Query<EnvQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let env = environment_of(&principal, q.env)?;
+    let mut rx = state.hub.watch(&env).await?;
+    let resume_from =
+        headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok());
+    state.metrics.sse_connections.fetch_add(1, Ordering::Relaxed);
+    let guard = ConnectionGuard(state.metrics.clone());
+    let shutdown = state.shutdown.clone();
+
+    let stream = async_stream::stream! {
+        let _guard = guard;
+        let mut shutdown = shutdown;
+        let first = rx.borrow_and_update().clone();
+        let mut sent = match resume_from {
+            Some(from) if from == first.revision() => from,
+            Some(from) if from < first.revision() => {
+                match patch_events(&state, &first, from).await {
+                    Some(events) => { for e in events { yield Ok(e); } }
+                    None => yield Ok(snapshot_event(&first)),
+                }
+                first.revision()
+            }
+            _ => {
+                yield Ok(snapshot_event(&first));
+                first.revision()
+            }
+        };
+        loop {
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() { break; }
+                    let snap = rx.borrow_and_update().clone();
+                    if snap.revision() <= sent { continue; }
+                    match patch_events(&state, &snap, sent).await {
+                        Some(events) => { for e in events { yield Ok(e); } }
+                        None => yield Ok(snapshot_event(&snap)),
+                    }
+                    sent = snap.revision();
+                }
+                _ = shutdown.changed() => {
+                    // Graceful shutdown: tell the client, then end the stream cleanly.
+                    yield Ok(Event::default().event("shutdown").data("{}"));
+                    break;
+                }
+            }
+        }
+    };
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")))
+}

@@ -1,0 +1,187 @@
+//! Server configuration, layered once at start: defaults < file < environment < command line,
+//! then validated into a typed value. Nothing else in the server reads the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Where the SQLite database lives (when no database URL is given).
+    pub data_dir: PathBuf,
+    /// `postgres://…` to use PostgreSQL.
+    pub database_url: Option<String>,
+    /// An admin token to accept (bootstrap); never logged.
+    pub admin_token: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The admin token and database credentials are secrets: never printed.
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// One layer of settings; unset fields leave the layer below in place.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    /// `listen`.
+    pub listen: Option<String>,
+    /// `data_dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `database_url`.
+    pub database_url: Option<String>,
+    /// `admin_token`.
+    pub admin_token: Option<String>,
+    /// `log_format`.
+    pub log_format: Option<String>,
+}
+
+impl Layer {
+    fn over(self, base: Layer) -> Layer {
+        Layer {
+            listen: self.listen.or(base.listen),
+            data_dir: self.data_dir.or(base.data_dir),
+            database_url: self.database_url.or(base.database_url),
+            admin_token: self.admin_token.or(base.admin_token),
+            log_format: self.log_format.or(base.log_format),
+        }
+    }
+
+    /// The layer from environment variables (`DIMMER_LISTEN`, `DIMMER_DATA_DIR`,
+    /// `DIMMER_DATABASE_URL`, `DIMMER_ADMIN_TOKEN`, `DIMMER_LOG_FORMAT`), read through `var`.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Layer {
+        Layer {
+            listen: var("DIMMER_LISTEN"),
+            data_dir: var("DIMMER_DATA_DIR").map(PathBuf::from),
+            database_url: var("DIMMER_DATABASE_URL"),
+            admin_token: var("DIMMER_ADMIN_TOKEN").filter(|t| !t.is_empty()),
+            log_format: var("DIMMER_LOG_FORMAT"),
+        }
+    }
+}
+
+/// Why the configuration was refused; each names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A setting has a bad value.
+    #[error("{setting}: {message}")]
+    Invalid {
+        /// The setting (`listen`, `database_url`, …).
+        setting: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Builds the configuration: defaults < `file` < `env` < `flags`.
+pub fn load(file: Option<&Path>, env: Layer, flags: Layer) -> Result<Config, ConfigError> {
+    let from_file = match file {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            serde_json::from_str::<Layer>(&text)
+                .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?
+        }
+        None => Layer::default(),
+    };
+    let merged = flags.over(env.over(from_file));
+    let listen_text = merged.listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+    let listen = listen_text.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid {
+        setting: "listen",
+        message: format!("\"{listen_text}\" is not an address such as 127.0.0.1:8080 ({e})"),
+    })?;
+    let database_url = merged.database_url.filter(|u| !u.is_empty());
+    if let Some(url) = &database_url
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        return Err(ConfigError::Invalid {
+            setting: "database_url",
+            message: "only postgres:// URLs are supported (leave it out for the embedded SQLite)".into(),
+        });
+    }
+    let log_format = match merged.log_format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                setting: "log_format",
+                message: format!("\"{other}\" is not text or json"),
+            });
+        }
+    };
+    if let Some(token) = &merged.admin_token
+        && token.len() < 16
+    {
+        return Err(ConfigError::Invalid { setting: "admin_token", message: "must be at least 16 characters".into() });
+    }
+    Ok(Config {
+        listen,
+        data_dir: merged.data_dir.unwrap_or_else(|| PathBuf::from("dimmer-data")),
+        database_url,
+        admin_token: merged.admin_token,
+        log_format,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order_and_bad_values_name_the_setting() {
+        let env = Layer { listen: Some("0.0.0.0:9000".into()), ..Layer::default() };
+        let flags = Layer { listen: Some("127.0.0.1:0".into()), ..Layer::default() };
+        let c = load(None, env.clone(), flags).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:0");
+        let c = load(None, env, Layer::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        let bad = Layer { listen: Some("nowhere".into()), ..Layer::default() };
+        assert!(load(None, bad, Layer::default()).unwrap_err().to_string().starts_with("listen:"));
+        let bad = Layer { database_url: Some("mysql://x".into()), ..Layer::default() };
+        assert!(load(None, bad, Layer::default()).unwrap_err().to_string().starts_with("database_url:"));
+        let secret = Layer { admin_token: Some("a-very-secret-admin-token".into()), ..Layer::default() };
+        let c = load(None, secret, Layer::default()).unwrap();
+        assert!(!format!("{c:?}").contains("very-secret"));
+    }
+}

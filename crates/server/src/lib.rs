@@ -1,0 +1,14 @@
+//! Dimmer's flag server: durable storage of flags, segments, environments, tokens and the audit
+//! log; the admin API, the SDK API (snapshot and SSE stream) and OFREP over HTTP.
+//!
+//! [`app::run`] serves a [`store::Store`] on a listener until a shutdown signal; `dimmer serve`
+//! (in the CLI crate) parses the configuration and calls it.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod state;
+pub mod store;

@@ -1,0 +1,159 @@
+//! Shared server state and the snapshot hub: each environment's current configuration, compiled
+//! once per revision and handed to SDK requests, OFREP and SSE subscribers.
+//!
+//! The hub's refresher is a background task with an owner (the server's composition root) and a
+//! shutdown path (the watch channel passed to [`Hub::run_refresher`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use dimmer_engine::CompiledFlags;
+use tokio::sync::{broadcast, watch};
+
+use crate::auth::TokenCache;
+use crate::store::{Snapshot, Store, StoreError};
+
+/// Everything request handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Durable storage.
+    pub store: Arc<dyn Store>,
+    /// Current compiled snapshots per environment.
+    pub hub: Arc<Hub>,
+    /// Token lookups.
+    pub tokens: Arc<TokenCache>,
+    /// Prometheus counters and gauges.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Flips to true at shutdown: streams end cleanly.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// One environment at one revision, ready to serve.
+#[derive(Debug)]
+pub struct EnvSnapshot {
+    /// The snapshot as stored.
+    pub snapshot: Snapshot,
+    /// Its JSON, serialized once.
+    pub json: String,
+    /// Its ETag (`"<environment>-<revision>"`).
+    pub etag: String,
+    /// The flags compiled for evaluation.
+    pub compiled: CompiledFlags,
+}
+
+impl EnvSnapshot {
+    fn build(snapshot: Snapshot) -> Self {
+        let (compiled, _diagnostics) = dimmer_engine::compile(&snapshot.flags, &snapshot.environment);
+        // Serializing plain data into a string cannot fail.
+        let json = serde_json::to_string(&snapshot).unwrap_or_default();
+        let etag = format!("\"{}-{}\"", snapshot.environment, snapshot.revision);
+        Self { snapshot, json, etag, compiled }
+    }
+
+    /// The revision.
+    pub fn revision(&self) -> i64 {
+        self.snapshot.revision
+    }
+}
+
+/// The current snapshot of every environment that has been asked for, with a watch channel per
+/// environment so that streams always see the latest (a slow reader skips to it rather than
+/// buffering every intermediate revision).
+#[derive(Debug)]
+pub struct Hub {
+    store: Arc<dyn Store>,
+    envs: RwLock<HashMap<String, watch::Sender<Arc<EnvSnapshot>>>>,
+}
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Hub {
+    /// A hub over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store, envs: RwLock::new(HashMap::new()) }
+    }
+
+    fn sender(&self, env: &str) -> Option<watch::Sender<Arc<EnvSnapshot>>> {
+        self.envs.read().ok()?.get(env).cloned()
+    }
+
+    /// The current snapshot of `env`, loading it on first use.
+    pub async fn current(&self, env: &str) -> Result<Arc<EnvSnapshot>, StoreError> {
+        if let Some(tx) = self.sender(env) {
+            return Ok(tx.borrow().clone());
+        }
+        let loaded = Arc::new(EnvSnapshot::build(self.store.snapshot(env).await?));
+        let (tx, _rx) = watch::channel(loaded.clone());
+        if let Ok(mut envs) = self.envs.write() {
+            let tx = envs.entry(env.to_owned()).or_insert(tx);
+            return Ok(tx.borrow().clone());
+        }
+        Ok(loaded)
+    }
+
+    /// A receiver that sees every newer snapshot of `env`.
+    pub async fn watch(&self, env: &str) -> Result<watch::Receiver<Arc<EnvSnapshot>>, StoreError> {
+        self.current(env).await?;
+        self.sender(env)
+            .map(|tx| tx.subscribe())
+            .ok_or_else(|| StoreError::NotFound { kind: "environment", key: env.into() })
+    }
+
+    /// Reloads `env` if `revision` is newer than what the hub holds.
+    pub async fn refresh(&self, env: &str, revision: i64) -> Result<(), StoreError> {
+        let Some(tx) = self.sender(env) else { return Ok(()) };
+        if tx.borrow().revision() >= revision {
+            return Ok(());
+        }
+        let fresh = Arc::new(EnvSnapshot::build(self.store.snapshot(env).await?));
+        tx.send_if_modified(|current| {
+            if fresh.revision() > current.revision() {
+                *current = fresh;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(())
+    }
+
+    /// Follows the store's change notifications until `shutdown` flips, reloading snapshots.
+    pub async fn run_refresher(
+        self: Arc<Self>,
+        mut changes: broadcast::Receiver<crate::store::Change>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                change = changes.recv() => match change {
+                    Ok(change) => {
+                        if let Err(e) = self.refresh(&change.environment, change.revision).await {
+                            tracing::warn!(environment = %change.environment, error = %e, "snapshot reload failed");
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Missed notifications: reload everything we hold.
+                        let envs: Vec<String> = self.envs.read().map(|e| e.keys().cloned().collect()).unwrap_or_default();
+                        for env in envs {
+                            if let Err(e) = self.refresh(&env, i64::MAX).await {
+                                tracing::warn!(environment = %env, error = %e, "snapshot reload failed");
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+}

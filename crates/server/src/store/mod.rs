@@ -1,0 +1,309 @@
+//! Storage: one trait, a SQLite and a PostgreSQL implementation, migrations per backend. Only
+//! this module knows SQL.
+//!
+//! Every write is one transaction that changes the data, appends an audit entry, bumps the
+//! revision of every environment it affects and records those revisions in the change feed, so
+//! that an acknowledged change is never lost and an SSE subscriber can resume from a revision.
+//! After the commit the store publishes the new revisions on [`Store::subscribe`]; the
+//! PostgreSQL store also relays other replicas' commits (LISTEN/NOTIFY).
+
+use async_trait::async_trait;
+use dimmer_engine::{Flag, FlagSet, Segment};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+/// The environments created on first start.
+pub const DEFAULT_ENVIRONMENTS: [&str; 3] = ["development", "staging", "production"];
+
+/// What can go wrong in storage. Constraint violations map to the same variants on both
+/// backends, so the API answers alike whichever is configured.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such flag, segment, environment or token.
+    #[error("{kind} \"{key}\" not found")]
+    NotFound {
+        /// `flag`, `segment`, `environment` or `token`.
+        kind: &'static str,
+        /// Its key or name.
+        key: String,
+    },
+    /// A flag, segment, environment or token with that key or name already exists.
+    #[error("{kind} \"{key}\" already exists")]
+    AlreadyExists {
+        /// `flag`, `segment`, `environment` or `token`.
+        kind: &'static str,
+        /// Its key or name.
+        key: String,
+    },
+    /// Optimistic concurrency: the caller's version is stale.
+    #[error("version mismatch: expected {expected}, current {current}")]
+    VersionMismatch {
+        /// The version the caller based its change on.
+        expected: i64,
+        /// The version stored now.
+        current: i64,
+    },
+    /// A stored document no longer parses (should never happen; reported, not hidden).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+/// Who changed something and why: recorded in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeMeta {
+    /// The token name that made the change (`system` for the server itself).
+    pub actor: String,
+    /// Why, when the caller said (`X-Dimmer-Reason` or a body field).
+    pub reason: Option<String>,
+}
+
+/// A stored flag: the engine's model plus bookkeeping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagRecord {
+    /// The flag key.
+    pub key: String,
+    /// The definition (every environment's configuration included).
+    pub flag: Flag,
+    /// Bumped on every change; writes must name the version they are based on.
+    pub version: i64,
+    /// Archived flags are left out of SDK snapshots.
+    pub archived: bool,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+    /// Last change, Unix milliseconds.
+    pub updated_at: i64,
+}
+
+/// A stored segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentRecord {
+    /// The segment key.
+    pub key: String,
+    /// The definition.
+    pub segment: Segment,
+    /// Bumped on every change.
+    pub version: i64,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+    /// Last change, Unix milliseconds.
+    pub updated_at: i64,
+}
+
+/// An environment and its revision (bumped by every change that affects it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Environment {
+    /// The environment name.
+    pub name: String,
+    /// The revision of its configuration.
+    pub revision: i64,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// A complete configuration of one environment at one revision: what SDKs evaluate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The environment.
+    pub environment: String,
+    /// Its revision.
+    pub revision: i64,
+    /// Every non-archived flag and every segment.
+    pub flags: FlagSet,
+}
+
+/// An environment's revision moved: published after every commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// The environment.
+    pub environment: String,
+    /// Its new revision.
+    pub revision: i64,
+}
+
+/// What one revision changed, for resuming a stream without a full snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedItem {
+    /// The revision that changed it.
+    pub revision: i64,
+    /// `flag` or `segment`.
+    pub kind: String,
+    /// Its key.
+    pub key: String,
+}
+
+/// One audit-log entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Increasing id.
+    pub id: i64,
+    /// When, Unix milliseconds.
+    pub at: i64,
+    /// Who (token name).
+    pub actor: String,
+    /// What, e.g. `flag.create`, `flag.update`, `flag.archive`, `token.create`.
+    pub action: String,
+    /// The environment concerned, when one is.
+    pub environment: Option<String>,
+    /// The flag concerned, when one is.
+    pub flag: Option<String>,
+    /// The segment concerned, when one is.
+    pub segment: Option<String>,
+    /// The state before (absent for creations).
+    pub before: Option<Value>,
+    /// The state after (absent for deletions).
+    pub after: Option<Value>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// Which audit entries to list, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFilter {
+    /// Only entries about this flag.
+    pub flag: Option<String>,
+    /// Only entries about this environment.
+    pub environment: Option<String>,
+    /// Only entries by this actor.
+    pub actor: Option<String>,
+    /// Only entries with an id below this (for paging).
+    pub before_id: Option<i64>,
+    /// At most this many (the store caps it at 1000).
+    pub limit: u32,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Everything.
+    Admin,
+    /// Flags and segments.
+    Writer,
+    /// Read-only admin API.
+    Reader,
+    /// One environment's SDK API: snapshot, stream, metrics, OFREP.
+    Sdk,
+}
+
+impl Scope {
+    /// The scope's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Writer => "writer",
+            Scope::Reader => "reader",
+            Scope::Sdk => "sdk",
+        }
+    }
+
+    /// Parses a scope name.
+    pub fn parse(s: &str) -> Option<Scope> {
+        [Scope::Admin, Scope::Writer, Scope::Reader, Scope::Sdk].into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// A stored token: never the token itself, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// A unique name, used as the actor in the audit log.
+    pub name: String,
+    /// What it may do.
+    pub scope: Scope,
+    /// For `sdk` tokens, the one environment they read.
+    pub environment: Option<String>,
+    /// SHA-256 of the token, hex.
+    #[serde(skip_serializing)]
+    pub hash: String,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+    /// Revoked tokens authenticate nothing.
+    pub revoked: bool,
+}
+
+/// Result alias for storage operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Durable storage for the server. Implementations: [`sqlite::SqliteStore`] and
+/// [`postgres::PostgresStore`]; the contract tests run against both.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates the named environments that do not exist yet (revision 0). Used at first start.
+    async fn ensure_environments(&self, names: &[&str]) -> StoreResult<()>;
+    /// Every environment, by name.
+    async fn list_environments(&self) -> StoreResult<Vec<Environment>>;
+    /// Adds an environment; audited.
+    async fn create_environment(&self, name: &str, meta: &ChangeMeta) -> StoreResult<Environment>;
+
+    /// Flags by key; archived ones only when asked.
+    async fn list_flags(&self, include_archived: bool) -> StoreResult<Vec<FlagRecord>>;
+    /// One flag, archived or not.
+    async fn get_flag(&self, key: &str) -> StoreResult<Option<FlagRecord>>;
+    /// Creates a flag at version 1; `AlreadyExists` if the key is taken (archived flags too).
+    async fn create_flag(&self, key: &str, flag: &Flag, meta: &ChangeMeta) -> StoreResult<FlagRecord>;
+    /// Replaces a flag's definition if its version is still `expected_version`.
+    async fn update_flag(
+        &self,
+        key: &str,
+        flag: &Flag,
+        expected_version: i64,
+        meta: &ChangeMeta,
+    ) -> StoreResult<FlagRecord>;
+    /// Archives or restores a flag; `expected_version` is checked when given.
+    async fn set_flag_archived(
+        &self,
+        key: &str,
+        archived: bool,
+        expected_version: Option<i64>,
+        meta: &ChangeMeta,
+    ) -> StoreResult<FlagRecord>;
+
+    /// Segments by key.
+    async fn list_segments(&self) -> StoreResult<Vec<SegmentRecord>>;
+    /// One segment.
+    async fn get_segment(&self, key: &str) -> StoreResult<Option<SegmentRecord>>;
+    /// Creates a segment at version 1.
+    async fn create_segment(&self, key: &str, segment: &Segment, meta: &ChangeMeta) -> StoreResult<SegmentRecord>;
+    /// Replaces a segment if its version is still `expected_version`.
+    async fn update_segment(
+        &self,
+        key: &str,
+        segment: &Segment,
+        expected_version: i64,
+        meta: &ChangeMeta,
+    ) -> StoreResult<SegmentRecord>;
+    /// Deletes a segment if its version is still `expected_version`.
+    async fn delete_segment(&self, key: &str, expected_version: i64, meta: &ChangeMeta) -> StoreResult<()>;
+
+    /// The environment's complete configuration, read in one transaction.
+    async fn snapshot(&self, environment: &str) -> StoreResult<Snapshot>;
+    /// What changed in `environment` after `revision`, oldest first; `None` when the feed no
+    /// longer reaches back that far (the caller then sends a snapshot).
+    async fn changes_since(&self, environment: &str, revision: i64) -> StoreResult<Option<Vec<ChangedItem>>>;
+
+    /// Audit entries matching the filter, newest first.
+    async fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>>;
+
+    /// Stores a token's hash; audited (without the token).
+    async fn create_token(&self, token: &TokenRecord, meta: &ChangeMeta) -> StoreResult<()>;
+    /// The token with this hash, revoked or not.
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>>;
+    /// Every token, by name.
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
+    /// Revokes a token by name; audited.
+    async fn revoke_token(&self, name: &str, meta: &ChangeMeta) -> StoreResult<()>;
+
+    /// Revision changes committed from now on (by this process or, on PostgreSQL, any replica).
+    fn subscribe(&self) -> broadcast::Receiver<Change>;
+}
+
+/// The current time in Unix milliseconds. The store stamps records; the engine never reads time.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
