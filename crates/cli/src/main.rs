@@ -1,5 +1,6 @@
 //! The `dimmer` command: parse the arguments, run the command, print the error chain.
 
+mod client;
 mod commands;
 mod files;
 

@@ -127,6 +127,16 @@ impl Hub {
         Ok(())
     }
 
+    /// Brings every loaded environment up to the store's current revision. Write handlers call
+    /// it before answering, so that a client reads its own writes on this server and streams
+    /// hear of a change no later than its author.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        for env in self.store.list_environments().await? {
+            self.refresh(&env.name, env.revision).await?;
+        }
+        Ok(())
+    }
+
     /// Follows the store's change notifications until `shutdown` flips, reloading snapshots.
     pub async fn run_refresher(
         self: Arc<Self>,

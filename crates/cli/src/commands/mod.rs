@@ -3,6 +3,8 @@
 mod eval;
 mod import;
 mod lint;
+mod remote;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +18,8 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    remote: remote::Remote,
 }
 
 #[derive(Debug, Subcommand)]
@@ -29,6 +33,18 @@ enum Command {
     Lint(lint::LintArgs),
     /// Print the JSON Schema of a flags file.
     Schema,
+    /// Run the flag server (embedded SQLite by default).
+    Serve(serve::ServeArgs),
+    /// Create, list or revoke API tokens.
+    #[command(subcommand)]
+    Token(remote::TokenCommand),
+    /// Create, list, show, archive or restore flags.
+    #[command(subcommand)]
+    Flag(remote::FlagCommand),
+    /// Turn a flag on or off in one environment.
+    Toggle(remote::ToggleArgs),
+    /// Show the audit log.
+    Audit(remote::AuditArgs),
 }
 
 /// Runs the parsed command line.
@@ -37,6 +53,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(args) => eval::run(args),
         Command::Import(cmd) => import::run(cmd),
         Command::Lint(args) => lint::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Token(cmd) => remote::token(&cli.remote, cmd),
+        Command::Flag(cmd) => remote::flag(&cli.remote, cmd),
+        Command::Toggle(args) => remote::toggle(&cli.remote, args),
+        Command::Audit(args) => remote::audit(&cli.remote, args),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&dimmer_engine::model::flag_set_schema())?);
             Ok(ExitCode::SUCCESS)

@@ -138,6 +138,7 @@ async fn create_segment(
     validate_segment(&state, &key, &segment).await?;
     let meta = principal.meta(super::reason(&headers, reason.as_deref()));
     let r = state.store.create_segment(&key, &segment, &meta).await?;
+    super::publish(&state).await;
     Ok(segment_response(StatusCode::CREATED, &r))
 }
 
@@ -154,6 +155,7 @@ async fn update_segment(
     validate_segment(&state, &key, &segment).await?;
     let meta = principal.meta(super::reason(&headers, reason.as_deref()));
     let r = state.store.update_segment(&key, &segment, expected, &meta).await?;
+    super::publish(&state).await;
     Ok(segment_response(StatusCode::OK, &r))
 }
 
@@ -182,6 +184,7 @@ async fn delete_segment(
     }
     let meta = principal.meta(super::reason(&headers, None));
     state.store.delete_segment(&key, expected, &meta).await?;
+    super::publish(&state).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

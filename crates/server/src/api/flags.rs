@@ -187,6 +187,7 @@ async fn create(
     validate(&state, &key, &flag).await?;
     let meta = principal.meta(super::reason(&headers, reason.as_deref()));
     let record = state.store.create_flag(&key, &flag, &meta).await?;
+    super::publish(&state).await;
     Ok(flag_response(StatusCode::CREATED, &record))
 }
 
@@ -209,6 +210,7 @@ async fn update(
     validate(&state, &key, &flag).await?;
     let meta = principal.meta(super::reason(&headers, reason.as_deref()));
     let record = state.store.update_flag(&key, &flag, expected, &meta).await?;
+    super::publish(&state).await;
     Ok(flag_response(StatusCode::OK, &record))
 }
 
@@ -239,6 +241,7 @@ async fn set_archived(
     };
     let meta = principal.meta(super::reason(&headers, reason.as_deref()));
     let record = state.store.set_flag_archived(&key, archived, expected, &meta).await?;
+    super::publish(&state).await;
     Ok(flag_response(StatusCode::OK, &record))
 }
 
@@ -283,6 +286,7 @@ async fn put_environment(
     validate(&state, &key, &record.flag).await?;
     let meta = principal.meta(super::reason(&headers, reason.as_deref()));
     let record = state.store.update_flag(&key, &record.flag, expected, &meta).await?;
+    super::publish(&state).await;
     Ok(flag_response(StatusCode::OK, &record))
 }
 
@@ -316,7 +320,10 @@ async fn toggle(
         }
         config.enabled = body.enabled;
         match state.store.update_flag(&key, &record.flag, record.version, &meta).await {
-            Ok(updated) => return Ok(flag_response(StatusCode::OK, &updated)),
+            Ok(updated) => {
+                super::publish(&state).await;
+                return Ok(flag_response(StatusCode::OK, &updated));
+            }
             Err(StoreError::VersionMismatch { .. }) => continue,
             Err(e) => return Err(e.into()),
         }

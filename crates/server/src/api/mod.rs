@@ -73,3 +73,10 @@ pub(crate) fn require_if_match(headers: &HeaderMap) -> Result<i64, ApiError> {
         )
     })
 }
+
+/// After a write: make this server's snapshots current before the answer goes out.
+pub(crate) async fn publish(state: &AppState) {
+    if let Err(e) = state.hub.sync().await {
+        tracing::warn!(error = %e, "snapshot refresh after a write failed; the refresher will retry");
+    }
+}

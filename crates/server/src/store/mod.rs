@@ -7,6 +7,11 @@
 //! After the commit the store publishes the new revisions on [`Store::subscribe`]; the
 //! PostgreSQL store also relays other replicas' commits (LISTEN/NOTIFY).
 
+pub mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use dimmer_engine::{Flag, FlagSet, Segment};
 use serde::{Deserialize, Serialize};
@@ -306,4 +311,14 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// Opens the configured store: PostgreSQL for a `postgres://` URL, else SQLite in `data_dir`.
+pub async fn open(database_url: Option<&str>, data_dir: &Path) -> StoreResult<Arc<dyn Store>> {
+    match database_url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Err(StoreError::Corrupt("PostgreSQL storage is not available in this build yet".into()))
+        }
+        _ => Ok(Arc::new(sqlite::SqliteStore::open(&data_dir.join("dimmer.db")).await?)),
+    }
 }

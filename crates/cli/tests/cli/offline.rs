@@ -1,6 +1,4 @@
-//! The `dimmer` binary end to end: real process, real files, JSON on stdout, exit codes.
-
-#![allow(clippy::expect_used, reason = "test helpers: a failed set-up should stop the test")]
+//! The offline commands end to end (eval, lint, import, schema): real process, real files.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

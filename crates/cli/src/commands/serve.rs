@@ -1,0 +1,96 @@
+//! `dimmer serve`: the flag server on embedded SQLite (default) or PostgreSQL.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use dimmer_server::config::{self, Layer, LogFormat};
+use dimmer_server::store::{self, DEFAULT_ENVIRONMENTS};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080; env DIMMER_LISTEN].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Directory of the embedded SQLite database [default: ./dimmer-data; env DIMMER_DATA_DIR].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://…) instead of SQLite [env DIMMER_DATABASE_URL].
+    #[arg(long)]
+    database_url: Option<String>,
+    /// A JSON configuration file (listen, data_dir, database_url, admin_token, log_format).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    let flags =
+        Layer { listen: args.listen, data_dir: args.data_dir, database_url: args.database_url, ..Layer::default() };
+    // The one place the server's settings are read from the environment.
+    let env = Layer::from_env(|name| std::env::var(name).ok());
+    let config = config::load(args.config.as_deref(), env, flags)?;
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(format: LogFormat) {
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new("info")).with_target(false);
+    // A second initialisation (in tests) is harmless: keep the first.
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn serve(config: config::Config) -> Result<()> {
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    }
+    let store = store::open(config.database_url.as_deref(), &config.data_dir).await.context("opening storage")?;
+    store.ensure_environments(&DEFAULT_ENVIRONMENTS).await.context("creating the default environments")?;
+    let generated = dimmer_server::auth::bootstrap_admin(store.as_ref(), config.admin_token.as_deref())
+        .await
+        .context("bootstrapping the admin token")?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let storage = match &config.database_url {
+        Some(_) => "PostgreSQL".to_owned(),
+        None => format!("SQLite in {}", config.data_dir.display()),
+    };
+    println!("dimmer listening on http://{addr} (storage: {storage})");
+    if let Some(token) = generated {
+        // Printed once, on standard output only: it is stored hashed and never logged.
+        println!("admin token (shown once, keep it safe): {token}");
+    }
+    tracing::info!(%addr, "serving");
+    dimmer_server::app::run(listener, store, shutdown_signal()).await.context("serving HTTP")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,6 @@
+//! The `dimmer` binary end to end: real processes, real files, real HTTP; a module per area.
+
+#![allow(clippy::expect_used, reason = "test helpers: a failed set-up should stop the test")]
+
+mod offline;
+mod serve;

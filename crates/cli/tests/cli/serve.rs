@@ -1,0 +1,172 @@
+//! `dimmer serve` as a real process: it prints where it listens and the admin token, the client
+//! verbs talk to it, and `kill -9` in the middle of writes loses no acknowledged change.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+/// A `dimmer serve` process on a data directory, with its address and (first start) token.
+struct Served {
+    child: Child,
+    base: String,
+    token: Option<String>,
+}
+
+impl Served {
+    fn start(data_dir: &Path) -> Served {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dimmer"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("DIMMER_ADMIN_TOKEN")
+            .env_remove("DIMMER_DATABASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dimmer serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("a first line").expect("readable");
+        let base = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {first:?}"))
+            .to_owned();
+        // The token line follows at once on a first start; later starts print none.
+        let saved = data_dir.join(".admin-token");
+        let token = if saved.exists() {
+            None
+        } else {
+            let line = lines.next().expect("a token line").expect("readable");
+            let token = line.rsplit(' ').next().expect("token").to_owned();
+            std::fs::write(&saved, &token).expect("save token");
+            Some(token)
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Served { child, base, token }
+    }
+
+    fn kill(mut self) {
+        // SIGKILL: no shutdown path runs.
+        self.child.kill().expect("kill");
+        let _ = self.child.wait();
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("dimmer-serve-{}-{name}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn dimmer(base: &str, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dimmer"))
+        .args(["--server", base, "--token", token])
+        .args(args)
+        .output()
+        .expect("dimmer runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn serve_prints_its_address_and_token_and_the_client_verbs_work() {
+    let dir = scratch("verbs");
+    let served = Served::start(&dir);
+    let admin = served.token.clone().expect("a first start prints the admin token");
+    assert!(admin.starts_with("dmr_"));
+
+    let (ok, out, err) = dimmer(
+        &served.base,
+        &admin,
+        &[
+            "flag",
+            "create",
+            "new-checkout",
+            "--kind",
+            "release",
+            "--owner",
+            "team-pay",
+            "--description",
+            "New checkout",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("created new-checkout"), "{out}");
+    let (ok, out, err) =
+        dimmer(&served.base, &admin, &["--json", "token", "create", "web", "--scope", "sdk", "--env", "production"]);
+    assert!(ok, "{err}");
+    let sdk: Value = serde_json::from_str(&out).expect("json");
+    let sdk = sdk["token"].as_str().expect("token").to_owned();
+    let (ok, _, err) =
+        dimmer(&served.base, &admin, &["toggle", "new-checkout", "--env", "production", "on", "--reason", "launch"]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = dimmer(&served.base, &admin, &["flag", "list"]);
+    assert!(ok && out.contains("new-checkout") && out.contains("production"), "{out}");
+    let (ok, out, _) = dimmer(&served.base, &admin, &["--json", "audit", "--flag", "new-checkout"]);
+    assert!(ok);
+    let audit: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(audit["entries"][0]["reason"], "launch", "{audit}");
+
+    // The sdk token evaluates, and is refused on admin routes.
+    let (ok, _, err) = dimmer(&served.base, &sdk, &["flag", "list"]);
+    assert!(!ok && err.contains("forbidden"), "{err}");
+    let (ok, out, _) = dimmer(&served.base, &admin, &["token", "list"]);
+    assert!(ok && out.contains("web") && !out.contains(&sdk), "{out}");
+    served.kill();
+}
+
+#[test]
+fn kill_9_in_the_middle_of_writes_loses_no_acknowledged_change() {
+    let dir = scratch("kill9");
+    let served = Served::start(&dir);
+    let token = served.token.clone().expect("token");
+    let base = served.base.clone();
+
+    // A writer creates flags as fast as it can; the server is killed while it writes.
+    let writer = std::thread::spawn(move || {
+        let http = reqwest::blocking::Client::new();
+        let mut acknowledged = Vec::new();
+        for i in 0..100_000 {
+            let key = format!("flag-{i}");
+            let sent = http.post(format!("{base}/api/v1/flags")).bearer_auth(&token).json(&json!({"key": key})).send();
+            match sent {
+                Ok(resp) if resp.status().as_u16() == 201 => acknowledged.push(key),
+                _ => break,
+            }
+        }
+        acknowledged
+    });
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    served.kill();
+    let acknowledged = writer.join().expect("writer");
+    assert!(acknowledged.len() > 5, "the writer should have been acknowledged a few times before the kill");
+
+    let restarted = Served::start(&dir);
+    let token = Served::token_of(&dir);
+    let (ok, out, err) = dimmer(&restarted.base, &token, &["--json", "flag", "list"]);
+    assert!(ok, "{err}");
+    let list: Value = serde_json::from_str(&out).expect("json");
+    let stored: std::collections::HashSet<&str> =
+        list["flags"].as_array().expect("flags").iter().filter_map(|f| f["key"].as_str()).collect();
+    let lost: Vec<&String> = acknowledged.iter().filter(|k| !stored.contains(k.as_str())).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged flags lost after kill -9: {lost:?}",
+        lost.len(),
+        acknowledged.len()
+    );
+    restarted.kill();
+}
+
+impl Served {
+    /// The admin token saved by the first start of this data directory.
+    fn token_of(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join(".admin-token")).expect("saved token")
+    }
+}

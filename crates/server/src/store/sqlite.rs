@@ -1,0 +1,683 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous = FULL`, so that a change
+//! acknowledged to a client survives `kill -9` and power loss.
+//!
+//! Writers are serialized by a mutex (SQLite has one writer at a time anyway; waiting here
+//! instead of on the file lock means callers never see `SQLITE_BUSY`). Reads run in parallel.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dimmer_engine::{Flag, FlagSet, Segment};
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use tokio::sync::{Mutex, broadcast};
+
+use super::{
+    AuditEntry, AuditFilter, Change, ChangeMeta, ChangedItem, Environment, FlagRecord, Scope, SegmentRecord, Snapshot,
+    Store, StoreError, StoreResult, TokenRecord, now_ms,
+};
+
+/// The change feed keeps this many revisions per environment for stream resumption.
+const FEED_KEEP: i64 = 10_000;
+
+/// A store in one SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    writer: Mutex<()>,
+    changes: broadcast::Sender<Change>,
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::Database(e)
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// What one write changes, to be recorded in the audit log and the change feed.
+struct Audit<'a> {
+    action: &'a str,
+    environment: Option<&'a str>,
+    flag: Option<&'a str>,
+    segment: Option<&'a str>,
+    before: Option<Value>,
+    after: Option<Value>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(db)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await.map_err(db)?;
+        sqlx::migrate!("migrations/sqlite").run(&pool).await.map_err(|e| corrupt("migrations", e))?;
+        let (changes, _) = broadcast::channel(1024);
+        Ok(Self { pool, writer: Mutex::new(()), changes })
+    }
+
+    /// Bumps every environment's revision and records `kind`/`key` in the feed.
+    async fn bump_all(conn: &mut SqliteConnection, kind: &str, key: &str) -> StoreResult<Vec<Change>> {
+        let rows = sqlx::query("UPDATE environments SET revision = revision + 1 RETURNING name, revision")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        let mut changes = Vec::with_capacity(rows.len());
+        for row in rows {
+            let environment: String = row.get(0);
+            let revision: i64 = row.get(1);
+            sqlx::query("INSERT INTO changes (environment, revision, kind, key) VALUES (?, ?, ?, ?)")
+                .bind(&environment)
+                .bind(revision)
+                .bind(kind)
+                .bind(key)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            sqlx::query("DELETE FROM changes WHERE environment = ? AND revision <= ?")
+                .bind(&environment)
+                .bind(revision - FEED_KEEP)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            changes.push(Change { environment, revision });
+        }
+        Ok(changes)
+    }
+
+    async fn audit(conn: &mut SqliteConnection, meta: &ChangeMeta, a: Audit<'_>) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit (at, actor, action, environment, flag, segment, before, after, reason) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(now_ms())
+        .bind(&meta.actor)
+        .bind(a.action)
+        .bind(a.environment)
+        .bind(a.flag)
+        .bind(a.segment)
+        .bind(a.before.map(|v| v.to_string()))
+        .bind(a.after.map(|v| v.to_string()))
+        .bind(&meta.reason)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    fn publish(&self, changes: Vec<Change>) {
+        for change in changes {
+            // No subscriber is fine: nobody is streaming yet.
+            let _ = self.changes.send(change);
+        }
+    }
+
+    async fn flag_in(conn: &mut SqliteConnection, key: &str) -> StoreResult<Option<FlagRecord>> {
+        let row =
+            sqlx::query("SELECT key, definition, version, archived, created_at, updated_at FROM flags WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db)?;
+        row.map(|r| flag_from(&r)).transpose()
+    }
+
+    async fn segment_in(conn: &mut SqliteConnection, key: &str) -> StoreResult<Option<SegmentRecord>> {
+        let row = sqlx::query("SELECT key, definition, version, created_at, updated_at FROM segments WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+        row.map(|r| segment_from(&r)).transpose()
+    }
+
+    /// Stores a flag's new state, audits it and bumps revisions, in the caller's transaction.
+    async fn save_flag(
+        conn: &mut SqliteConnection,
+        before: &FlagRecord,
+        flag: &Flag,
+        archived: bool,
+        action: &str,
+        meta: &ChangeMeta,
+    ) -> StoreResult<(FlagRecord, Vec<Change>)> {
+        let now = now_ms();
+        let definition = serde_json::to_string(flag).map_err(|e| corrupt("flag", e))?;
+        sqlx::query(
+            "UPDATE flags SET definition = ?, version = version + 1, archived = ?, updated_at = ? WHERE key = ?",
+        )
+        .bind(&definition)
+        .bind(archived)
+        .bind(now)
+        .bind(&before.key)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        let after =
+            FlagRecord { flag: flag.clone(), version: before.version + 1, archived, updated_at: now, ..before.clone() };
+        let environment = single_changed_environment(&before.flag, flag);
+        Self::audit(
+            conn,
+            meta,
+            Audit {
+                action,
+                environment: environment.as_deref(),
+                flag: Some(&before.key),
+                segment: None,
+                before: Some(flag_json(before)),
+                after: Some(flag_json(&after)),
+            },
+        )
+        .await?;
+        let changes = Self::bump_all(conn, "flag", &before.key).await?;
+        Ok((after, changes))
+    }
+}
+
+/// The environment a change is about, when it changes exactly one environment's configuration
+/// and nothing else (a toggle, a targeting change); `None` for flag-wide changes.
+fn single_changed_environment(before: &Flag, after: &Flag) -> Option<String> {
+    let mut a = before.clone();
+    let mut b = after.clone();
+    let envs: std::collections::BTreeSet<&String> =
+        before.environments.keys().chain(after.environments.keys()).collect();
+    let changed: Vec<&String> =
+        envs.into_iter().filter(|e| before.environments.get(*e) != after.environments.get(*e)).collect();
+    a.environments.clear();
+    b.environments.clear();
+    match changed.as_slice() {
+        [one] if a == b => Some((*one).clone()),
+        _ => None,
+    }
+}
+
+fn flag_json(r: &FlagRecord) -> Value {
+    let mut v = serde_json::to_value(&r.flag).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        map.insert("archived".into(), Value::Bool(r.archived));
+        map.insert("version".into(), Value::from(r.version));
+    }
+    v
+}
+
+fn flag_from(r: &SqliteRow) -> StoreResult<FlagRecord> {
+    let key: String = r.get(0);
+    let definition: String = r.get(1);
+    let flag = serde_json::from_str(&definition).map_err(|e| corrupt(&format!("flag {key}"), e))?;
+    Ok(FlagRecord { key, flag, version: r.get(2), archived: r.get(3), created_at: r.get(4), updated_at: r.get(5) })
+}
+
+fn segment_from(r: &SqliteRow) -> StoreResult<SegmentRecord> {
+    let key: String = r.get(0);
+    let definition: String = r.get(1);
+    let segment = serde_json::from_str(&definition).map_err(|e| corrupt(&format!("segment {key}"), e))?;
+    Ok(SegmentRecord { key, segment, version: r.get(2), created_at: r.get(3), updated_at: r.get(4) })
+}
+
+fn token_from(r: &SqliteRow) -> StoreResult<TokenRecord> {
+    let scope: String = r.get(1);
+    Ok(TokenRecord {
+        name: r.get(0),
+        scope: Scope::parse(&scope).ok_or_else(|| corrupt("token scope", &scope))?,
+        environment: r.get(2),
+        hash: r.get(3),
+        created_at: r.get(4),
+        revoked: r.get(5),
+    })
+}
+
+fn json_column(text: Option<String>) -> Option<Value> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ensure_environments(&self, names: &[&str]) -> StoreResult<()> {
+        let _w = self.writer.lock().await;
+        for name in names {
+            sqlx::query(
+                "INSERT INTO environments (name, revision, created_at) VALUES (?, 0, ?) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    async fn list_environments(&self) -> StoreResult<Vec<Environment>> {
+        let rows = sqlx::query("SELECT name, revision, created_at FROM environments ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| Environment { name: r.get(0), revision: r.get(1), created_at: r.get(2) }).collect())
+    }
+
+    async fn create_environment(&self, name: &str, meta: &ChangeMeta) -> StoreResult<Environment> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let exists = sqlx::query("SELECT 1 FROM environments WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        if exists.is_some() {
+            return Err(StoreError::AlreadyExists { kind: "environment", key: name.into() });
+        }
+        let env = Environment { name: name.into(), revision: 0, created_at: now_ms() };
+        sqlx::query("INSERT INTO environments (name, revision, created_at) VALUES (?, 0, ?)")
+            .bind(name)
+            .bind(env.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let after = serde_json::to_value(&env).ok();
+        let entry = Audit {
+            action: "environment.create",
+            environment: Some(name),
+            flag: None,
+            segment: None,
+            before: None,
+            after,
+        };
+        Self::audit(&mut tx, meta, entry).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(env)
+    }
+
+    async fn list_flags(&self, include_archived: bool) -> StoreResult<Vec<FlagRecord>> {
+        let sql = if include_archived {
+            "SELECT key, definition, version, archived, created_at, updated_at FROM flags ORDER BY key"
+        } else {
+            "SELECT key, definition, version, archived, created_at, updated_at FROM flags WHERE archived = 0 ORDER BY key"
+        };
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter().map(flag_from).collect()
+    }
+
+    async fn get_flag(&self, key: &str) -> StoreResult<Option<FlagRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        Self::flag_in(&mut conn, key).await
+    }
+
+    async fn create_flag(&self, key: &str, flag: &Flag, meta: &ChangeMeta) -> StoreResult<FlagRecord> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        if Self::flag_in(&mut tx, key).await?.is_some() {
+            return Err(StoreError::AlreadyExists { kind: "flag", key: key.into() });
+        }
+        let now = now_ms();
+        let record = FlagRecord {
+            key: key.into(),
+            flag: flag.clone(),
+            version: 1,
+            archived: false,
+            created_at: now,
+            updated_at: now,
+        };
+        let definition = serde_json::to_string(flag).map_err(|e| corrupt("flag", e))?;
+        sqlx::query(
+            "INSERT INTO flags (key, definition, version, archived, created_at, updated_at) VALUES (?, ?, 1, 0, ?, ?)",
+        )
+        .bind(key)
+        .bind(&definition)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let entry = Audit {
+            action: "flag.create",
+            environment: None,
+            flag: Some(key),
+            segment: None,
+            before: None,
+            after: Some(flag_json(&record)),
+        };
+        Self::audit(&mut tx, meta, entry).await?;
+        let changes = Self::bump_all(&mut tx, "flag", key).await?;
+        tx.commit().await.map_err(db)?;
+        self.publish(changes);
+        Ok(record)
+    }
+
+    async fn update_flag(
+        &self,
+        key: &str,
+        flag: &Flag,
+        expected_version: i64,
+        meta: &ChangeMeta,
+    ) -> StoreResult<FlagRecord> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let before =
+            Self::flag_in(&mut tx, key).await?.ok_or_else(|| StoreError::NotFound { kind: "flag", key: key.into() })?;
+        if before.version != expected_version {
+            return Err(StoreError::VersionMismatch { expected: expected_version, current: before.version });
+        }
+        let (after, changes) = Self::save_flag(&mut tx, &before, flag, before.archived, "flag.update", meta).await?;
+        tx.commit().await.map_err(db)?;
+        self.publish(changes);
+        Ok(after)
+    }
+
+    async fn set_flag_archived(
+        &self,
+        key: &str,
+        archived: bool,
+        expected_version: Option<i64>,
+        meta: &ChangeMeta,
+    ) -> StoreResult<FlagRecord> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let before =
+            Self::flag_in(&mut tx, key).await?.ok_or_else(|| StoreError::NotFound { kind: "flag", key: key.into() })?;
+        if let Some(expected) = expected_version
+            && before.version != expected
+        {
+            return Err(StoreError::VersionMismatch { expected, current: before.version });
+        }
+        if before.archived == archived {
+            return Ok(before);
+        }
+        let action = if archived { "flag.archive" } else { "flag.restore" };
+        let flag = before.flag.clone();
+        let (after, changes) = Self::save_flag(&mut tx, &before, &flag, archived, action, meta).await?;
+        tx.commit().await.map_err(db)?;
+        self.publish(changes);
+        Ok(after)
+    }
+
+    async fn list_segments(&self) -> StoreResult<Vec<SegmentRecord>> {
+        let rows = sqlx::query("SELECT key, definition, version, created_at, updated_at FROM segments ORDER BY key")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(segment_from).collect()
+    }
+
+    async fn get_segment(&self, key: &str) -> StoreResult<Option<SegmentRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        Self::segment_in(&mut conn, key).await
+    }
+
+    async fn create_segment(&self, key: &str, segment: &Segment, meta: &ChangeMeta) -> StoreResult<SegmentRecord> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        if Self::segment_in(&mut tx, key).await?.is_some() {
+            return Err(StoreError::AlreadyExists { kind: "segment", key: key.into() });
+        }
+        let now = now_ms();
+        let definition = serde_json::to_string(segment).map_err(|e| corrupt("segment", e))?;
+        sqlx::query("INSERT INTO segments (key, definition, version, created_at, updated_at) VALUES (?, ?, 1, ?, ?)")
+            .bind(key)
+            .bind(&definition)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let after = serde_json::to_value(segment).ok();
+        let entry =
+            Audit { action: "segment.create", environment: None, flag: None, segment: Some(key), before: None, after };
+        Self::audit(&mut tx, meta, entry).await?;
+        let changes = Self::bump_all(&mut tx, "segment", key).await?;
+        tx.commit().await.map_err(db)?;
+        self.publish(changes);
+        Ok(SegmentRecord { key: key.into(), segment: segment.clone(), version: 1, created_at: now, updated_at: now })
+    }
+
+    async fn update_segment(
+        &self,
+        key: &str,
+        segment: &Segment,
+        expected_version: i64,
+        meta: &ChangeMeta,
+    ) -> StoreResult<SegmentRecord> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let before = Self::segment_in(&mut tx, key)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { kind: "segment", key: key.into() })?;
+        if before.version != expected_version {
+            return Err(StoreError::VersionMismatch { expected: expected_version, current: before.version });
+        }
+        let now = now_ms();
+        let definition = serde_json::to_string(segment).map_err(|e| corrupt("segment", e))?;
+        sqlx::query("UPDATE segments SET definition = ?, version = version + 1, updated_at = ? WHERE key = ?")
+            .bind(&definition)
+            .bind(now)
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let entry = Audit {
+            action: "segment.update",
+            environment: None,
+            flag: None,
+            segment: Some(key),
+            before: serde_json::to_value(&before.segment).ok(),
+            after: serde_json::to_value(segment).ok(),
+        };
+        Self::audit(&mut tx, meta, entry).await?;
+        let changes = Self::bump_all(&mut tx, "segment", key).await?;
+        tx.commit().await.map_err(db)?;
+        self.publish(changes);
+        Ok(SegmentRecord { segment: segment.clone(), version: before.version + 1, updated_at: now, ..before })
+    }
+
+    async fn delete_segment(&self, key: &str, expected_version: i64, meta: &ChangeMeta) -> StoreResult<()> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let before = Self::segment_in(&mut tx, key)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { kind: "segment", key: key.into() })?;
+        if before.version != expected_version {
+            return Err(StoreError::VersionMismatch { expected: expected_version, current: before.version });
+        }
+        sqlx::query("DELETE FROM segments WHERE key = ?").bind(key).execute(&mut *tx).await.map_err(db)?;
+        let entry = Audit {
+            action: "segment.delete",
+            environment: None,
+            flag: None,
+            segment: Some(key),
+            before: serde_json::to_value(&before.segment).ok(),
+            after: None,
+        };
+        Self::audit(&mut tx, meta, entry).await?;
+        let changes = Self::bump_all(&mut tx, "segment", key).await?;
+        tx.commit().await.map_err(db)?;
+        self.publish(changes);
+        Ok(())
+    }
+
+    async fn snapshot(&self, environment: &str) -> StoreResult<Snapshot> {
+        // One read transaction: the revision and the rows are of the same moment.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let revision: i64 = sqlx::query("SELECT revision FROM environments WHERE name = ?")
+            .bind(environment)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .map(|r| r.get(0))
+            .ok_or_else(|| StoreError::NotFound { kind: "environment", key: environment.into() })?;
+        let flag_rows = sqlx::query(
+            "SELECT key, definition, version, archived, created_at, updated_at FROM flags WHERE archived = 0 ORDER BY key",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let segment_rows =
+            sqlx::query("SELECT key, definition, version, created_at, updated_at FROM segments ORDER BY key")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let mut flags = FlagSet::default();
+        for row in &flag_rows {
+            let r = flag_from(row)?;
+            flags.flags.insert(r.key, r.flag);
+        }
+        for row in &segment_rows {
+            let r = segment_from(row)?;
+            flags.segments.insert(r.key, r.segment);
+        }
+        Ok(Snapshot { environment: environment.into(), revision, flags })
+    }
+
+    async fn changes_since(&self, environment: &str, revision: i64) -> StoreResult<Option<Vec<ChangedItem>>> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let current: i64 = sqlx::query("SELECT revision FROM environments WHERE name = ?")
+            .bind(environment)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .map(|r| r.get(0))
+            .ok_or_else(|| StoreError::NotFound { kind: "environment", key: environment.into() })?;
+        if revision > current || revision < 0 {
+            return Ok(None);
+        }
+        if revision == current {
+            return Ok(Some(Vec::new()));
+        }
+        let oldest: Option<i64> = sqlx::query("SELECT MIN(revision) FROM changes WHERE environment = ?")
+            .bind(environment)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?
+            .get(0);
+        // The feed must hold every revision after `revision`, or a snapshot is due.
+        if oldest.is_none_or(|o| o > revision + 1) {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT revision, kind, key FROM changes WHERE environment = ? AND revision > ? ORDER BY revision, kind, key",
+        )
+        .bind(environment)
+        .bind(revision)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Some(rows.iter().map(|r| ChangedItem { revision: r.get(0), kind: r.get(1), key: r.get(2) }).collect()))
+    }
+
+    async fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
+        let limit = if filter.limit == 0 { 100 } else { filter.limit.min(1000) };
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, environment, flag, segment, before, after, reason FROM audit \
+             WHERE (?1 IS NULL OR flag = ?1) AND (?2 IS NULL OR environment = ?2 OR environment IS NULL AND flag IS NOT NULL) \
+             AND (?3 IS NULL OR actor = ?3) AND (?4 IS NULL OR id < ?4) ORDER BY id DESC LIMIT ?5",
+        )
+        .bind(&filter.flag)
+        .bind(&filter.environment)
+        .bind(&filter.actor)
+        .bind(filter.before_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                id: r.get(0),
+                at: r.get(1),
+                actor: r.get(2),
+                action: r.get(3),
+                environment: r.get(4),
+                flag: r.get(5),
+                segment: r.get(6),
+                before: json_column(r.get(7)),
+                after: json_column(r.get(8)),
+                reason: r.get(9),
+            })
+            .collect())
+    }
+
+    async fn create_token(&self, token: &TokenRecord, meta: &ChangeMeta) -> StoreResult<()> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let exists = sqlx::query("SELECT 1 FROM tokens WHERE name = ?")
+            .bind(&token.name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        if exists.is_some() {
+            return Err(StoreError::AlreadyExists { kind: "token", key: token.name.clone() });
+        }
+        sqlx::query(
+            "INSERT INTO tokens (name, scope, environment, hash, created_at, revoked) VALUES (?, ?, ?, ?, ?, 0)",
+        )
+        .bind(&token.name)
+        .bind(token.scope.as_str())
+        .bind(&token.environment)
+        .bind(&token.hash)
+        .bind(token.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let after =
+            Some(serde_json::json!({"name": token.name, "scope": token.scope, "environment": token.environment}));
+        let entry = Audit {
+            action: "token.create",
+            environment: token.environment.as_deref(),
+            flag: None,
+            segment: None,
+            before: None,
+            after,
+        };
+        Self::audit(&mut tx, meta, entry).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT name, scope, environment, hash, created_at, revoked FROM tokens WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| token_from(&r)).transpose()
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        let rows = sqlx::query("SELECT name, scope, environment, hash, created_at, revoked FROM tokens ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(token_from).collect()
+    }
+
+    async fn revoke_token(&self, name: &str, meta: &ChangeMeta) -> StoreResult<()> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let done = sqlx::query("UPDATE tokens SET revoked = 1 WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { kind: "token", key: name.into() });
+        }
+        let after = Some(serde_json::json!({"name": name, "revoked": true}));
+        let entry = Audit { action: "token.revoke", environment: None, flag: None, segment: None, before: None, after };
+        Self::audit(&mut tx, meta, entry).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+}

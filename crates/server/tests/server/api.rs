@@ -1,0 +1,222 @@
+//! The admin API over real HTTP: flags with optimistic concurrency, validation with field paths,
+//! the error shape, token scopes and the audit log.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::support::{ADMIN, TestServer};
+
+#[tokio::test]
+async fn a_new_flag_is_off_everywhere_and_turning_it_on_serves_on() {
+    let server = TestServer::start().await;
+    let (s, v) = server
+        .admin(
+            Method::POST,
+            "/api/v1/flags",
+            Some(json!({"key": "new-checkout", "owner": "team-pay", "description": "d"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["version"], 1);
+    let sdk = server.token("web", "sdk", Some("production")).await;
+    let eval = |ctx: serde_json::Value| {
+        let server = &server;
+        let sdk = sdk.clone();
+        async move {
+            server
+                .call(
+                    Method::POST,
+                    "/ofrep/v1/evaluate/flags/new-checkout",
+                    Some(&sdk),
+                    Some(json!({"context": ctx})),
+                    &[],
+                )
+                .await
+        }
+    };
+    let (s, _, v) = eval(json!({"targetingKey": "u1"})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!((v["value"].clone(), v["reason"].clone()), (json!(false), json!("DISABLED")));
+
+    let (s, v) = server
+        .admin(
+            Method::POST,
+            "/api/v1/flags/new-checkout/environments/production/toggle",
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, _, v) = eval(json!({"targetingKey": "u1"})).await;
+    assert_eq!(
+        (v["value"].clone(), v["variant"].clone(), v["reason"].clone()),
+        (json!(true), json!("on"), json!("STATIC"))
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn writes_need_the_current_version_and_stale_ones_get_412_with_it() {
+    let server = TestServer::start().await;
+    server.admin(Method::POST, "/api/v1/flags", Some(json!({"key": "f"}))).await;
+    let body = json!({"description": "changed"});
+
+    let (s, _, v) = server.call(Method::PUT, "/api/v1/flags/f", Some(ADMIN), Some(body.clone()), &[]).await;
+    assert_eq!(s, StatusCode::PRECONDITION_REQUIRED, "{v}");
+    assert_eq!(v["error"]["code"], "precondition_required");
+
+    let (s, h, v) =
+        server.call(Method::PUT, "/api/v1/flags/f", Some(ADMIN), Some(body.clone()), &[("if-match", "\"1\"")]).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["version"], 2);
+    assert_eq!(h["etag"], "\"2\"");
+
+    // A second writer still holding version 1 loses, and learns the current version.
+    let (s, h, v) = server
+        .call(
+            Method::PUT,
+            "/api/v1/flags/f",
+            Some(ADMIN),
+            Some(json!({"description": "mine"})),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED, "{v}");
+    assert_eq!(v["error"]["code"], "version_mismatch");
+    assert_eq!(v["error"]["details"]["current"], 2);
+    assert_eq!(h["etag"], "\"2\"");
+    let (_, v) = server.admin(Method::GET, "/api/v1/flags/f", None).await;
+    assert_eq!(v["description"], "changed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_flags_get_422_naming_every_field_and_change_nothing() {
+    let server = TestServer::start().await;
+    let bad = json!({"key": "checkout", "environments": {"production": {"enabled": true, "rules": [
+        {"clauses": [{"attribute": "country", "op": "eq", "values": ["fr"]}], "serve": {"variant": "maybe"}}
+    ]}, "nowhere": {}}});
+    let (s, v) = server.admin(Method::POST, "/api/v1/flags", Some(bad)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error"]["code"], "validation_failed");
+    let paths: Vec<&str> =
+        v["error"]["details"]["errors"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert!(paths.contains(&"environments.production.rules[0].clauses[0].op"), "{paths:?}");
+    assert!(paths.contains(&"environments.production.rules[0].serve.variant"), "{paths:?}");
+    assert!(paths.contains(&"environments.nowhere"), "{paths:?}");
+    let (s, _) = server.admin(Method::GET, "/api/v1/flags/checkout", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Malformed JSON gets the same error shape.
+    let resp = server
+        .http
+        .post(format!("{}/api/v1/flags", server.base))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "malformed_request");
+    let (s, v) = server.admin(Method::POST, "/api/v1/flags", Some(json!({"key": "k", "kind": "nope"}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"]["message"].as_str().unwrap().contains("kind"), "{v}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_are_scoped_and_an_sdk_token_never_reaches_admin_routes() {
+    let server = TestServer::start().await;
+    let sdk = server.token("svc", "sdk", Some("production")).await;
+    let reader = server.token("ro", "reader", None).await;
+    let writer = server.token("dev", "writer", None).await;
+
+    let (s, _, v) = server.call(Method::GET, "/api/v1/flags", Some(&sdk), None, &[]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"]["code"], "forbidden");
+    let (s, _, _) = server.call(Method::GET, "/api/v1/flags", None, None, &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, _) = server.call(Method::GET, "/api/v1/flags", Some("dmr_not_a_token"), None, &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, _) = server.call(Method::GET, "/api/v1/flags", Some(&reader), None, &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = server.call(Method::POST, "/api/v1/flags", Some(&reader), Some(json!({"key": "x"})), &[]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, _) = server.call(Method::POST, "/api/v1/flags", Some(&writer), Some(json!({"key": "x"})), &[]).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _, _) = server
+        .call(Method::POST, "/api/v1/tokens", Some(&writer), Some(json!({"name": "n", "scope": "admin"})), &[])
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // The sdk token reads its own environment only.
+    let (s, _, _) = server.call(Method::GET, "/api/v1/sdk/config", Some(&sdk), None, &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = server.call(Method::GET, "/api/v1/sdk/config?env=staging", Some(&sdk), None, &[]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // Revoked tokens stop working at once; tokens are never listed with their secret.
+    let (s, _, _) = server.call(Method::DELETE, "/api/v1/tokens/ro", Some(ADMIN), None, &[]).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = server.call(Method::GET, "/api/v1/flags", Some(&reader), None, &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (_, v) = server.admin(Method::GET, "/api/v1/tokens", None).await;
+    assert!(!v.to_string().contains(&sdk) && !v.to_string().contains("hash"), "{v}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_change_is_audited_with_actor_reason_and_diff() {
+    let server = TestServer::start().await;
+    let writer = server.token("alice", "writer", None).await;
+    server
+        .call(Method::POST, "/api/v1/flags", Some(&writer), Some(json!({"key": "f", "reason": "launch prep"})), &[])
+        .await;
+    server
+        .call(
+            Method::POST,
+            "/api/v1/flags/f/environments/staging/toggle",
+            Some(&writer),
+            Some(json!({"enabled": true})),
+            &[("x-dimmer-reason", "QA sign-off")],
+        )
+        .await;
+    let (s, v) = server.admin(Method::GET, "/api/v1/audit?flag=f", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let entries = v["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{v}");
+    assert_eq!(entries[0]["actor"], "alice");
+    assert_eq!(entries[0]["reason"], "QA sign-off");
+    assert_ne!(entries[0]["before"]["environments"]["staging"]["enabled"], true);
+    assert_eq!(entries[0]["after"]["environments"]["staging"]["enabled"], true);
+    assert_eq!(entries[1]["action"], "flag.create");
+    assert_eq!(entries[1]["reason"], "launch prep");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sdk_config_is_the_environment_snapshot_with_etag_and_304() {
+    let server = TestServer::start().await;
+    server.admin(Method::POST, "/api/v1/flags", Some(json!({"key": "f"}))).await;
+    let sdk = server.token("svc", "sdk", Some("production")).await;
+    let (s, h, v) = server.call(Method::GET, "/api/v1/sdk/config", Some(&sdk), None, &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v["flags"]["flags"]["f"].is_object(), "{v}");
+    let etag = h["etag"].to_str().unwrap().to_owned();
+    let (s, _, _) = server.call(Method::GET, "/api/v1/sdk/config", Some(&sdk), None, &[("if-none-match", &etag)]).await;
+    assert_eq!(s, StatusCode::NOT_MODIFIED);
+    server.admin(Method::POST, "/api/v1/flags/f/environments/production/toggle", Some(json!({"enabled": true}))).await;
+    // The hub reloads on the store's notification; poll briefly for the new revision.
+    let mut changed = false;
+    for _ in 0..50 {
+        let (s, _, _) =
+            server.call(Method::GET, "/api/v1/sdk/config", Some(&sdk), None, &[("if-none-match", &etag)]).await;
+        if s == StatusCode::OK {
+            changed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(changed, "the snapshot never changed after a toggle");
+    server.stop().await;
+}
