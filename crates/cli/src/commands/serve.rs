@@ -37,8 +37,11 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
 }
 
 fn init_logging(format: LogFormat) {
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new("info")).with_target(false);
+    // Logs go to stderr: stdout carries the address and the one-time token, for scripts.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_target(false)
+        .with_writer(std::io::stderr);
     // A second initialisation (in tests) is harmless: keep the first.
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
