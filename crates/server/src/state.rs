@@ -4,14 +4,16 @@
 //! The hub's refresher is a background task with an owner (the server's composition root) and a
 //! shutdown path (the watch channel passed to [`Hub::run_refresher`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use dimmer_engine::CompiledFlags;
 use tokio::sync::{broadcast, watch};
 
 use crate::auth::TokenCache;
-use crate::store::{Snapshot, Store, StoreError};
+use serde_json::json;
+
+use crate::store::{ChangedItem, Snapshot, Store, StoreError};
 
 /// Everything request handlers share.
 #[derive(Clone)]
@@ -34,9 +36,50 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// One revision's changes as a stream event payload:
+/// `{"revision", "flags": {key: flag|null}, "segments": {key: segment|null}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Patch {
+    /// The revision.
+    pub revision: i64,
+    /// The JSON payload.
+    pub data: String,
+}
+
+/// Builds one patch per revision from the change feed's items, with the definitions as of
+/// `snapshot` (null once archived or deleted).
+pub fn patches(snapshot: &Snapshot, items: Vec<ChangedItem>) -> Vec<Patch> {
+    type Changed = serde_json::Map<String, serde_json::Value>;
+    let mut by_revision: BTreeMap<i64, (Changed, Changed)> = BTreeMap::new();
+    for item in items.into_iter().filter(|i| i.revision <= snapshot.revision) {
+        let entry = by_revision.entry(item.revision).or_default();
+        if item.kind == "segment" {
+            let v = snapshot.flags.segments.get(&item.key).map(|s| json!(s)).unwrap_or(serde_json::Value::Null);
+            entry.1.insert(item.key, v);
+        } else {
+            let v = snapshot.flags.flags.get(&item.key).map(|f| json!(f)).unwrap_or(serde_json::Value::Null);
+            entry.0.insert(item.key, v);
+        }
+    }
+    // A revision with no recorded item still advances the client's position.
+    if by_revision.last_key_value().is_none_or(|(rev, _)| *rev < snapshot.revision) {
+        by_revision.entry(snapshot.revision).or_default();
+    }
+    by_revision
+        .into_iter()
+        .map(|(revision, (flags, segments))| Patch {
+            revision,
+            data: json!({"revision": revision, "flags": flags, "segments": segments}).to_string(),
+        })
+        .collect()
+}
+
 /// One environment at one revision, ready to serve.
 #[derive(Debug)]
 pub struct EnvSnapshot {
+    /// The patches from the previous snapshot the hub held (its revision) to this one, computed
+    /// once for every subscriber that was up to date.
+    pub patches_from: Option<(i64, Arc<[Patch]>)>,
     /// The snapshot as stored.
     pub snapshot: Snapshot,
     /// Its JSON, serialized once.
@@ -53,7 +96,7 @@ impl EnvSnapshot {
         // Serializing plain data into a string cannot fail.
         let json = serde_json::to_string(&snapshot).unwrap_or_default();
         let etag = format!("\"{}-{}\"", snapshot.environment, snapshot.revision);
-        Self { snapshot, json, etag, compiled }
+        Self { patches_from: None, snapshot, json, etag, compiled }
     }
 
     /// The revision.
@@ -115,7 +158,12 @@ impl Hub {
         if tx.borrow().revision() >= revision {
             return Ok(());
         }
-        let fresh = Arc::new(EnvSnapshot::build(self.store.snapshot(env).await?));
+        let previous = tx.borrow().revision();
+        let mut fresh = EnvSnapshot::build(self.store.snapshot(env).await?);
+        if let Some(items) = self.store.changes_since(env, previous).await? {
+            fresh.patches_from = Some((previous, patches(&fresh.snapshot, items).into()));
+        }
+        let fresh = Arc::new(fresh);
         tx.send_if_modified(|current| {
             if fresh.revision() > current.revision() {
                 *current = fresh;

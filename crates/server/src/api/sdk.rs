@@ -7,7 +7,6 @@
 //! behind is not buffered for: it reads the latest snapshot from a watch channel and catches up
 //! from its own revision.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,11 +20,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::Stream;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, Code};
-use crate::state::{AppState, EnvSnapshot};
+use crate::state::{AppState, EnvSnapshot, Patch, patches};
 use crate::store::Scope;
 
 /// How often an idle stream sends a comment, so that proxies and clients see it alive.
@@ -78,41 +76,18 @@ fn snapshot_event(snap: &EnvSnapshot) -> Event {
     Event::default().event("snapshot").id(snap.revision().to_string()).data(snap.json.clone())
 }
 
-/// Changed keys and their current definitions (null when gone).
-type Changed = serde_json::Map<String, Value>;
-
 /// Patch events from `from` (exclusive) to the snapshot's revision, one per revision; `None`
-/// when the feed cannot say what changed (then a snapshot is due).
+/// when the feed cannot say what changed (then a snapshot is due). Subscribers that were up to
+/// date share the hub's precomputed patches; only those behind query the feed.
 async fn patch_events(state: &AppState, snap: &EnvSnapshot, from: i64) -> Option<Vec<Event>> {
+    let to_event = |p: &Patch| Event::default().event("patch").id(p.revision.to_string()).data(p.data.clone());
+    if let Some((previous, patches)) = &snap.patches_from
+        && *previous == from
+    {
+        return Some(patches.iter().map(to_event).collect());
+    }
     let items = state.store.changes_since(&snap.snapshot.environment, from).await.ok()??;
-    let mut by_revision: BTreeMap<i64, (Changed, Changed)> = BTreeMap::new();
-    for item in items.into_iter().filter(|i| i.revision <= snap.revision()) {
-        let entry = by_revision.entry(item.revision).or_default();
-        // The current definition of what changed (null once archived or deleted).
-        match item.kind.as_str() {
-            "segment" => {
-                let v = snap.snapshot.flags.segments.get(&item.key).map(|s| json!(s)).unwrap_or(Value::Null);
-                entry.1.insert(item.key, v);
-            }
-            _ => {
-                let v = snap.snapshot.flags.flags.get(&item.key).map(|f| json!(f)).unwrap_or(Value::Null);
-                entry.0.insert(item.key, v);
-            }
-        }
-    }
-    // Revisions with no recorded item (other environments' bookkeeping) still advance the id.
-    if by_revision.last_key_value().is_none_or(|(rev, _)| *rev < snap.revision()) {
-        by_revision.entry(snap.revision()).or_default();
-    }
-    Some(
-        by_revision
-            .into_iter()
-            .map(|(rev, (flags, segments))| {
-                let data = json!({"revision": rev, "flags": flags, "segments": segments});
-                Event::default().event("patch").id(rev.to_string()).data(data.to_string())
-            })
-            .collect(),
-    )
+    Some(patches(&snap.snapshot, items).iter().map(to_event).collect())
 }
 
 /// Decrements the connection gauge when the stream ends, however it ends.
