@@ -7,6 +7,7 @@
 //! After the commit the store publishes the new revisions on [`Store::subscribe`]; the
 //! PostgreSQL store also relays other replicas' commits (LISTEN/NOTIFY).
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::path::Path;
@@ -305,6 +306,32 @@ pub trait Store: Send + Sync + 'static {
     fn subscribe(&self) -> broadcast::Receiver<Change>;
 }
 
+/// The environment a change is about, when it changes exactly one environment's configuration
+/// and nothing else (a toggle, a targeting change); `None` for flag-wide changes.
+pub(crate) fn single_changed_environment(before: &Flag, after: &Flag) -> Option<String> {
+    let mut a = before.clone();
+    let mut b = after.clone();
+    let envs: std::collections::BTreeSet<&String> =
+        before.environments.keys().chain(after.environments.keys()).collect();
+    let changed: Vec<&String> =
+        envs.into_iter().filter(|e| before.environments.get(*e) != after.environments.get(*e)).collect();
+    a.environments.clear();
+    b.environments.clear();
+    match changed.as_slice() {
+        [one] if a == b => Some((*one).clone()),
+        _ => None,
+    }
+}
+
+pub(crate) fn flag_json(r: &FlagRecord) -> serde_json::Value {
+    let mut v = serde_json::to_value(&r.flag).unwrap_or(serde_json::Value::Null);
+    if let serde_json::Value::Object(map) = &mut v {
+        map.insert("archived".into(), serde_json::Value::Bool(r.archived));
+        map.insert("version".into(), serde_json::Value::from(r.version));
+    }
+    v
+}
+
 /// The current time in Unix milliseconds. The store stamps records; the engine never reads time.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -317,7 +344,7 @@ pub(crate) fn now_ms() -> i64 {
 pub async fn open(database_url: Option<&str>, data_dir: &Path) -> StoreResult<Arc<dyn Store>> {
     match database_url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Err(StoreError::Corrupt("PostgreSQL storage is not available in this build yet".into()))
+            Ok(Arc::new(postgres::PostgresStore::connect(url).await?))
         }
         _ => Ok(Arc::new(sqlite::SqliteStore::open(&data_dir.join("dimmer.db")).await?)),
     }

@@ -17,7 +17,7 @@ use tokio::sync::{Mutex, broadcast};
 
 use super::{
     AuditEntry, AuditFilter, Change, ChangeMeta, ChangedItem, Environment, FlagRecord, Scope, SegmentRecord, Snapshot,
-    Store, StoreError, StoreResult, TokenRecord, now_ms,
+    Store, StoreError, StoreResult, TokenRecord, flag_json, now_ms, single_changed_environment,
 };
 
 /// The change feed keeps this many revisions per environment for stream resumption.
@@ -181,32 +181,6 @@ impl SqliteStore {
         let changes = Self::bump_all(conn, "flag", &before.key).await?;
         Ok((after, changes))
     }
-}
-
-/// The environment a change is about, when it changes exactly one environment's configuration
-/// and nothing else (a toggle, a targeting change); `None` for flag-wide changes.
-fn single_changed_environment(before: &Flag, after: &Flag) -> Option<String> {
-    let mut a = before.clone();
-    let mut b = after.clone();
-    let envs: std::collections::BTreeSet<&String> =
-        before.environments.keys().chain(after.environments.keys()).collect();
-    let changed: Vec<&String> =
-        envs.into_iter().filter(|e| before.environments.get(*e) != after.environments.get(*e)).collect();
-    a.environments.clear();
-    b.environments.clear();
-    match changed.as_slice() {
-        [one] if a == b => Some((*one).clone()),
-        _ => None,
-    }
-}
-
-fn flag_json(r: &FlagRecord) -> Value {
-    let mut v = serde_json::to_value(&r.flag).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut v {
-        map.insert("archived".into(), Value::Bool(r.archived));
-        map.insert("version".into(), Value::from(r.version));
-    }
-    v
 }
 
 fn flag_from(r: &SqliteRow) -> StoreResult<FlagRecord> {

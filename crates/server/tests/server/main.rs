@@ -1,8 +1,13 @@
 //! The server's integration tests: a real server on port 0, real HTTP and SSE, a module per area.
 
-#![allow(clippy::expect_used, reason = "test helpers: a failed set-up should stop the test")]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "test code: the contract suite and helpers are test functions in all but attribute"
+)]
 
 mod api;
 mod ofrep;
+mod store_contract;
 mod stream;
 mod support;

@@ -59,3 +59,28 @@ async fn last_event_id_resumes_with_only_the_missed_changes() {
     assert_eq!(sse.next(5).await.expect("event").event, "snapshot");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn two_replicas_on_postgres_stream_each_others_changes_within_a_second() {
+    let Some(pg) = crate::store_contract::PgSchema::new() else { return };
+    let one = TestServer::start_with(pg.store().await, crate::support::TempDir::new("replica-one")).await;
+    let two = TestServer::start_with(pg.store().await, crate::support::TempDir::new("replica-two")).await;
+    let (status, v) = one.admin(Method::POST, "/api/v1/flags", Some(json!({"key": "shared"}))).await;
+    assert_eq!(status.as_u16(), 201, "{v}");
+    let sdk = one.token("svc", "sdk", Some("production")).await;
+
+    // Subscribed to replica two; the write goes through replica one.
+    let mut sse = SseClient::connect(&two, &sdk, None).await;
+    assert_eq!(sse.next(5).await.expect("snapshot").event, "snapshot");
+    one.admin(Method::POST, "/api/v1/flags/shared/environments/production/toggle", Some(json!({"enabled": true})))
+        .await;
+    let written = std::time::Instant::now();
+    let patch = sse.next(1).await.expect("replica two streamed replica one's change within a second");
+    assert_eq!(patch.event, "patch");
+    assert!(written.elapsed() < std::time::Duration::from_secs(1));
+    let data: Value = serde_json::from_str(&patch.data).unwrap();
+    assert_eq!(data["flags"]["shared"]["environments"]["production"]["enabled"], true);
+    one.stop().await;
+    two.stop().await;
+    pg.drop_schema().await;
+}

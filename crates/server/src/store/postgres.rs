@@ -1,0 +1,708 @@
+//! The PostgreSQL store, for several replicas on one database. Writes take row locks (the
+//! environments' revision rows serialize them across replicas); every commit also sends
+//! `NOTIFY dimmer_changes`, and a listener task owned by the store relays other replicas'
+//! changes to this process's subscribers.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dimmer_engine::{Flag, FlagSet, Segment};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use super::{
+    AuditEntry, AuditFilter, Change, ChangeMeta, ChangedItem, Environment, FlagRecord, Scope, SegmentRecord, Snapshot,
+    Store, StoreError, StoreResult, TokenRecord, flag_json, now_ms, single_changed_environment,
+};
+
+/// The notification channel shared by every replica.
+const CHANNEL: &str = "dimmer_changes";
+/// The change feed keeps this many revisions per environment for stream resumption.
+const FEED_KEEP: i64 = 10_000;
+
+/// A store on a PostgreSQL database (optionally in one schema).
+#[derive(Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+    changes: broadcast::Sender<Change>,
+    listener: JoinHandle<()>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // The listener task belongs to the store: it ends with it.
+        self.listener.abort();
+    }
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::Database(e)
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+struct Audit<'a> {
+    action: &'a str,
+    environment: Option<&'a str>,
+    flag: Option<&'a str>,
+    segment: Option<&'a str>,
+    before: Option<Value>,
+    after: Option<Value>,
+}
+
+impl PostgresStore {
+    /// Connects and brings the schema up to date.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url).map_err(db)?;
+        Self::connect_with(options).await
+    }
+
+    /// Connects using (and creating if needed) one schema: several Dimmer installations, or
+    /// test runs, can share a database.
+    pub async fn connect_with_schema(url: &str, schema: &str) -> StoreResult<Self> {
+        if schema.is_empty() || !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(StoreError::Corrupt(format!("invalid schema name \"{schema}\"")));
+        }
+        let options = PgConnectOptions::from_str(url).map_err(db)?;
+        let mut conn = PgConnection::connect_with(&options).await.map_err(db)?;
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).execute(&mut conn).await.map_err(db)?;
+        conn.close().await.map_err(db)?;
+        Self::connect_with(options.options([("search_path", schema)])).await
+    }
+
+    async fn connect_with(options: PgConnectOptions) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(db)?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await.map_err(|e| corrupt("migrations", e))?;
+        let (changes, _) = broadcast::channel(1024);
+        let listener = tokio::spawn(listen(pool.clone(), changes.clone()));
+        Ok(Self { pool, changes, listener })
+    }
+
+    async fn bump_all(conn: &mut PgConnection, kind: &str, key: &str) -> StoreResult<Vec<Change>> {
+        // Lock the revision rows in one order in every writer, so concurrent writers queue
+        // instead of deadlocking.
+        sqlx::query("SELECT name FROM environments ORDER BY name FOR UPDATE").execute(&mut *conn).await.map_err(db)?;
+        let rows = sqlx::query("UPDATE environments SET revision = revision + 1 RETURNING name, revision")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        let mut changes = Vec::with_capacity(rows.len());
+        for row in rows {
+            let environment: String = row.get(0);
+            let revision: i64 = row.get(1);
+            sqlx::query("INSERT INTO changes (environment, revision, kind, key) VALUES ($1, $2, $3, $4)")
+                .bind(&environment)
+                .bind(revision)
+                .bind(kind)
+                .bind(key)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            sqlx::query("DELETE FROM changes WHERE environment = $1 AND revision <= $2")
+                .bind(&environment)
+                .bind(revision - FEED_KEEP)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            // Delivered to the other replicas when (and only if) the transaction commits.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(format!("{revision}:{environment}"))
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            changes.push(Change { environment, revision });
+        }
+        Ok(changes)
+    }
+
+    async fn audit(conn: &mut PgConnection, meta: &ChangeMeta, a: Audit<'_>) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit (at, actor, action, environment, flag, segment, before, after, reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(now_ms())
+        .bind(&meta.actor)
+        .bind(a.action)
+        .bind(a.environment)
+        .bind(a.flag)
+        .bind(a.segment)
+        .bind(a.before.map(|v| v.to_string()))
+        .bind(a.after.map(|v| v.to_string()))
+        .bind(&meta.reason)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    fn publish(&self, changes: Vec<Change>) {
+        for change in changes {
+            let _ = self.changes.send(change);
+        }
+    }
+
+    async fn flag_in(conn: &mut PgConnection, key: &str, lock: bool) -> StoreResult<Option<FlagRecord>> {
+        let sql = if lock {
+            "SELECT key, definition, version, archived, created_at, updated_at FROM flags WHERE key = $1 FOR UPDATE"
+        } else {
+            "SELECT key, definition, version, archived, created_at, updated_at FROM flags WHERE key = $1"
+        };
+        let row = sqlx::query(sql).bind(key).fetch_optional(&mut *conn).await.map_err(db)?;
+        row.map(|r| flag_from(&r)).transpose()
+    }
+
+    async fn segment_in(conn: &mut PgConnection, key: &str, lock: bool) -> StoreResult<Option<SegmentRecord>> {
+        let sql = if lock {
+            "SELECT key, definition, version, created_at, updated_at FROM segments WHERE key = $1 FOR UPDATE"
+        } else {
+            "SELECT key, definition, version, created_at, updated_at FROM segments WHERE key = $1"
+        };
+        let row = sqlx::query(sql).bind(key).fetch_optional(&mut *conn).await.map_err(db)?;
+        row.map(|r| segment_from(&r)).transpose()
+    }
+
+    async fn save_flag(
+        conn: &mut PgConnection,
+        before: &FlagRecord,
+        flag: &Flag,
+        archived: bool,
+        action: &str,
+        meta: &ChangeMeta,
+    ) -> StoreResult<(FlagRecord, Vec<Change>)> {
+        let now = now_ms();
+        let definition = serde_json::to_string(flag).map_err(|e| corrupt("flag", e))?;
+        sqlx::query(
+            "UPDATE flags SET definition = $1, version = version + 1, archived = $2, updated_at = $3 WHERE key = $4",
+        )
+        .bind(&definition)
+        .bind(archived)
+        .bind(now)
+        .bind(&before.key)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        let after =
+            FlagRecord { flag: flag.clone(), version: before.version + 1, archived, updated_at: now, ..before.clone() };
+        let environment = single_changed_environment(&before.flag, flag);
+        let entry = Audit {
+            action,
+            environment: environment.as_deref(),
+            flag: Some(&before.key),
+            segment: None,
+            before: Some(flag_json(before)),
+            after: Some(flag_json(&after)),
+        };
+        Self::audit(conn, meta, entry).await?;
+        let changes = Self::bump_all(conn, "flag", &before.key).await?;
+        Ok((after, changes))
+    }
+}
+
+/// Relays every replica's commits (this one's included; subscribers dedupe by revision) until
+/// the store is dropped, reconnecting after errors.
+async fn listen(pool: PgPool, changes: broadcast::Sender<Change>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "change listener cannot connect; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            tracing::warn!(error = %e, "LISTEN failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            match listener.recv().await {
+                Ok(n) => {
+                    if let Some((revision, environment)) = n.payload().split_once(':')
+                        && let Ok(revision) = revision.parse::<i64>()
+                    {
+                        let _ = changes.send(Change { environment: environment.to_owned(), revision });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "change listener lost its connection; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn flag_from(r: &PgRow) -> StoreResult<FlagRecord> {
+    let key: String = r.get(0);
+    let definition: String = r.get(1);
+    let flag = serde_json::from_str(&definition).map_err(|e| corrupt(&format!("flag {key}"), e))?;
+    Ok(FlagRecord { key, flag, version: r.get(2), archived: r.get(3), created_at: r.get(4), updated_at: r.get(5) })
+}
+
+fn segment_from(r: &PgRow) -> StoreResult<SegmentRecord> {
+    let key: String = r.get(0);
+    let definition: String = r.get(1);
+    let segment = serde_json::from_str(&definition).map_err(|e| corrupt(&format!("segment {key}"), e))?;
+    Ok(SegmentRecord { key, segment, version: r.get(2), created_at: r.get(3), updated_at: r.get(4) })
+}
+
+fn token_from(r: &PgRow) -> StoreResult<TokenRecord> {
+    let scope: String = r.get(1);
+    Ok(TokenRecord {
+        name: r.get(0),
+        scope: Scope::parse(&scope).ok_or_else(|| corrupt("token scope", &scope))?,
+        environment: r.get(2),
+        hash: r.get(3),
+        created_at: r.get(4),
+        revoked: r.get(5),
+    })
+}
+
+fn json_column(text: Option<String>) -> Option<Value> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ensure_environments(&self, names: &[&str]) -> StoreResult<()> {
+        for name in names {
+            sqlx::query("INSERT INTO environments (name, revision, created_at) VALUES ($1, 0, $2) ON CONFLICT (name) DO NOTHING")
+                .bind(name)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    async fn list_environments(&self) -> StoreResult<Vec<Environment>> {
+        let rows = sqlx::query("SELECT name, revision, created_at FROM environments ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| Environment { name: r.get(0), revision: r.get(1), created_at: r.get(2) }).collect())
+    }
+
+    async fn create_environment(&self, name: &str, meta: &ChangeMeta) -> StoreResult<Environment> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let env = Environment { name: name.into(), revision: 0, created_at: now_ms() };
+        let inserted = sqlx::query(
+            "INSERT INTO environments (name, revision, created_at) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(env.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists { kind: "environment", key: name.into() });
+        }
+        let after = serde_json::to_value(&env).ok();
+        let entry = Audit {
+            action: "environment.create",
+            environment: Some(name),
+            flag: None,
+            segment: None,
+            before: None,
+            after,
+        };
+        Self::audit(&mut tx, meta, entry).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(env)
+    }
+
+    async fn list_flags(&self, include_archived: bool) -> StoreResult<Vec<FlagRecord>> {
+        let rows = sqlx::query(
+            "SELECT key, definition, version, archived, created_at, updated_at FROM flags \
+             WHERE $1 OR NOT archived ORDER BY key",
+        )
+        .bind(include_archived)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(flag_from).collect()
+    }
+
+    async fn get_flag(&self, key: &str) -> StoreResult<Option<FlagRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        Self::flag_in(&mut conn, key, false).await
+    }
+
+    async fn create_flag(&self, key: &str, flag: &Flag, meta: &ChangeMeta) -> StoreResult<FlagRecord> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let now = now_ms();
+        let definition = serde_json::to_string(flag).map_err(|e| corrupt("flag", e))?;
+        let inserted = sqlx::query(
+            "INSERT INTO flags (key, definition, version, archived, created_at, updated_at) \
+             VALUES ($1, $2, 1, FALSE, $3, $3) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(&definition)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists { kind: "flag", key: key.into() });
+        }
+        let record = FlagRecord {
+            key: key.into(),
+            flag: flag.clone(),
+            version: 1,
+            archived: false,
+            created_at: now,
+            updated_at: now,
+        };
+        let entry = Audit {
+            action: "flag.create",
+            environment: None,
+            flag: Some(key),
+            segment: None,
+            before: None,
+            after: Some(flag_json(&record)),
+        };
+        Self::audit(&mut tx, meta, entry).await?;
+        let changes = Self::bump_all(&mut tx, "flag", key).await?;
+        tx.commit().await.map_err(db)?;
+        self.publish(changes);
+        Ok(record)
+    }
+
+    async fn update_flag(
+        &self,
+        key: &str,
+        flag: &Flag,
+        expected_version: i64,
+        meta: &ChangeMeta,
+    ) -> StoreResult<FlagRecord> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let before = Self::flag_in(&mut tx, key, true)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { kind: "flag", key: key.into() })?;
+        if before.version != expected_version {
+            return Err(StoreError::VersionMismatch { expected: expected_version, current: before.version });
+        }
+        let (after, changes) = Self::save_flag(&mut tx, &before, flag, before.archived, "flag.update", meta).await?;
+        tx.commit().await.map_err(db)?;
+        self.publish(changes);
+        Ok(after)
+    }
+
+    async fn set_flag_archived(
+        &self,
+        key: &str,
+        archived: bool,
+        expected_version: Option<i64>,
+        meta: &ChangeMeta,
+    ) -> StoreResult<FlagRecord> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let before = Self::flag_in(&mut tx, key, true)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { kind: "flag", key: key.into() })?;
+        if let Some(expected) = expected_version
+            && before.version != expected
+        {
+            return Err(StoreError::VersionMismatch { expected, current: before.version });
+        }
+        if before.archived == archived {
+            return Ok(before);
+        }
+        let action = if archived { "flag.archive" } else { "flag.restore" };
+        let flag = before.flag.clone();
+        let (after, changes) = Self::save_flag(&mut tx, &before, &flag, archived, action, meta).await?;
+        tx.commit().await.map_err(db)?;
+        self.publish(changes);
+        Ok(after)
+    }
+
+    async fn list_segments(&self) -> StoreResult<Vec<SegmentRecord>> {
+        let rows = sqlx::query("SELECT key, definition, version, created_at, updated_at FROM segments ORDER BY key")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(segment_from).collect()
+    }
+
+    async fn get_segment(&self, key: &str) -> StoreResult<Option<SegmentRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        Self::segment_in(&mut conn, key, false).await
+    }
+
+    async fn create_segment(&self, key: &str, segment: &Segment, meta: &ChangeMeta) -> StoreResult<SegmentRecord> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let now = now_ms();
+        let definition = serde_json::to_string(segment).map_err(|e| corrupt("segment", e))?;
+        let inserted = sqlx::query(
+            "INSERT INTO segments (key, definition, version, created_at, updated_at) VALUES ($1, $2, 1, $3, $3) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(&definition)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists { kind: "segment", key: key.into() });
+        }
+        let after = serde_json::to_value(segment).ok();
+        let entry =
+            Audit { action: "segment.create", environment: None, flag: None, segment: Some(key), before: None, after };
+        Self::audit(&mut tx, meta, entry).await?;
+        let changes = Self::bump_all(&mut tx, "segment", key).await?;
+        tx.commit().await.map_err(db)?;
+        self.publish(changes);
+        Ok(SegmentRecord { key: key.into(), segment: segment.clone(), version: 1, created_at: now, updated_at: now })
+    }
+
+    async fn update_segment(
+        &self,
+        key: &str,
+        segment: &Segment,
+        expected_version: i64,
+        meta: &ChangeMeta,
+    ) -> StoreResult<SegmentRecord> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let before = Self::segment_in(&mut tx, key, true)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { kind: "segment", key: key.into() })?;
+        if before.version != expected_version {
+            return Err(StoreError::VersionMismatch { expected: expected_version, current: before.version });
+        }
+        let now = now_ms();
+        let definition = serde_json::to_string(segment).map_err(|e| corrupt("segment", e))?;
+        sqlx::query("UPDATE segments SET definition = $1, version = version + 1, updated_at = $2 WHERE key = $3")
+            .bind(&definition)
+            .bind(now)
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let entry = Audit {
+            action: "segment.update",
+            environment: None,
+            flag: None,
+            segment: Some(key),
+            before: serde_json::to_value(&before.segment).ok(),
+            after: serde_json::to_value(segment).ok(),
+        };
+        Self::audit(&mut tx, meta, entry).await?;
+        let changes = Self::bump_all(&mut tx, "segment", key).await?;
+        tx.commit().await.map_err(db)?;
+        self.publish(changes);
+        Ok(SegmentRecord { segment: segment.clone(), version: before.version + 1, updated_at: now, ..before })
+    }
+
+    async fn delete_segment(&self, key: &str, expected_version: i64, meta: &ChangeMeta) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let before = Self::segment_in(&mut tx, key, true)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { kind: "segment", key: key.into() })?;
+        if before.version != expected_version {
+            return Err(StoreError::VersionMismatch { expected: expected_version, current: before.version });
+        }
+        sqlx::query("DELETE FROM segments WHERE key = $1").bind(key).execute(&mut *tx).await.map_err(db)?;
+        let entry = Audit {
+            action: "segment.delete",
+            environment: None,
+            flag: None,
+            segment: Some(key),
+            before: serde_json::to_value(&before.segment).ok(),
+            after: None,
+        };
+        Self::audit(&mut tx, meta, entry).await?;
+        let changes = Self::bump_all(&mut tx, "segment", key).await?;
+        tx.commit().await.map_err(db)?;
+        self.publish(changes);
+        Ok(())
+    }
+
+    async fn snapshot(&self, environment: &str) -> StoreResult<Snapshot> {
+        // REPEATABLE READ: the revision and the rows are of the same moment.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await.map_err(db)?;
+        let revision: i64 = sqlx::query("SELECT revision FROM environments WHERE name = $1")
+            .bind(environment)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .map(|r| r.get(0))
+            .ok_or_else(|| StoreError::NotFound { kind: "environment", key: environment.into() })?;
+        let flag_rows = sqlx::query(
+            "SELECT key, definition, version, archived, created_at, updated_at FROM flags WHERE NOT archived ORDER BY key",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let segment_rows =
+            sqlx::query("SELECT key, definition, version, created_at, updated_at FROM segments ORDER BY key")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let mut flags = FlagSet::default();
+        for row in &flag_rows {
+            let r = flag_from(row)?;
+            flags.flags.insert(r.key, r.flag);
+        }
+        for row in &segment_rows {
+            let r = segment_from(row)?;
+            flags.segments.insert(r.key, r.segment);
+        }
+        Ok(Snapshot { environment: environment.into(), revision, flags })
+    }
+
+    async fn changes_since(&self, environment: &str, revision: i64) -> StoreResult<Option<Vec<ChangedItem>>> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await.map_err(db)?;
+        let current: i64 = sqlx::query("SELECT revision FROM environments WHERE name = $1")
+            .bind(environment)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .map(|r| r.get(0))
+            .ok_or_else(|| StoreError::NotFound { kind: "environment", key: environment.into() })?;
+        if revision > current || revision < 0 {
+            return Ok(None);
+        }
+        if revision == current {
+            return Ok(Some(Vec::new()));
+        }
+        let oldest: Option<i64> = sqlx::query("SELECT MIN(revision) FROM changes WHERE environment = $1")
+            .bind(environment)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?
+            .get(0);
+        if oldest.is_none_or(|o| o > revision + 1) {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT revision, kind, key FROM changes WHERE environment = $1 AND revision > $2 ORDER BY revision, kind, key",
+        )
+        .bind(environment)
+        .bind(revision)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Some(rows.iter().map(|r| ChangedItem { revision: r.get(0), kind: r.get(1), key: r.get(2) }).collect()))
+    }
+
+    async fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
+        let limit = if filter.limit == 0 { 100 } else { filter.limit.min(1000) };
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, environment, flag, segment, before, after, reason FROM audit \
+             WHERE ($1::TEXT IS NULL OR flag = $1) \
+             AND ($2::TEXT IS NULL OR environment = $2 OR (environment IS NULL AND flag IS NOT NULL)) \
+             AND ($3::TEXT IS NULL OR actor = $3) AND ($4::BIGINT IS NULL OR id < $4) ORDER BY id DESC LIMIT $5",
+        )
+        .bind(&filter.flag)
+        .bind(&filter.environment)
+        .bind(&filter.actor)
+        .bind(filter.before_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                id: r.get(0),
+                at: r.get(1),
+                actor: r.get(2),
+                action: r.get(3),
+                environment: r.get(4),
+                flag: r.get(5),
+                segment: r.get(6),
+                before: json_column(r.get(7)),
+                after: json_column(r.get(8)),
+                reason: r.get(9),
+            })
+            .collect())
+    }
+
+    async fn create_token(&self, token: &TokenRecord, meta: &ChangeMeta) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let inserted = sqlx::query(
+            "INSERT INTO tokens (name, scope, environment, hash, created_at, revoked) VALUES ($1, $2, $3, $4, $5, FALSE) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&token.name)
+        .bind(token.scope.as_str())
+        .bind(&token.environment)
+        .bind(&token.hash)
+        .bind(token.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists { kind: "token", key: token.name.clone() });
+        }
+        let after =
+            Some(serde_json::json!({"name": token.name, "scope": token.scope, "environment": token.environment}));
+        let entry = Audit {
+            action: "token.create",
+            environment: token.environment.as_deref(),
+            flag: None,
+            segment: None,
+            before: None,
+            after,
+        };
+        Self::audit(&mut tx, meta, entry).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT name, scope, environment, hash, created_at, revoked FROM tokens WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| token_from(&r)).transpose()
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        let rows = sqlx::query("SELECT name, scope, environment, hash, created_at, revoked FROM tokens ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(token_from).collect()
+    }
+
+    async fn revoke_token(&self, name: &str, meta: &ChangeMeta) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let done = sqlx::query("UPDATE tokens SET revoked = TRUE WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { kind: "token", key: name.into() });
+        }
+        let after = Some(serde_json::json!({"name": name, "revoked": true}));
+        let entry = Audit { action: "token.revoke", environment: None, flag: None, segment: None, before: None, after };
+        Self::audit(&mut tx, meta, entry).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+}

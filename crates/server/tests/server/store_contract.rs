@@ -1,0 +1,295 @@
+//! The storage contract, written once and run against SQLite and PostgreSQL. PostgreSQL comes
+//! from `DIMMER_TEST_DATABASE_URL` (set by `.ci/run`); each run uses a fresh schema. Without the
+//! variable the PostgreSQL half fails in CI and warns loudly elsewhere.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dimmer_engine::{Flag, Segment};
+use dimmer_server::store::postgres::PostgresStore;
+use dimmer_server::store::sqlite::SqliteStore;
+use dimmer_server::store::{AuditFilter, ChangeMeta, DEFAULT_ENVIRONMENTS, Scope, Store, StoreError, TokenRecord};
+use serde_json::json;
+
+use crate::support::TempDir;
+
+fn meta(actor: &str, reason: Option<&str>) -> ChangeMeta {
+    ChangeMeta { actor: actor.into(), reason: reason.map(str::to_owned) }
+}
+
+fn flag(description: &str) -> Flag {
+    Flag { description: description.into(), ..Flag::default() }
+}
+
+async fn sqlite() -> (Arc<dyn Store>, TempDir) {
+    let dir = TempDir::new("contract");
+    let store = SqliteStore::open(&dir.0.join("dimmer.db")).await.expect("sqlite");
+    store.ensure_environments(&DEFAULT_ENVIRONMENTS).await.expect("environments");
+    (Arc::new(store), dir)
+}
+
+/// A fresh schema on the test database, dropped by [`PgSchema::drop_schema`].
+pub struct PgSchema {
+    pub url: String,
+    pub schema: String,
+}
+
+impl PgSchema {
+    pub fn new() -> Option<PgSchema> {
+        let Ok(url) = std::env::var("DIMMER_TEST_DATABASE_URL") else {
+            if std::env::var_os("CI").is_some() {
+                panic!(
+                    "DIMMER_TEST_DATABASE_URL is not set: CI must run the PostgreSQL contract tests (.ci/run sets it)"
+                );
+            }
+            eprintln!(
+                "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+                 !! PostgreSQL tests NOT RUN: set DIMMER_TEST_DATABASE_URL, for example\n\
+                 !!   DIMMER_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test\n\
+                 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+            );
+            return None;
+        };
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        Some(PgSchema { url, schema: format!("dimmer_test_{}_{nanos}", std::process::id()) })
+    }
+
+    pub async fn store(&self) -> Arc<dyn Store> {
+        let store = PostgresStore::connect_with_schema(&self.url, &self.schema).await.expect("postgres");
+        store.ensure_environments(&DEFAULT_ENVIRONMENTS).await.expect("environments");
+        Arc::new(store)
+    }
+
+    pub async fn drop_schema(&self) {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.url).await {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)).execute(&mut conn).await;
+        }
+    }
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (store, _dir) = super::sqlite().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(pg) = super::PgSchema::new() else { return };
+                    let store = pg.store().await;
+                    super::$name(store).await;
+                    pg.drop_schema().await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    first_start_creates_the_default_environments_once,
+    flags_carry_versions_and_stale_writes_change_nothing,
+    duplicate_keys_and_names_are_refused_alike,
+    archived_flags_leave_snapshots_and_come_back_on_restore,
+    segments_are_created_updated_and_deleted_with_versions,
+    every_write_bumps_every_revision_and_lands_in_the_feed,
+    subscribers_hear_of_each_commit,
+    audit_entries_record_actor_reason_and_diff_and_filter,
+    tokens_are_stored_hashed_found_listed_and_revoked,
+    concurrent_writers_of_one_version_produce_exactly_one_winner,
+);
+
+async fn first_start_creates_the_default_environments_once(store: Arc<dyn Store>) {
+    store.ensure_environments(&DEFAULT_ENVIRONMENTS).await.unwrap();
+    let envs = store.list_environments().await.unwrap();
+    let names: Vec<&str> = envs.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["development", "production", "staging"]);
+    assert!(envs.iter().all(|e| e.revision == 0));
+    store.create_environment("qa", &meta("admin", None)).await.unwrap();
+    assert!(matches!(
+        store.create_environment("qa", &meta("admin", None)).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+}
+
+async fn flags_carry_versions_and_stale_writes_change_nothing(store: Arc<dyn Store>) {
+    let created = store.create_flag("f", &flag("one"), &meta("a", None)).await.unwrap();
+    assert_eq!(created.version, 1);
+    let updated = store.update_flag("f", &flag("two"), 1, &meta("a", None)).await.unwrap();
+    assert_eq!((updated.version, updated.flag.description.as_str()), (2, "two"));
+    match store.update_flag("f", &flag("stale"), 1, &meta("b", None)).await {
+        Err(StoreError::VersionMismatch { expected: 1, current: 2 }) => {}
+        other => panic!("expected a version mismatch, got {other:?}"),
+    }
+    let read = store.get_flag("f").await.unwrap().unwrap();
+    assert_eq!((read.version, read.flag.description.as_str()), (2, "two"));
+    assert!(matches!(
+        store.update_flag("nope", &flag("x"), 1, &meta("a", None)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.list_flags(false).await.unwrap().len(), 1);
+}
+
+async fn duplicate_keys_and_names_are_refused_alike(store: Arc<dyn Store>) {
+    store.create_flag("f", &flag(""), &meta("a", None)).await.unwrap();
+    assert!(matches!(
+        store.create_flag("f", &flag(""), &meta("a", None)).await,
+        Err(StoreError::AlreadyExists { kind: "flag", .. })
+    ));
+    store.create_segment("s", &Segment::default(), &meta("a", None)).await.unwrap();
+    assert!(matches!(
+        store.create_segment("s", &Segment::default(), &meta("a", None)).await,
+        Err(StoreError::AlreadyExists { kind: "segment", .. })
+    ));
+}
+
+async fn archived_flags_leave_snapshots_and_come_back_on_restore(store: Arc<dyn Store>) {
+    store.create_flag("keep", &flag(""), &meta("a", None)).await.unwrap();
+    store.create_flag("old", &flag(""), &meta("a", None)).await.unwrap();
+    let archived = store.set_flag_archived("old", true, Some(1), &meta("a", Some("retired"))).await.unwrap();
+    assert!(archived.archived);
+    let snap = store.snapshot("production").await.unwrap();
+    assert!(snap.flags.flags.contains_key("keep") && !snap.flags.flags.contains_key("old"));
+    assert_eq!(store.list_flags(false).await.unwrap().len(), 1);
+    assert_eq!(store.list_flags(true).await.unwrap().len(), 2);
+    store.set_flag_archived("old", false, None, &meta("a", None)).await.unwrap();
+    assert!(store.snapshot("production").await.unwrap().flags.flags.contains_key("old"));
+    assert!(matches!(store.snapshot("nowhere").await, Err(StoreError::NotFound { .. })));
+}
+
+async fn segments_are_created_updated_and_deleted_with_versions(store: Arc<dyn Store>) {
+    let seg = Segment { included: vec!["u1".into()], ..Segment::default() };
+    store.create_segment("beta", &seg, &meta("a", None)).await.unwrap();
+    let bigger = Segment { included: vec!["u1".into(), "u2".into()], ..Segment::default() };
+    let updated = store.update_segment("beta", &bigger, 1, &meta("a", None)).await.unwrap();
+    assert_eq!(updated.version, 2);
+    assert!(matches!(store.delete_segment("beta", 1, &meta("a", None)).await, Err(StoreError::VersionMismatch { .. })));
+    assert_eq!(store.snapshot("staging").await.unwrap().flags.segments["beta"].included.len(), 2);
+    store.delete_segment("beta", 2, &meta("a", None)).await.unwrap();
+    assert!(store.get_segment("beta").await.unwrap().is_none());
+    assert!(store.list_segments().await.unwrap().is_empty());
+}
+
+async fn every_write_bumps_every_revision_and_lands_in_the_feed(store: Arc<dyn Store>) {
+    let before = store.snapshot("production").await.unwrap().revision;
+    store.create_flag("a", &flag(""), &meta("x", None)).await.unwrap();
+    store.update_flag("a", &flag("changed"), 1, &meta("x", None)).await.unwrap();
+    store.create_segment("s", &Segment::default(), &meta("x", None)).await.unwrap();
+    for env in DEFAULT_ENVIRONMENTS {
+        assert_eq!(store.snapshot(env).await.unwrap().revision, before + 3, "{env}");
+    }
+    let items = store.changes_since("production", before).await.unwrap().expect("the feed reaches back");
+    let seen: Vec<(i64, &str, &str)> =
+        items.iter().map(|i| (i.revision - before, i.kind.as_str(), i.key.as_str())).collect();
+    assert_eq!(seen, [(1, "flag", "a"), (2, "flag", "a"), (3, "segment", "s")]);
+    assert_eq!(store.changes_since("production", before + 3).await.unwrap(), Some(Vec::new()));
+    assert_eq!(store.changes_since("production", before + 99).await.unwrap(), None, "a revision from the future");
+}
+
+async fn subscribers_hear_of_each_commit(store: Arc<dyn Store>) {
+    let mut rx = store.subscribe();
+    store.create_flag("f", &flag(""), &meta("x", None)).await.unwrap();
+    let revision = store.snapshot("production").await.unwrap().revision;
+    let mut heard = std::collections::HashSet::new();
+    while heard.len() < DEFAULT_ENVIRONMENTS.len() {
+        let change = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a change").expect("open");
+        if change.revision == revision {
+            heard.insert(change.environment);
+        }
+    }
+}
+
+async fn audit_entries_record_actor_reason_and_diff_and_filter(store: Arc<dyn Store>) {
+    store.create_flag("f", &flag("v1"), &meta("alice", Some("launch"))).await.unwrap();
+    let mut on = flag("v1");
+    on.environments
+        .insert("production".into(), dimmer_engine::model::EnvironmentConfig { enabled: true, ..Default::default() });
+    store.update_flag("f", &on, 1, &meta("bob", Some("go live"))).await.unwrap();
+    store.create_flag("g", &flag(""), &meta("alice", None)).await.unwrap();
+
+    let entries = store.audit(&AuditFilter { flag: Some("f".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!((entries[0].actor.as_str(), entries[0].action.as_str()), ("bob", "flag.update"));
+    assert_eq!(entries[0].reason.as_deref(), Some("go live"));
+    assert_eq!(entries[0].environment.as_deref(), Some("production"), "a one-environment change names it");
+    assert_eq!(entries[0].after.as_ref().unwrap()["environments"]["production"]["enabled"], json!(true));
+    assert!(entries[0].before.as_ref().unwrap()["environments"]["production"].is_null());
+    assert_eq!(entries[1].before, None);
+    let by_alice = store.audit(&AuditFilter { actor: Some("alice".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(by_alice.len(), 2);
+    let page = store.audit(&AuditFilter { limit: 1, ..Default::default() }).await.unwrap();
+    let next = store.audit(&AuditFilter { limit: 1, before_id: Some(page[0].id), ..Default::default() }).await.unwrap();
+    assert!(next[0].id < page[0].id);
+}
+
+async fn tokens_are_stored_hashed_found_listed_and_revoked(store: Arc<dyn Store>) {
+    let token = TokenRecord {
+        name: "web".into(),
+        scope: Scope::Sdk,
+        environment: Some("production".into()),
+        hash: "ab".repeat(32),
+        created_at: 1,
+        revoked: false,
+    };
+    store.create_token(&token, &meta("admin", None)).await.unwrap();
+    assert!(matches!(store.create_token(&token, &meta("admin", None)).await, Err(StoreError::AlreadyExists { .. })));
+    let found = store.token_by_hash(&"ab".repeat(32)).await.unwrap().unwrap();
+    assert_eq!((found.scope, found.environment.as_deref()), (Scope::Sdk, Some("production")));
+    assert!(store.token_by_hash("00").await.unwrap().is_none());
+    store.revoke_token("web", &meta("admin", Some("leaked"))).await.unwrap();
+    assert!(store.token_by_hash(&"ab".repeat(32)).await.unwrap().unwrap().revoked);
+    assert!(matches!(store.revoke_token("nope", &meta("admin", None)).await, Err(StoreError::NotFound { .. })));
+    assert_eq!(store.list_tokens().await.unwrap().len(), 1);
+}
+
+async fn concurrent_writers_of_one_version_produce_exactly_one_winner(store: Arc<dyn Store>) {
+    store.create_flag("race", &flag("start"), &meta("x", None)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.update_flag("race", &flag(&format!("writer {i}")), 1, &meta(&format!("w{i}"), None)).await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(StoreError::VersionMismatch { expected: 1, current: 2 }) => {}
+            Err(e) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(store.get_flag("race").await.unwrap().unwrap().version, 2);
+}
+
+#[tokio::test]
+async fn postgres_replicas_hear_each_others_commits() {
+    let Some(pg) = PgSchema::new() else { return };
+    let a = pg.store().await;
+    let b = pg.store().await;
+    let mut rx = b.subscribe();
+    a.create_flag("from-a", &flag(""), &meta("x", None)).await.unwrap();
+    let revision = a.snapshot("production").await.unwrap().revision;
+    let heard = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match rx.recv().await {
+                Ok(c) if c.environment == "production" && c.revision == revision => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(heard, Ok(true), "replica b did not hear a's commit within 2 s");
+    drop((a, b));
+    pg.drop_schema().await;
+}
