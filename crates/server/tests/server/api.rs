@@ -220,3 +220,23 @@ async fn sdk_config_is_the_environment_snapshot_with_etag_and_304() {
     assert!(changed, "the snapshot never changed after a toggle");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn health_readiness_and_prometheus_metrics_answer_without_a_token() {
+    let server = TestServer::start().await;
+    let sdk = server.token("svc", "sdk", Some("production")).await;
+    server.call(Method::GET, "/api/v1/sdk/config", Some(&sdk), None, &[]).await;
+    let (s, _, v) = server.call(Method::GET, "/healthz", None, None, &[]).await;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let (s, _, v) = server.call(Method::GET, "/readyz", None, None, &[]).await;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("ready")));
+    let text = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains(r#"dimmer_http_requests_total{method="GET",route="/api/v1/sdk/config",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("dimmer_http_request_duration_seconds_bucket{route=\"/api/v1/sdk/config\",le=\"+Inf\"} 1"));
+    assert!(text.contains("dimmer_sse_connections 0"));
+    assert!(text.contains("dimmer_environment_revision{environment=\"production\"}"));
+    server.stop().await;
+}

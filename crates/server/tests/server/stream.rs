@@ -84,3 +84,19 @@ async fn two_replicas_on_postgres_stream_each_others_changes_within_a_second() {
     two.stop().await;
     pg.drop_schema().await;
 }
+
+#[tokio::test]
+async fn shutdown_closes_streams_cleanly_with_a_final_event() {
+    let server = TestServer::start().await;
+    let sdk = server.token("svc", "sdk", Some("production")).await;
+    let mut sse = SseClient::connect(&server, &sdk, None).await;
+    assert_eq!(sse.next(5).await.expect("snapshot").event, "snapshot");
+    let stopping = tokio::spawn(server.stop());
+    let last = sse.next(5).await.expect("a final event before the stream closes");
+    assert_eq!(last.event, "shutdown");
+    assert!(sse.next(5).await.is_none(), "the stream ends after the shutdown event");
+    tokio::time::timeout(std::time::Duration::from_secs(5), stopping)
+        .await
+        .expect("the server stops once its streams are closed")
+        .expect("stop task");
+}
