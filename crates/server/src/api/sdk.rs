@@ -28,6 +28,8 @@ use crate::store::Scope;
 
 /// How often an idle stream sends a comment, so that proxies and clients see it alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
+/// A subscriber more revisions behind than this gets a snapshot instead of the patches.
+const MAX_PATCH_BACKLOG: i64 = 100;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/api/v1/sdk/config", get(config)).route("/api/v1/sdk/stream", get(stream))
@@ -137,7 +139,13 @@ async fn stream(
                     if changed.is_err() { break; }
                     let snap = rx.borrow_and_update().clone();
                     if snap.revision() <= sent { continue; }
-                    match patch_events(&state, &snap, sent).await {
+                    // A consumer that fell far behind gets one fresh snapshot, not a backlog.
+                    let events = if snap.revision() - sent > MAX_PATCH_BACKLOG {
+                        None
+                    } else {
+                        patch_events(&state, &snap, sent).await
+                    };
+                    match events {
                         Some(events) => { for e in events { yield Ok(e); } }
                         None => yield Ok(snapshot_event(&snap)),
                     }
