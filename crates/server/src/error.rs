@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::store::StoreError;
 
 /// Stable, snake_case error codes. The table: code → HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Code {
     /// The body is not valid JSON or not of the expected shape.

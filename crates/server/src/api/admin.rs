@@ -9,10 +9,11 @@ use dimmer_engine::{FlagSet, Segment, Severity};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::openapi::schemas as doc;
 use crate::auth::{self, Principal};
 use crate::error::{ApiError, Code, Json};
 use crate::state::AppState;
-use crate::store::{AuditFilter, Scope, SegmentRecord};
+use crate::store::{AuditFilter, Environment, Scope, SegmentRecord};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -24,20 +25,55 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/audit", get(audit))
 }
 
+/// Every environment and its revision.
+#[utoipa::path(
+    get,
+    path = "/api/v1/environments",
+    tag = "environments",
+    operation_id = "listEnvironments",
+    responses(
+        (status = 200, description = "The environments", body = doc::EnvironmentList),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "An sdk token", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn list_environments(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
     principal.require_read()?;
     let envs = state.store.list_environments().await?;
     Ok(Json(json!({ "environments": envs })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// A new environment.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewEnvironment {
+    /// 1 to 64 letters, digits, '-' or '_'.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
     name: String,
+    /// Why, for the audit log (the `X-Dimmer-Reason` header takes precedence).
     #[serde(default)]
     reason: Option<String>,
 }
 
+/// Adds an environment (admin only).
+#[utoipa::path(
+    post,
+    path = "/api/v1/environments",
+    tag = "environments",
+    operation_id = "createEnvironment",
+    params(("X-Dimmer-Reason" = Option<String>, Header, description = "Why, for the audit log (takes precedence over the body's `reason`)")),
+    request_body = NewEnvironment,
+    responses(
+        (status = 201, description = "Created at revision 0", body = Environment),
+        (status = 400, description = "Not JSON or not of this shape", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin token", body = doc::ErrorBody),
+        (status = 409, description = "The name is taken", body = doc::ErrorBody),
+        (status = 422, description = "An invalid name", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn create_environment(
     principal: Principal,
     State(state): State<AppState>,
@@ -75,12 +111,41 @@ fn segment_response(status: StatusCode, r: &SegmentRecord) -> Response {
     response
 }
 
+/// Every segment, by key.
+#[utoipa::path(
+    get,
+    path = "/api/v1/segments",
+    tag = "segments",
+    operation_id = "listSegments",
+    responses(
+        (status = 200, description = "The segments", body = doc::SegmentList),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "An sdk token", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn list_segments(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
     principal.require_read()?;
     let segments: Vec<Value> = state.store.list_segments().await?.iter().map(segment_view).collect();
     Ok(Json(json!({ "segments": segments })).into_response())
 }
 
+/// One segment.
+#[utoipa::path(
+    get,
+    path = "/api/v1/segments/{key}",
+    tag = "segments",
+    operation_id = "getSegment",
+    params(("key" = String, Path, description = "The segment key")),
+    responses(
+        (status = 200, description = "The segment", body = doc::SegmentView,
+            headers(("ETag" = String, description = "The segment's version, `\"N\"`"))),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "An sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No such segment", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn read_segment(
     principal: Principal,
     State(state): State<AppState>,
@@ -123,6 +188,26 @@ async fn validate_segment(state: &AppState, key: &str, segment: &Segment) -> Res
     }
 }
 
+/// Creates a segment at version 1, validated through the engine.
+#[utoipa::path(
+    post,
+    path = "/api/v1/segments",
+    tag = "segments",
+    operation_id = "createSegment",
+    params(("X-Dimmer-Reason" = Option<String>, Header, description = "Why, for the audit log (takes precedence over the body's `reason`)")),
+    request_body = doc::SegmentCreate,
+    responses(
+        (status = 201, description = "Created", body = doc::SegmentView,
+            headers(("ETag" = String, description = "The segment's version, `\"1\"`"))),
+        (status = 400, description = "Not JSON, or not a segment (the message names the field)", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+        (status = 409, description = "The key is taken", body = doc::ErrorBody),
+        (status = 413, description = "The body is over 1 MiB", body = doc::ErrorBody),
+        (status = 422, description = "No or an invalid key, or an invalid segment; `details.errors` lists them", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn create_segment(
     principal: Principal,
     State(state): State<AppState>,
@@ -142,6 +227,33 @@ async fn create_segment(
     Ok(segment_response(StatusCode::CREATED, &r))
 }
 
+/// Replaces a segment, if `If-Match` names its current version.
+#[utoipa::path(
+    put,
+    path = "/api/v1/segments/{key}",
+    tag = "segments",
+    operation_id = "updateSegment",
+    params(
+        ("key" = String, Path, description = "The segment key"),
+        ("If-Match" = String, Header, description = "The version read: `\"3\"`, `3` or `W/\"3\"`"),
+        ("X-Dimmer-Reason" = Option<String>, Header, description = "Why, for the audit log (takes precedence over the body's `reason`)"),
+    ),
+    request_body = doc::SegmentUpdate,
+    responses(
+        (status = 200, description = "Updated", body = doc::SegmentView,
+            headers(("ETag" = String, description = "The segment's new version"))),
+        (status = 400, description = "Not JSON, not a segment, or a malformed `If-Match`", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No such segment", body = doc::ErrorBody),
+        (status = 412, description = "`If-Match` is stale", body = doc::ErrorBody,
+            headers(("ETag" = String, description = "The current version"))),
+        (status = 413, description = "The body is over 1 MiB", body = doc::ErrorBody),
+        (status = 422, description = "An invalid segment; `details.errors` lists them", body = doc::ErrorBody),
+        (status = 428, description = "No `If-Match`", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn update_segment(
     principal: Principal,
     State(state): State<AppState>,
@@ -159,6 +271,30 @@ async fn update_segment(
     Ok(segment_response(StatusCode::OK, &r))
 }
 
+/// Deletes a segment that no flag uses, if `If-Match` names its current version.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/segments/{key}",
+    tag = "segments",
+    operation_id = "deleteSegment",
+    params(
+        ("key" = String, Path, description = "The segment key"),
+        ("If-Match" = String, Header, description = "The version read: `\"3\"`, `3` or `W/\"3\"`"),
+        ("X-Dimmer-Reason" = Option<String>, Header, description = "Why, for the audit log"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "A malformed `If-Match`", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No such segment", body = doc::ErrorBody),
+        (status = 412, description = "`If-Match` is stale", body = doc::ErrorBody,
+            headers(("ETag" = String, description = "The current version"))),
+        (status = 422, description = "Flags use the segment; `details.flags` names them", body = doc::ErrorBody),
+        (status = 428, description = "No `If-Match`", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn delete_segment(
     principal: Principal,
     State(state): State<AppState>,
@@ -196,23 +332,61 @@ fn uses_segment(flag: &dimmer_engine::Flag, key: &str) -> bool {
         .any(|c| c.op == dimmer_engine::Operator::InSegment && c.values.iter().any(|v| v.as_str() == Some(key)))
 }
 
+/// Every token by name, without the tokens themselves (admin only).
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    tag = "tokens",
+    operation_id = "listTokens",
+    responses(
+        (status = 200, description = "The tokens", body = doc::TokenList),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin token", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn list_tokens(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
     principal.require(&[])?;
     let tokens = state.store.list_tokens().await?;
     Ok(Json(json!({ "tokens": tokens })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// A new token.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
+    /// A unique name, 1 to 128 characters: the actor in the audit log.
+    #[schema(min_length = 1, max_length = 128)]
     name: String,
+    /// What it may do.
+    #[schema(value_type = Scope)]
     scope: String,
+    /// The environment of an `sdk` token (required for them, refused for others).
     #[serde(default)]
     environment: Option<String>,
+    /// Why, for the audit log (the `X-Dimmer-Reason` header takes precedence).
     #[serde(default)]
     reason: Option<String>,
 }
 
+/// Creates a token and answers it once (admin only); sdk tokens are bound to one environment.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "tokens",
+    operation_id = "createToken",
+    params(("X-Dimmer-Reason" = Option<String>, Header, description = "Why, for the audit log (takes precedence over the body's `reason`)")),
+    request_body = NewToken,
+    responses(
+        (status = 201, description = "Created; the only time the token is shown", body = doc::CreatedToken),
+        (status = 400, description = "Not JSON or not of this shape", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin token", body = doc::ErrorBody),
+        (status = 409, description = "The name is taken", body = doc::ErrorBody),
+        (status = 422, description = "Unknown scope, invalid name, or an environment missing (sdk) or unexpected (others)", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn create_token(
     principal: Principal,
     State(state): State<AppState>,
@@ -259,6 +433,24 @@ async fn create_token(
         .into_response())
 }
 
+/// Revokes a token by name (admin only); it stops working at once on this server.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{name}",
+    tag = "tokens",
+    operation_id = "revokeToken",
+    params(
+        ("name" = String, Path, description = "The token's name"),
+        ("X-Dimmer-Reason" = Option<String>, Header, description = "Why, for the audit log"),
+    ),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin token", body = doc::ErrorBody),
+        (status = 404, description = "No such token", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn revoke_token(
     principal: Principal,
     State(state): State<AppState>,
@@ -272,16 +464,38 @@ async fn revoke_token(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
+    /// Only entries about this flag.
     flag: Option<String>,
+    /// Only entries about this environment.
     env: Option<String>,
+    /// Only entries by this actor (token name).
     actor: Option<String>,
+    /// Only entries with an id below this (for paging).
     before: Option<i64>,
+    /// At most this many: 100 when absent or 0, never more than 1000.
     #[serde(default)]
+    #[param(required = false)]
     limit: u32,
 }
 
+/// Audit entries matching the filter, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "audit",
+    operation_id = "listAudit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "The entries", body = doc::AuditList),
+        (status = 400, description = "A malformed query", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "An sdk token", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn audit(
     principal: Principal,
     State(state): State<AppState>,

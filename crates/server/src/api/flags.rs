@@ -12,6 +12,7 @@ use dimmer_engine::{Flag, FlagSet, Severity};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::openapi::schemas as doc;
 use crate::auth::Principal;
 use crate::error::{ApiError, Code, Json};
 use crate::state::AppState;
@@ -61,12 +62,29 @@ fn flag_response(status: StatusCode, record: &FlagRecord) -> Response {
     response
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Include archived flags.
     #[serde(default)]
     archived: bool,
 }
 
+/// Lists flags by key; archived ones only with `?archived=true`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/flags",
+    tag = "flags",
+    operation_id = "listFlags",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The flags", body = doc::FlagList),
+        (status = 400, description = "A malformed query", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "An sdk token", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn list(
     principal: Principal,
     State(state): State<AppState>,
@@ -78,6 +96,22 @@ async fn list(
     Ok(Json(json!({ "flags": views })).into_response())
 }
 
+/// One flag, archived or not.
+#[utoipa::path(
+    get,
+    path = "/api/v1/flags/{key}",
+    tag = "flags",
+    operation_id = "getFlag",
+    params(("key" = String, Path, description = "The flag key (percent-encoded if need be)")),
+    responses(
+        (status = 200, description = "The flag", body = doc::FlagView,
+            headers(("ETag" = String, description = "The flag's version, `\"N\"`"))),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "An sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No such flag", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn read(
     principal: Principal,
     State(state): State<AppState>,
@@ -171,6 +205,28 @@ async fn validate(state: &AppState, key: &str, flag: &Flag) -> Result<(), ApiErr
     Err(ApiError::new(Code::ValidationFailed, summary.join("; ")).with_details(json!({ "errors": errors })))
 }
 
+/// Creates a flag at version 1; a new boolean flag is off everywhere.
+///
+/// The flag is validated through the engine's compile step in every environment.
+#[utoipa::path(
+    post,
+    path = "/api/v1/flags",
+    tag = "flags",
+    operation_id = "createFlag",
+    params(("X-Dimmer-Reason" = Option<String>, Header, description = "Why, for the audit log (takes precedence over the body's `reason`)")),
+    request_body = doc::FlagCreate,
+    responses(
+        (status = 201, description = "Created", body = doc::FlagView,
+            headers(("ETag" = String, description = "The flag's version, `\"1\"`"))),
+        (status = 400, description = "Not JSON, or not a flag (the message names the field)", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+        (status = 409, description = "The key is taken (archived flags included)", body = doc::ErrorBody),
+        (status = 413, description = "The body is over 1 MiB", body = doc::ErrorBody),
+        (status = 422, description = "Invalid key or flag; `details.errors` lists every `{path, message}`", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn create(
     principal: Principal,
     State(state): State<AppState>,
@@ -191,6 +247,33 @@ async fn create(
     Ok(flag_response(StatusCode::CREATED, &record))
 }
 
+/// Replaces a flag's definition, if `If-Match` names its current version.
+#[utoipa::path(
+    put,
+    path = "/api/v1/flags/{key}",
+    tag = "flags",
+    operation_id = "updateFlag",
+    params(
+        ("key" = String, Path, description = "The flag key"),
+        ("If-Match" = String, Header, description = "The version read (`ETag` of a GET): `\"3\"`, `3` or `W/\"3\"`"),
+        ("X-Dimmer-Reason" = Option<String>, Header, description = "Why, for the audit log (takes precedence over the body's `reason`)"),
+    ),
+    request_body = doc::FlagUpdate,
+    responses(
+        (status = 200, description = "Updated", body = doc::FlagView,
+            headers(("ETag" = String, description = "The flag's new version"))),
+        (status = 400, description = "Not JSON, not a flag, or a malformed `If-Match`", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No such flag", body = doc::ErrorBody),
+        (status = 412, description = "`If-Match` is stale; `details.current` and `ETag` give the current version", body = doc::ErrorBody,
+            headers(("ETag" = String, description = "The current version"))),
+        (status = 413, description = "The body is over 1 MiB", body = doc::ErrorBody),
+        (status = 422, description = "Invalid flag, or a body key that differs from the URL's", body = doc::ErrorBody),
+        (status = 428, description = "No `If-Match`", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn update(
     principal: Principal,
     State(state): State<AppState>,
@@ -214,9 +297,11 @@ async fn update(
     Ok(flag_response(StatusCode::OK, &record))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The optional body of archive and restore.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReasonBody {
+pub(super) struct ReasonBody {
+    /// Why, for the audit log (the `X-Dimmer-Reason` header takes precedence).
     #[serde(default)]
     reason: Option<String>,
 }
@@ -245,6 +330,30 @@ async fn set_archived(
     Ok(flag_response(StatusCode::OK, &record))
 }
 
+/// Archives a flag: it leaves SDK snapshots. `If-Match` is optional.
+#[utoipa::path(
+    post,
+    path = "/api/v1/flags/{key}/archive",
+    tag = "flags",
+    operation_id = "archiveFlag",
+    params(
+        ("key" = String, Path, description = "The flag key"),
+        ("If-Match" = Option<String>, Header, description = "Optional: the version read"),
+        ("X-Dimmer-Reason" = Option<String>, Header, description = "Why, for the audit log (takes precedence over the body's `reason`)"),
+    ),
+    request_body(content = ref("#/components/schemas/ReasonBody"), description = "Optional; an empty body carries no reason"),
+    responses(
+        (status = 200, description = "Archived (or already archived)", body = doc::FlagView,
+            headers(("ETag" = String, description = "The flag's version"))),
+        (status = 400, description = "A malformed body or `If-Match`", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No such flag", body = doc::ErrorBody),
+        (status = 412, description = "`If-Match` is stale", body = doc::ErrorBody,
+            headers(("ETag" = String, description = "The current version"))),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn archive(
     principal: Principal,
     State(state): State<AppState>,
@@ -255,6 +364,30 @@ async fn archive(
     set_archived(principal, state, key, headers, body, true).await
 }
 
+/// Restores an archived flag. `If-Match` is optional.
+#[utoipa::path(
+    post,
+    path = "/api/v1/flags/{key}/restore",
+    tag = "flags",
+    operation_id = "restoreFlag",
+    params(
+        ("key" = String, Path, description = "The flag key"),
+        ("If-Match" = Option<String>, Header, description = "Optional: the version read"),
+        ("X-Dimmer-Reason" = Option<String>, Header, description = "Why, for the audit log (takes precedence over the body's `reason`)"),
+    ),
+    request_body(content = ref("#/components/schemas/ReasonBody"), description = "Optional; an empty body carries no reason"),
+    responses(
+        (status = 200, description = "Restored (or not archived)", body = doc::FlagView,
+            headers(("ETag" = String, description = "The flag's version"))),
+        (status = 400, description = "A malformed body or `If-Match`", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No such flag", body = doc::ErrorBody),
+        (status = 412, description = "`If-Match` is stale", body = doc::ErrorBody,
+            headers(("ETag" = String, description = "The current version"))),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn restore(
     principal: Principal,
     State(state): State<AppState>,
@@ -266,6 +399,33 @@ async fn restore(
 }
 
 /// Replaces one environment's configuration (targeting, rules, default serve), with `If-Match`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/flags/{key}/environments/{env}",
+    tag = "flags",
+    operation_id = "putFlagEnvironment",
+    params(
+        ("key" = String, Path, description = "The flag key"),
+        ("env" = String, Path, description = "The environment name"),
+        ("If-Match" = String, Header, description = "The flag version read: `\"3\"`, `3` or `W/\"3\"`"),
+        ("X-Dimmer-Reason" = Option<String>, Header, description = "Why, for the audit log (takes precedence over the body's `reason`)"),
+    ),
+    request_body = doc::EnvironmentConfigUpdate,
+    responses(
+        (status = 200, description = "Updated", body = doc::FlagView,
+            headers(("ETag" = String, description = "The flag's new version"))),
+        (status = 400, description = "Not JSON, not an environment configuration, or a malformed `If-Match`", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No such flag", body = doc::ErrorBody),
+        (status = 412, description = "`If-Match` is stale", body = doc::ErrorBody,
+            headers(("ETag" = String, description = "The current version"))),
+        (status = 413, description = "The body is over 1 MiB", body = doc::ErrorBody),
+        (status = 422, description = "Invalid configuration or unknown environment; `details.errors` lists them", body = doc::ErrorBody),
+        (status = 428, description = "No `If-Match`", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn put_environment(
     principal: Principal,
     State(state): State<AppState>,
@@ -290,16 +450,41 @@ async fn put_environment(
     Ok(flag_response(StatusCode::OK, &record))
 }
 
-#[derive(Debug, Deserialize)]
+/// Turns a flag on or off in one environment.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ToggleBody {
+    /// On or off.
     enabled: bool,
+    /// Why, for the audit log (the `X-Dimmer-Reason` header takes precedence).
     #[serde(default)]
     reason: Option<String>,
 }
 
 /// Turns a flag on or off in one environment. Idempotent, and it never fails on a concurrent
 /// edit: it re-reads and retries, because switching off must always go through.
+#[utoipa::path(
+    post,
+    path = "/api/v1/flags/{key}/environments/{env}/toggle",
+    tag = "flags",
+    operation_id = "toggleFlag",
+    params(
+        ("key" = String, Path, description = "The flag key"),
+        ("env" = String, Path, description = "The environment name"),
+        ("X-Dimmer-Reason" = Option<String>, Header, description = "Why, for the audit log (takes precedence over the body's `reason`)"),
+    ),
+    request_body = ToggleBody,
+    responses(
+        (status = 200, description = "The flag, now on or off there", body = doc::FlagView,
+            headers(("ETag" = String, description = "The flag's version"))),
+        (status = 400, description = "Not JSON or not `{\"enabled\": bool}`", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No such flag or environment", body = doc::ErrorBody),
+        (status = 412, description = "The flag kept changing through 16 attempts", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn toggle(
     principal: Principal,
     State(state): State<AppState>,

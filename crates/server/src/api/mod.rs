@@ -3,6 +3,7 @@
 mod admin;
 mod flags;
 mod ofrep;
+mod openapi;
 mod sdk;
 mod system;
 
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sdk::router())
         .merge(ofrep::router())
         .merge(system::router())
+        .merge(openapi::router())
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -15,6 +15,7 @@ use dimmer_engine::{CompiledFlags, Context, ErrorCode, Reason, evaluate};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::openapi::schemas as doc;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -23,8 +24,10 @@ pub(super) fn router() -> Router<AppState> {
     Router::new().route("/ofrep/v1/evaluate/flags/{key}", post(single)).route("/ofrep/v1/evaluate/flags", post(bulk))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EnvQuery {
+    /// The environment, for admin, writer and reader tokens (an sdk token evaluates its own).
     env: Option<String>,
 }
 
@@ -90,6 +93,28 @@ fn evaluate_one(flags: &CompiledFlags, key: &str, ctx: &Context) -> Result<Value
     Ok(Value::Object(out))
 }
 
+/// Evaluates one flag for a context (OFREP `evaluateFlag`).
+#[utoipa::path(
+    post,
+    path = "/ofrep/v1/evaluate/flags/{key}",
+    tag = "ofrep",
+    operation_id = "evaluateFlag",
+    params(
+        ("key" = String, Path, description = "The flag key (may be percent-encoded)"),
+        EnvQuery,
+    ),
+    request_body(content = ref("#/components/schemas/OfrepEvaluationRequest"), description = "Optional: the evaluation context; an empty body is an empty context"),
+    responses(
+        (status = 200, description = "Evaluated", body = doc::OfrepEvaluationSuccess),
+        (status = 400, description = "`TARGETING_KEY_MISSING`, `INVALID_CONTEXT`, `PARSE_ERROR` or `GENERAL` (OFREP's shape), or a non-sdk token without `?env=` (`ErrorBody`)",
+            body = doc::OfrepFailureOrError),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "An sdk token asking for another environment", body = doc::ErrorBody),
+        (status = 404, description = "`FLAG_NOT_FOUND` (OFREP's shape), or no such environment (`ErrorBody`)",
+            body = doc::OfrepFailureOrError),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn single(
     principal: Principal,
     State(state): State<AppState>,
@@ -114,6 +139,30 @@ async fn single(
     })
 }
 
+/// Evaluates every flag of the environment for a context (OFREP `evaluateFlagsBulk`).
+#[utoipa::path(
+    post,
+    path = "/ofrep/v1/evaluate/flags",
+    tag = "ofrep",
+    operation_id = "evaluateFlagsBulk",
+    params(
+        EnvQuery,
+        ("If-None-Match" = Option<String>, Header, description = "The `ETag` of the evaluation held: 304 if the configuration is unchanged"),
+    ),
+    request_body(content = ref("#/components/schemas/OfrepEvaluationRequest"), description = "Optional: the evaluation context; an empty body is an empty context"),
+    responses(
+        (status = 200, description = "Every flag evaluated; failures are listed with their `errorCode`", body = doc::OfrepBulkEvaluationSuccess,
+            headers(("ETag" = String, description = "Names the environment's revision"))),
+        (status = 304, description = "`If-None-Match` names the current configuration",
+            headers(("ETag" = String, description = "Names the environment's revision"))),
+        (status = 400, description = "`INVALID_CONTEXT` (OFREP's shape), or a non-sdk token without `?env=` (`ErrorBody`)",
+            body = doc::OfrepBulkFailureOrError),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "An sdk token asking for another environment", body = doc::ErrorBody),
+        (status = 404, description = "No such environment", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn bulk(
     principal: Principal,
     State(state): State<AppState>,

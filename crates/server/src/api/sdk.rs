@@ -21,6 +21,7 @@ use axum::routing::get;
 use futures::Stream;
 use serde::Deserialize;
 
+use super::openapi::schemas as doc;
 use crate::auth::Principal;
 use crate::error::{ApiError, Code};
 use crate::state::{AppState, EnvSnapshot, Patch, patches};
@@ -35,8 +36,10 @@ pub(super) fn router() -> Router<AppState> {
     Router::new().route("/api/v1/sdk/config", get(config)).route("/api/v1/sdk/stream", get(stream))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EnvQuery {
+    /// The environment, for admin, writer and reader tokens (an sdk token reads its own).
     env: Option<String>,
 }
 
@@ -53,6 +56,30 @@ pub(crate) fn environment_of(principal: &Principal, requested: Option<String>) -
     }
 }
 
+/// The environment's snapshot: every non-archived flag and every segment at one revision.
+///
+/// An sdk token reads its own environment; admin, writer and reader tokens name one with `?env=`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sdk/config",
+    tag = "sdk",
+    operation_id = "getSdkConfig",
+    params(
+        EnvQuery,
+        ("If-None-Match" = Option<String>, Header, description = "The `ETag` of the snapshot held: 304 if it is still current"),
+    ),
+    responses(
+        (status = 200, description = "The snapshot", body = doc::Snapshot,
+            headers(("ETag" = String, description = "Names the environment's revision"))),
+        (status = 304, description = "`If-None-Match` names the current snapshot",
+            headers(("ETag" = String, description = "Names the environment's revision"))),
+        (status = 400, description = "A non-sdk token without `?env=`", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "An sdk token asking for another environment", body = doc::ErrorBody),
+        (status = 404, description = "No such environment", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn config(
     principal: Principal,
     State(state): State<AppState>,
@@ -101,6 +128,32 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// The environment's changes as server-sent events.
+///
+/// On connect, `event: snapshot` (`id:` the revision, `data:` a `Snapshot`). Then one
+/// `event: patch` per revision, `id:` the revision, `data: {"revision", "flags": {key: flag or
+/// null}, "segments": {key: segment or null}}` (null: archived or deleted). `Last-Event-ID: N`
+/// resumes with only what changed after N, or a snapshot when the change feed no longer reaches
+/// back. Heartbeat comments every 15 s; `event: shutdown` when the server stops.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sdk/stream",
+    tag = "sdk",
+    operation_id = "streamSdkChanges",
+    params(
+        EnvQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "The last revision received: resume after it"),
+    ),
+    responses(
+        (status = 200, description = "An endless `text/event-stream` of `snapshot`, `patch` and `shutdown` events",
+            content_type = "text/event-stream", body = String),
+        (status = 400, description = "A non-sdk token without `?env=`", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "An sdk token asking for another environment", body = doc::ErrorBody),
+        (status = 404, description = "No such environment", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
 async fn stream(
     principal: Principal,
     State(state): State<AppState>,

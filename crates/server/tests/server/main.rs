@@ -8,6 +8,7 @@
 
 mod api;
 mod ofrep;
+mod openapi;
 mod store_contract;
 mod stream;
 mod support;
