@@ -100,7 +100,7 @@ pub struct SegmentRecord {
 }
 
 /// An environment and its revision (bumped by every change that affects it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Environment {
     /// The environment name.
     pub name: String,
@@ -142,7 +142,7 @@ pub struct ChangedItem {
 }
 
 /// One audit-log entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Increasing id.
     pub id: i64,
@@ -182,7 +182,7 @@ pub struct AuditFilter {
 }
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Everything.
@@ -213,7 +213,7 @@ impl Scope {
 }
 
 /// A stored token: never the token itself, only its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenRecord {
     /// A unique name, used as the actor in the audit log.
     pub name: String,
@@ -232,6 +232,30 @@ pub struct TokenRecord {
 
 /// Result alias for storage operations.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+impl From<sqlx::Error> for StoreError {
+    /// The stores check keys and names explicitly inside their transactions, so both backends
+    /// answer alike; this catches the unique violations no check can name in advance (a second
+    /// token with the same hash), on either backend, as `AlreadyExists` rather than a 500.
+    fn from(e: sqlx::Error) -> Self {
+        let Some(db) = e.as_database_error().filter(|d| d.is_unique_violation()) else {
+            return StoreError::Database(e);
+        };
+        // PostgreSQL names the table; SQLite only says "UNIQUE constraint failed: table.column".
+        let message = db.message();
+        let target = message.rsplit_once(": ").map(|(_, t)| t).unwrap_or_default();
+        let table = db.table().or_else(|| target.split_once('.').map(|(t, _)| t)).unwrap_or_default();
+        let kind = match table {
+            "flags" => "flag",
+            "segments" => "segment",
+            "environments" => "environment",
+            "tokens" => "token",
+            _ => "record",
+        };
+        let key = db.constraint().unwrap_or(target).to_owned();
+        StoreError::AlreadyExists { kind, key }
+    }
+}
 
 /// Durable storage for the server. Implementations: [`sqlite::SqliteStore`] and
 /// [`postgres::PostgresStore`]; the contract tests run against both.

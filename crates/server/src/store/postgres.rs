@@ -1,7 +1,7 @@
 //! The PostgreSQL store, for several replicas on one database. Writes take row locks (the
-//! environments' revision rows serialize them across replicas); every commit also sends
-//! `NOTIFY dimmer_changes`, and a listener task owned by the store relays other replicas'
-//! changes to this process's subscribers.
+//! environments' revision rows serialize them across replicas); every commit also sends a
+//! notification (`dimmer_changes`, or a per-schema channel), and a listener task owned by the
+//! store relays other replicas' changes to this process's subscribers.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dimmer_engine::{Flag, FlagSet, Segment};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::broadcast;
@@ -19,8 +20,11 @@ use super::{
     Store, StoreError, StoreResult, TokenRecord, flag_json, now_ms, single_changed_environment,
 };
 
-/// The notification channel shared by every replica.
+/// The notification channel shared by every replica of an installation in the `public`
+/// schema; other schemas get their own (see [`channel_for`]).
 const CHANNEL: &str = "dimmer_changes";
+/// PostgreSQL's longest identifier, in bytes; a longer channel name is an error in `pg_notify`.
+const MAX_IDENTIFIER: usize = 63;
 /// The change feed keeps this many revisions per environment for stream resumption.
 const FEED_KEEP: i64 = 10_000;
 
@@ -29,6 +33,8 @@ const FEED_KEEP: i64 = 10_000;
 pub struct PostgresStore {
     pool: PgPool,
     changes: broadcast::Sender<Change>,
+    /// Where this installation's commits are announced.
+    channel: String,
     listener: JoinHandle<()>,
 }
 
@@ -40,7 +46,22 @@ impl Drop for PostgresStore {
 }
 
 fn db(e: sqlx::Error) -> StoreError {
-    StoreError::Database(e)
+    StoreError::from(e)
+}
+
+/// The notification channel of the installation in `schema`. NOTIFY is database-wide, so
+/// installations (and test runs) in different schemas of one database must not share a channel:
+/// each would take the others' revisions for its own.
+fn channel_for(schema: &str) -> String {
+    if schema == "public" {
+        return CHANNEL.to_owned();
+    }
+    let named = format!("{CHANNEL}_{schema}");
+    if named.len() <= MAX_IDENTIFIER {
+        return named;
+    }
+    let digest = hex::encode(Sha256::digest(schema.as_bytes()));
+    format!("{CHANNEL}_{}", &digest[..32])
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -84,12 +105,18 @@ impl PostgresStore {
             .await
             .map_err(db)?;
         sqlx::migrate!("migrations/postgres").run(&pool).await.map_err(|e| corrupt("migrations", e))?;
+        let schema: String = sqlx::query("SELECT current_schema()").fetch_one(&pool).await.map_err(db)?.get(0);
+        let channel = channel_for(&schema);
+        // LISTEN before returning: a commit by another replica right after `connect` returns
+        // must reach this store's subscribers.
+        let mut listener = PgListener::connect_with(&pool).await.map_err(db)?;
+        listener.listen(&channel).await.map_err(db)?;
         let (changes, _) = broadcast::channel(1024);
-        let listener = tokio::spawn(listen(pool.clone(), changes.clone()));
-        Ok(Self { pool, changes, listener })
+        let listener = tokio::spawn(listen(listener, pool.clone(), channel.clone(), changes.clone()));
+        Ok(Self { pool, changes, channel, listener })
     }
 
-    async fn bump_all(conn: &mut PgConnection, kind: &str, key: &str) -> StoreResult<Vec<Change>> {
+    async fn bump_all(&self, conn: &mut PgConnection, kind: &str, key: &str) -> StoreResult<Vec<Change>> {
         // Lock the revision rows in one order in every writer, so concurrent writers queue
         // instead of deadlocking.
         sqlx::query("SELECT name FROM environments ORDER BY name FOR UPDATE").execute(&mut *conn).await.map_err(db)?;
@@ -97,10 +124,11 @@ impl PostgresStore {
             .fetch_all(&mut *conn)
             .await
             .map_err(db)?;
-        let mut changes = Vec::with_capacity(rows.len());
-        for row in rows {
-            let environment: String = row.get(0);
-            let revision: i64 = row.get(1);
+        // RETURNING comes in storage order; announce in name order, the same on every commit.
+        let mut bumped: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        bumped.sort();
+        let mut changes = Vec::with_capacity(bumped.len());
+        for (environment, revision) in bumped {
             sqlx::query("INSERT INTO changes (environment, revision, kind, key) VALUES ($1, $2, $3, $4)")
                 .bind(&environment)
                 .bind(revision)
@@ -117,8 +145,8 @@ impl PostgresStore {
                 .map_err(db)?;
             // Delivered to the other replicas when (and only if) the transaction commits.
             sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CHANNEL)
-                .bind(format!("{revision}:{environment}"))
+                .bind(&self.channel)
+                .bind(format!("{environment}:{revision}"))
                 .execute(&mut *conn)
                 .await
                 .map_err(db)?;
@@ -174,6 +202,7 @@ impl PostgresStore {
     }
 
     async fn save_flag(
+        &self,
         conn: &mut PgConnection,
         before: &FlagRecord,
         flag: &Flag,
@@ -205,43 +234,60 @@ impl PostgresStore {
             after: Some(flag_json(&after)),
         };
         Self::audit(conn, meta, entry).await?;
-        let changes = Self::bump_all(conn, "flag", &before.key).await?;
+        let changes = self.bump_all(conn, "flag", &before.key).await?;
         Ok((after, changes))
     }
 }
 
 /// Relays every replica's commits (this one's included; subscribers dedupe by revision) until
-/// the store is dropped, reconnecting after errors.
-async fn listen(pool: PgPool, changes: broadcast::Sender<Change>) {
+/// the store is dropped (which aborts this task), reconnecting after errors.
+async fn listen(mut listener: PgListener, pool: PgPool, channel: String, changes: broadcast::Sender<Change>) {
     loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(l) => l,
+        match listener.try_recv().await {
+            Ok(Some(n)) => {
+                // `environment:revision`; environment names may hold a colon, revisions not.
+                if let Some((environment, revision)) = n.payload().rsplit_once(':')
+                    && let Ok(revision) = revision.parse::<i64>()
+                {
+                    let _ = changes.send(Change { environment: environment.to_owned(), revision });
+                }
+            }
+            // The connection dropped and the listener reconnected: whatever was announced in
+            // between is lost, so announce the current revisions instead.
+            Ok(None) => catch_up(&pool, &changes).await,
             Err(e) => {
-                tracing::warn!(error = %e, "change listener cannot connect; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if let Err(e) = listener.listen(CHANNEL).await {
-            tracing::warn!(error = %e, "LISTEN failed; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        loop {
-            match listener.recv().await {
-                Ok(n) => {
-                    if let Some((revision, environment)) = n.payload().split_once(':')
-                        && let Ok(revision) = revision.parse::<i64>()
-                    {
-                        let _ = changes.send(Change { environment: environment.to_owned(), revision });
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "change listener lost its connection; reconnecting");
-                    break;
-                }
+                tracing::warn!(error = %e, "change listener failed; reconnecting");
+                listener = reconnect(&pool, &channel).await;
+                catch_up(&pool, &changes).await;
             }
         }
+    }
+}
+
+/// A fresh listener on `channel`, retrying every second until the database answers.
+async fn reconnect(pool: &PgPool, channel: &str) -> PgListener {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match PgListener::connect_with(pool).await {
+            Ok(mut listener) => match listener.listen(channel).await {
+                Ok(()) => return listener,
+                Err(e) => tracing::warn!(error = %e, "LISTEN failed; retrying"),
+            },
+            Err(e) => tracing::warn!(error = %e, "change listener cannot connect; retrying"),
+        }
+    }
+}
+
+/// Publishes every environment's current revision, covering notifications missed while the
+/// listener was away (subscribers ignore revisions they already have).
+async fn catch_up(pool: &PgPool, changes: &broadcast::Sender<Change>) {
+    match sqlx::query("SELECT name, revision FROM environments ORDER BY name").fetch_all(pool).await {
+        Ok(rows) => {
+            for row in rows {
+                let _ = changes.send(Change { environment: row.get(0), revision: row.get(1) });
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read revisions after reconnecting"),
     }
 }
 
@@ -376,7 +422,7 @@ impl Store for PostgresStore {
             after: Some(flag_json(&record)),
         };
         Self::audit(&mut tx, meta, entry).await?;
-        let changes = Self::bump_all(&mut tx, "flag", key).await?;
+        let changes = self.bump_all(&mut tx, "flag", key).await?;
         tx.commit().await.map_err(db)?;
         self.publish(changes);
         Ok(record)
@@ -396,7 +442,7 @@ impl Store for PostgresStore {
         if before.version != expected_version {
             return Err(StoreError::VersionMismatch { expected: expected_version, current: before.version });
         }
-        let (after, changes) = Self::save_flag(&mut tx, &before, flag, before.archived, "flag.update", meta).await?;
+        let (after, changes) = self.save_flag(&mut tx, &before, flag, before.archived, "flag.update", meta).await?;
         tx.commit().await.map_err(db)?;
         self.publish(changes);
         Ok(after)
@@ -423,7 +469,7 @@ impl Store for PostgresStore {
         }
         let action = if archived { "flag.archive" } else { "flag.restore" };
         let flag = before.flag.clone();
-        let (after, changes) = Self::save_flag(&mut tx, &before, &flag, archived, action, meta).await?;
+        let (after, changes) = self.save_flag(&mut tx, &before, &flag, archived, action, meta).await?;
         tx.commit().await.map_err(db)?;
         self.publish(changes);
         Ok(after)
@@ -463,7 +509,7 @@ impl Store for PostgresStore {
         let entry =
             Audit { action: "segment.create", environment: None, flag: None, segment: Some(key), before: None, after };
         Self::audit(&mut tx, meta, entry).await?;
-        let changes = Self::bump_all(&mut tx, "segment", key).await?;
+        let changes = self.bump_all(&mut tx, "segment", key).await?;
         tx.commit().await.map_err(db)?;
         self.publish(changes);
         Ok(SegmentRecord { key: key.into(), segment: segment.clone(), version: 1, created_at: now, updated_at: now })
@@ -501,7 +547,7 @@ impl Store for PostgresStore {
             after: serde_json::to_value(segment).ok(),
         };
         Self::audit(&mut tx, meta, entry).await?;
-        let changes = Self::bump_all(&mut tx, "segment", key).await?;
+        let changes = self.bump_all(&mut tx, "segment", key).await?;
         tx.commit().await.map_err(db)?;
         self.publish(changes);
         Ok(SegmentRecord { segment: segment.clone(), version: before.version + 1, updated_at: now, ..before })
@@ -525,7 +571,7 @@ impl Store for PostgresStore {
             after: None,
         };
         Self::audit(&mut tx, meta, entry).await?;
-        let changes = Self::bump_all(&mut tx, "segment", key).await?;
+        let changes = self.bump_all(&mut tx, "segment", key).await?;
         tx.commit().await.map_err(db)?;
         self.publish(changes);
         Ok(())

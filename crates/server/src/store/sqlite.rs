@@ -32,7 +32,7 @@ pub struct SqliteStore {
 }
 
 fn db(e: sqlx::Error) -> StoreError {
-    StoreError::Database(e)
+    StoreError::from(e)
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -66,16 +66,26 @@ impl SqliteStore {
         Ok(Self { pool, writer: Mutex::new(()), changes })
     }
 
+    /// Starts a write transaction. `BEGIN IMMEDIATE` takes the write lock up front: a deferred
+    /// transaction that reads and then writes fails with `SQLITE_BUSY_SNAPSHOT` (which no busy
+    /// timeout retries) when another connection to the file committed in between, e.g. a
+    /// second store opened on the same file. Callers hold `writer` first, so in one store the
+    /// lock is always free.
+    async fn write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)
+    }
+
     /// Bumps every environment's revision and records `kind`/`key` in the feed.
     async fn bump_all(conn: &mut SqliteConnection, kind: &str, key: &str) -> StoreResult<Vec<Change>> {
         let rows = sqlx::query("UPDATE environments SET revision = revision + 1 RETURNING name, revision")
             .fetch_all(&mut *conn)
             .await
             .map_err(db)?;
-        let mut changes = Vec::with_capacity(rows.len());
-        for row in rows {
-            let environment: String = row.get(0);
-            let revision: i64 = row.get(1);
+        // RETURNING comes in storage order; announce in name order, the same on every commit.
+        let mut bumped: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        bumped.sort();
+        let mut changes = Vec::with_capacity(bumped.len());
+        for (environment, revision) in bumped {
             sqlx::query("INSERT INTO changes (environment, revision, kind, key) VALUES (?, ?, ?, ?)")
                 .bind(&environment)
                 .bind(revision)
@@ -240,7 +250,7 @@ impl Store for SqliteStore {
 
     async fn create_environment(&self, name: &str, meta: &ChangeMeta) -> StoreResult<Environment> {
         let _w = self.writer.lock().await;
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         let exists = sqlx::query("SELECT 1 FROM environments WHERE name = ?")
             .bind(name)
             .fetch_optional(&mut *tx)
@@ -287,7 +297,7 @@ impl Store for SqliteStore {
 
     async fn create_flag(&self, key: &str, flag: &Flag, meta: &ChangeMeta) -> StoreResult<FlagRecord> {
         let _w = self.writer.lock().await;
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         if Self::flag_in(&mut tx, key).await?.is_some() {
             return Err(StoreError::AlreadyExists { kind: "flag", key: key.into() });
         }
@@ -334,7 +344,7 @@ impl Store for SqliteStore {
         meta: &ChangeMeta,
     ) -> StoreResult<FlagRecord> {
         let _w = self.writer.lock().await;
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         let before =
             Self::flag_in(&mut tx, key).await?.ok_or_else(|| StoreError::NotFound { kind: "flag", key: key.into() })?;
         if before.version != expected_version {
@@ -354,7 +364,7 @@ impl Store for SqliteStore {
         meta: &ChangeMeta,
     ) -> StoreResult<FlagRecord> {
         let _w = self.writer.lock().await;
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         let before =
             Self::flag_in(&mut tx, key).await?.ok_or_else(|| StoreError::NotFound { kind: "flag", key: key.into() })?;
         if let Some(expected) = expected_version
@@ -388,7 +398,7 @@ impl Store for SqliteStore {
 
     async fn create_segment(&self, key: &str, segment: &Segment, meta: &ChangeMeta) -> StoreResult<SegmentRecord> {
         let _w = self.writer.lock().await;
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         if Self::segment_in(&mut tx, key).await?.is_some() {
             return Err(StoreError::AlreadyExists { kind: "segment", key: key.into() });
         }
@@ -420,7 +430,7 @@ impl Store for SqliteStore {
         meta: &ChangeMeta,
     ) -> StoreResult<SegmentRecord> {
         let _w = self.writer.lock().await;
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         let before = Self::segment_in(&mut tx, key)
             .await?
             .ok_or_else(|| StoreError::NotFound { kind: "segment", key: key.into() })?;
@@ -453,7 +463,7 @@ impl Store for SqliteStore {
 
     async fn delete_segment(&self, key: &str, expected_version: i64, meta: &ChangeMeta) -> StoreResult<()> {
         let _w = self.writer.lock().await;
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         let before = Self::segment_in(&mut tx, key)
             .await?
             .ok_or_else(|| StoreError::NotFound { kind: "segment", key: key.into() })?;
@@ -581,7 +591,7 @@ impl Store for SqliteStore {
 
     async fn create_token(&self, token: &TokenRecord, meta: &ChangeMeta) -> StoreResult<()> {
         let _w = self.writer.lock().await;
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         let exists = sqlx::query("SELECT 1 FROM tokens WHERE name = ?")
             .bind(&token.name)
             .fetch_optional(&mut *tx)
@@ -635,7 +645,7 @@ impl Store for SqliteStore {
 
     async fn revoke_token(&self, name: &str, meta: &ChangeMeta) -> StoreResult<()> {
         let _w = self.writer.lock().await;
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         let done = sqlx::query("UPDATE tokens SET revoked = 1 WHERE name = ?")
             .bind(name)
             .execute(&mut *tx)

@@ -1,6 +1,7 @@
 //! The storage contract, written once and run against SQLite and PostgreSQL. PostgreSQL comes
-//! from `DIMMER_TEST_DATABASE_URL` (set by `.ci/run`); each run uses a fresh schema. Without the
-//! variable the PostgreSQL half fails in CI and warns loudly elsewhere.
+//! from `DIMMER_TEST_DATABASE_URL` (set by `.ci/run`); each test uses a fresh schema, dropped
+//! afterwards even when the test fails. Without the variable the PostgreSQL half fails in CI and
+//! warns loudly elsewhere. A few backend-specific tests follow the generic suite.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,9 @@ use std::time::Duration;
 use dimmer_engine::{Flag, Segment};
 use dimmer_server::store::postgres::PostgresStore;
 use dimmer_server::store::sqlite::SqliteStore;
-use dimmer_server::store::{AuditFilter, ChangeMeta, DEFAULT_ENVIRONMENTS, Scope, Store, StoreError, TokenRecord};
+use dimmer_server::store::{
+    AuditFilter, Change, ChangeMeta, DEFAULT_ENVIRONMENTS, Scope, Store, StoreError, TokenRecord,
+};
 use serde_json::json;
 
 use crate::support::TempDir;
@@ -86,8 +89,12 @@ macro_rules! contract {
                 async fn $name() {
                     let Some(pg) = super::PgSchema::new() else { return };
                     let store = pg.store().await;
-                    super::$name(store).await;
+                    // Run in a task so that a failing test still drops its schema.
+                    let outcome = tokio::spawn(super::$name(store)).await;
                     pg.drop_schema().await;
+                    if let Err(e) = outcome {
+                        std::panic::resume_unwind(e.into_panic());
+                    }
                 }
             )*
         }
@@ -105,6 +112,8 @@ contract!(
     audit_entries_record_actor_reason_and_diff_and_filter,
     tokens_are_stored_hashed_found_listed_and_revoked,
     concurrent_writers_of_one_version_produce_exactly_one_winner,
+    refused_writes_leave_no_trace,
+    every_kind_of_write_is_audited_under_its_action,
 );
 
 async fn first_start_creates_the_default_environments_once(store: Arc<dyn Store>) {
@@ -192,6 +201,8 @@ async fn every_write_bumps_every_revision_and_lands_in_the_feed(store: Arc<dyn S
     assert_eq!(seen, [(1, "flag", "a"), (2, "flag", "a"), (3, "segment", "s")]);
     assert_eq!(store.changes_since("production", before + 3).await.unwrap(), Some(Vec::new()));
     assert_eq!(store.changes_since("production", before + 99).await.unwrap(), None, "a revision from the future");
+    assert!(matches!(store.changes_since("nowhere", 0).await, Err(StoreError::NotFound { kind: "environment", .. })));
+    assert_eq!(store.changes_since("staging", before + 1).await.unwrap().map(|i| i.len()), Some(2));
 }
 
 async fn subscribers_hear_of_each_commit(store: Arc<dyn Store>) {
@@ -241,6 +252,12 @@ async fn tokens_are_stored_hashed_found_listed_and_revoked(store: Arc<dyn Store>
     };
     store.create_token(&token, &meta("admin", None)).await.unwrap();
     assert!(matches!(store.create_token(&token, &meta("admin", None)).await, Err(StoreError::AlreadyExists { .. })));
+    // Another name with the same hash: only the database's unique index knows; same answer.
+    let twin = TokenRecord { name: "twin".into(), ..token.clone() };
+    assert!(matches!(
+        store.create_token(&twin, &meta("admin", None)).await,
+        Err(StoreError::AlreadyExists { kind: "token", .. })
+    ));
     let found = store.token_by_hash(&"ab".repeat(32)).await.unwrap().unwrap();
     assert_eq!((found.scope, found.environment.as_deref()), (Scope::Sdk, Some("production")));
     assert!(store.token_by_hash("00").await.unwrap().is_none());
@@ -292,4 +309,180 @@ async fn postgres_replicas_hear_each_others_commits() {
     assert_eq!(heard, Ok(true), "replica b did not hear a's commit within 2 s");
     drop((a, b));
     pg.drop_schema().await;
+}
+
+async fn refused_writes_leave_no_trace(store: Arc<dyn Store>) {
+    store.create_flag("f", &flag("one"), &meta("a", None)).await.unwrap();
+    store.create_segment("s", &Segment::default(), &meta("a", None)).await.unwrap();
+    let revision = store.snapshot("production").await.unwrap().revision;
+    let audited = store.audit(&AuditFilter::default()).await.unwrap().len();
+
+    let stale = meta("late", None);
+    assert!(store.update_flag("f", &flag("x"), 7, &stale).await.is_err());
+    assert!(store.set_flag_archived("f", true, Some(7), &stale).await.is_err());
+    assert!(store.create_flag("f", &flag("x"), &stale).await.is_err());
+    assert!(store.update_segment("s", &Segment::default(), 7, &stale).await.is_err());
+    assert!(store.delete_segment("s", 7, &stale).await.is_err());
+    assert!(matches!(store.delete_segment("nope", 1, &stale).await, Err(StoreError::NotFound { kind: "segment", .. })));
+    assert!(matches!(store.set_flag_archived("nope", true, None, &stale).await, Err(StoreError::NotFound { .. })));
+
+    assert_eq!(store.snapshot("production").await.unwrap().revision, revision);
+    assert_eq!(store.audit(&AuditFilter::default()).await.unwrap().len(), audited);
+    assert!(store.audit(&AuditFilter { actor: Some("late".into()), ..Default::default() }).await.unwrap().is_empty());
+    let f = store.get_flag("f").await.unwrap().unwrap();
+    assert_eq!((f.version, f.archived, f.flag.description.as_str()), (1, false, "one"));
+}
+
+async fn every_kind_of_write_is_audited_under_its_action(store: Arc<dyn Store>) {
+    let m = meta("ops", Some("why"));
+    store.create_environment("qa", &m).await.unwrap();
+    store.create_flag("f", &flag(""), &m).await.unwrap();
+    store.update_flag("f", &flag("flag-wide"), 1, &m).await.unwrap();
+    store.set_flag_archived("f", true, Some(2), &m).await.unwrap();
+    store.set_flag_archived("f", false, Some(3), &m).await.unwrap();
+    store.create_segment("s", &Segment::default(), &m).await.unwrap();
+    store.update_segment("s", &Segment { description: "d".into(), ..Segment::default() }, 1, &m).await.unwrap();
+    store.delete_segment("s", 2, &m).await.unwrap();
+    let token = TokenRecord {
+        name: "ci".into(),
+        scope: Scope::Writer,
+        environment: None,
+        hash: "cd".repeat(32),
+        created_at: 1,
+        revoked: false,
+    };
+    store.create_token(&token, &m).await.unwrap();
+    store.revoke_token("ci", &m).await.unwrap();
+
+    let entries = store.audit(&AuditFilter::default()).await.unwrap();
+    let actions: Vec<&str> = entries.iter().rev().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "environment.create",
+            "flag.create",
+            "flag.update",
+            "flag.archive",
+            "flag.restore",
+            "segment.create",
+            "segment.update",
+            "segment.delete",
+            "token.create",
+            "token.revoke",
+        ]
+    );
+    assert!(entries.iter().all(|e| e.actor == "ops" && e.reason.as_deref() == Some("why")));
+    assert!(entries.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let archive = entries.iter().find(|e| e.action == "flag.archive").unwrap();
+    assert_eq!((archive.environment.as_deref(), archive.flag.as_deref()), (None, Some("f")));
+    assert_eq!(archive.before.as_ref().unwrap()["archived"], json!(false));
+    assert_eq!(archive.after.as_ref().unwrap()["archived"], json!(true));
+    let deleted = entries.iter().find(|e| e.action == "segment.delete").unwrap();
+    assert_eq!((deleted.segment.as_deref(), deleted.after.as_ref()), (Some("s"), None));
+    assert_eq!(deleted.before.as_ref().unwrap()["description"], json!("d"));
+    assert!(entries.iter().all(|e| !e.after.as_ref().is_some_and(|a| a.to_string().contains(&"cd".repeat(32)))));
+
+    // Filters combine; flag-wide flag changes concern every environment.
+    let qa = store.audit(&AuditFilter { environment: Some("qa".into()), ..Default::default() }).await.unwrap();
+    assert!(qa.iter().any(|e| e.action == "environment.create"));
+    assert!(qa.iter().all(|e| e.environment.as_deref() == Some("qa") || e.flag.is_some()));
+    let qa_flag =
+        AuditFilter { environment: Some("qa".into()), flag: Some("f".into()), limit: 2, ..Default::default() };
+    let page = store.audit(&qa_flag).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["flag.restore", "flag.archive"]);
+    let nobody = AuditFilter { actor: Some("nobody".into()), flag: Some("f".into()), ..Default::default() };
+    assert!(store.audit(&nobody).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_stores_sharing_a_file_never_surface_busy_and_keep_what_they_acknowledged() {
+    let dir = TempDir::new("contract-shared");
+    let path = dir.0.join("dimmer.db");
+    let one: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let two: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    one.ensure_environments(&DEFAULT_ENVIRONMENTS).await.unwrap();
+    // Each store serializes its own writers; across stores only the file lock does.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = if i % 2 == 0 { one.clone() } else { two.clone() };
+        tasks.push(tokio::spawn(async move { store.create_flag(&format!("f{i}"), &flag(""), &meta("x", None)).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    drop((one, two));
+
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(reopened.list_flags(false).await.unwrap().len(), 20);
+    assert_eq!(reopened.snapshot("production").await.unwrap().revision, 20, "no lost or doubled revision");
+    let feed = reopened.changes_since("production", 0).await.unwrap().unwrap();
+    assert_eq!(feed.iter().map(|c| c.revision).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
+
+    use sqlx::Connection;
+    let mut raw = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut raw).await.unwrap();
+    assert_eq!(mode, "wal");
+}
+
+async fn next(rx: &mut tokio::sync::broadcast::Receiver<Change>) -> Change {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a change within 5 s").expect("open")
+}
+
+#[tokio::test]
+async fn postgres_notifications_stay_within_their_schema() {
+    let (Some(x), Some(y)) = (PgSchema::new(), PgSchema::new()) else { return };
+    let y = PgSchema { schema: format!("{}_y", y.schema), ..y };
+    let (x_store, y_writer, y_replica) = (x.store().await, y.store().await, y.store().await);
+    let outcome = tokio::spawn(async move {
+        let mut rx = y_replica.subscribe();
+        y_writer.create_flag("y1", &flag(""), &meta("y", None)).await.unwrap();
+        y_writer.create_flag("y2", &flag(""), &meta("y", None)).await.unwrap();
+        // Drain y's own announcements so far: every environment at revision 2.
+        let mut at_two = std::collections::HashSet::new();
+        while at_two.len() < DEFAULT_ENVIRONMENTS.len() {
+            let change = next(&mut rx).await;
+            if change.revision == 2 {
+                at_two.insert(change.environment);
+            }
+        }
+        // NOTIFY is delivered in commit order: were x's commit (revision 1) announced on y's
+        // channel, y's replica would hear it before y's next commit (revision 3).
+        x_store.create_flag("x1", &flag(""), &meta("x", None)).await.unwrap();
+        y_writer.create_flag("y3", &flag(""), &meta("y", None)).await.unwrap();
+        let heard = next(&mut rx).await;
+        assert_eq!(heard.revision, 3, "heard {heard:?}: a change from another schema");
+    })
+    .await;
+    x.drop_schema().await;
+    y.drop_schema().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+#[tokio::test]
+async fn postgres_replicas_writing_at_once_share_one_gapless_revision_sequence() {
+    let Some(pg) = PgSchema::new() else { return };
+    let (a, b) = (pg.store().await, pg.store().await);
+    let outcome = tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(
+                async move { store.create_flag(&format!("f{i}"), &flag(""), &meta("x", None)).await },
+            ));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        for env in DEFAULT_ENVIRONMENTS {
+            let feed = b.changes_since(env, 0).await.unwrap().unwrap();
+            assert_eq!(feed.iter().map(|c| c.revision).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>(), "{env}");
+        }
+    })
+    .await;
+    pg.drop_schema().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }
