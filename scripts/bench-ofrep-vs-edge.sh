@@ -38,7 +38,7 @@ for key, flag in flags.items():
 PY
 SDK=$(DIMMER_TOKEN=$ADMIN $DIMMER --server http://127.0.0.1:18080 --json token create bench --scope sdk --env production | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 
-$EDGE --port 18081 --interface 127.0.0.1 offline --bootstrap-file "$WORK/unleash.json" --frontend-tokens "bench-frontend" --client-tokens "bench-client" > "$WORK/edge.log" 2>&1 &
+$EDGE --port 18081 --interface 127.0.0.1 offline --bootstrap-file "$WORK/unleash.json" --frontend-tokens "*:development.benchfrontend" --client-tokens "*:development.benchclient" > "$WORK/edge.log" 2>&1 &
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18081/internal-backstage/health >/dev/null && break; sleep 0.1; done
 
 cat > "$WORK/dimmer.lua" <<LUA
@@ -56,7 +56,7 @@ LUA
 cat > "$WORK/edge.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "bench-frontend"
+wrk.headers["Authorization"] = "*:development.benchfrontend"
 local countries = {"us", "fr", "jp", "ca"}
 local n = 0
 request = function()
@@ -67,7 +67,7 @@ end
 LUA
 
 echo "sanity: dimmer  $(curl -s -X POST -H "Authorization: Bearer $SDK" -H 'Content-Type: application/json' -d '{"context":{"targetingKey":"user-1","userId":"user-1","country":"fr"}}' http://127.0.0.1:18080/ofrep/v1/evaluate/flags/new-checkout)"
-echo "sanity: edge    $(curl -s -X POST -H 'Authorization: bench-frontend' -H 'Content-Type: application/json' -d '{"userId":"user-1","properties":{"country":"fr"}}' http://127.0.0.1:18081/api/frontend/features/new-checkout) (HTTP $(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Authorization: bench-frontend' -H 'Content-Type: application/json' -d '{"userId":"user-1","properties":{"country":"fr"}}' http://127.0.0.1:18081/api/frontend/features/new-checkout))"
+echo "sanity: edge    $(curl -s -X POST -H 'Authorization: *:development.benchfrontend' -H 'Content-Type: application/json' -d '{"userId":"user-1","properties":{"country":"fr"}}' http://127.0.0.1:18081/api/frontend/features/new-checkout) (HTTP $(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Authorization: *:development.benchfrontend' -H 'Content-Type: application/json' -d '{"userId":"user-1","properties":{"country":"fr"}}' http://127.0.0.1:18081/api/frontend/features/new-checkout))"
 
 for round in 1 2; do
   for target in dimmer edge; do
