@@ -240,3 +240,36 @@ async fn health_readiness_and_prometheus_metrics_answer_without_a_token() {
     assert!(text.contains("dimmer_environment_revision{environment=\"production\"}"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn one_environments_targeting_is_replaced_with_if_match_and_oversized_bodies_get_413() {
+    let server = TestServer::start().await;
+    server.admin(Method::POST, "/api/v1/flags", Some(json!({"key": "f"}))).await;
+    let config = json!({"enabled": true, "targets": {"on": ["vip"]}, "default": {"variant": "off"},
+                        "reason": "beta for vip"});
+    let (s, _, v) = server
+        .call(
+            Method::PUT,
+            "/api/v1/flags/f/environments/staging",
+            Some(ADMIN),
+            Some(config.clone()),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["environments"]["staging"]["targets"]["on"], json!(["vip"]));
+    assert!(v["environments"]["production"].is_null(), "other environments are untouched");
+    let (s, _, v) = server
+        .call(Method::PUT, "/api/v1/flags/f/environments/staging", Some(ADMIN), Some(config), &[("if-match", "\"1\"")])
+        .await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED, "{v}");
+    let (_, v) = server.admin(Method::GET, "/api/v1/audit?flag=f&env=staging", None).await;
+    assert_eq!(v["entries"][0]["environment"], "staging");
+    assert_eq!(v["entries"][0]["reason"], "beta for vip");
+
+    let huge = json!({"key": "big", "description": "x".repeat(2 << 20)});
+    let (s, _, v) = server.call(Method::POST, "/api/v1/flags", Some(ADMIN), Some(huge), &[]).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(v["error"]["code"], "payload_too_large");
+    server.stop().await;
+}
