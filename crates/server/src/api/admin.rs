@@ -2,10 +2,10 @@
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
-use dimmer_engine::{FlagSet, Segment, Severity};
+use dimmer_engine::{FlagSet, Segment};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -104,11 +104,7 @@ fn segment_view(r: &SegmentRecord) -> Value {
 }
 
 fn segment_response(status: StatusCode, r: &SegmentRecord) -> Response {
-    let mut response = (status, Json(segment_view(r))).into_response();
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", r.version)) {
-        response.headers_mut().insert(header::ETAG, etag);
-    }
-    response
+    super::versioned(status, segment_view(r), r.version)
 }
 
 /// Every segment, by key.
@@ -156,17 +152,6 @@ async fn read_segment(
     Ok(segment_response(StatusCode::OK, &r))
 }
 
-fn parse_segment(body: Value) -> Result<(Option<String>, Option<String>, Segment), ApiError> {
-    let Value::Object(mut map) = body else {
-        return Err(ApiError::new(Code::MalformedRequest, "expected a JSON object"));
-    };
-    let key = map.remove("key").and_then(|v| v.as_str().map(str::to_owned));
-    let reason = map.remove("reason").and_then(|v| v.as_str().map(str::to_owned));
-    let segment = serde_path_to_error::deserialize(Value::Object(map))
-        .map_err(|e| ApiError::new(Code::MalformedRequest, format!("{}: {}", e.path(), e.inner())))?;
-    Ok((key, reason, segment))
-}
-
 /// Validates a segment through the engine, with the other segments (for `in_segment`).
 async fn validate_segment(state: &AppState, key: &str, segment: &Segment) -> Result<(), ApiError> {
     let mut set = FlagSet::default();
@@ -175,12 +160,7 @@ async fn validate_segment(state: &AppState, key: &str, segment: &Segment) -> Res
     }
     set.segments.insert(key.to_owned(), segment.clone());
     let prefix = format!("segments{}", dimmer_engine::compile::path_key(key));
-    let errors: Vec<Value> = dimmer_engine::compile(&set, "default")
-        .1
-        .into_iter()
-        .filter(|d| d.severity == Severity::Error && d.path.starts_with(&prefix))
-        .map(|d| json!({"path": d.path[prefix.len()..].trim_start_matches('.'), "message": d.message}))
-        .collect();
+    let errors = super::engine_errors(&set, &["default".to_owned()], &prefix);
     if errors.is_empty() {
         Ok(())
     } else {
@@ -215,7 +195,7 @@ async fn create_segment(
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
     principal.require_write()?;
-    let (key, reason, segment) = parse_segment(body)?;
+    let (key, reason, segment) = super::split_document::<Segment>(body)?;
     let key = key.filter(|k| !k.is_empty() && !k.contains('/')).ok_or_else(|| {
         ApiError::new(Code::ValidationFailed, "key: required, without '/'")
             .with_details(json!({"errors": [{"path": "key", "message": "required"}]}))
@@ -263,7 +243,7 @@ async fn update_segment(
 ) -> Result<Response, ApiError> {
     principal.require_write()?;
     let expected = super::require_if_match(&headers)?;
-    let (_, reason, segment) = parse_segment(body)?;
+    let (_, reason, segment) = super::split_document::<Segment>(body)?;
     validate_segment(&state, &key, &segment).await?;
     let meta = principal.meta(super::reason(&headers, reason.as_deref()));
     let r = state.store.update_segment(&key, &segment, expected, &meta).await?;

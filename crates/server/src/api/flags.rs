@@ -4,13 +4,13 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use dimmer_engine::model::EnvironmentConfig;
-use dimmer_engine::{Flag, FlagSet, Severity};
+use dimmer_engine::{Flag, FlagSet};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::openapi::schemas as doc;
 use crate::auth::Principal;
@@ -55,11 +55,7 @@ impl<'a> From<&'a FlagRecord> for FlagView<'a> {
 
 /// A response carrying a flag and its version as ETag.
 fn flag_response(status: StatusCode, record: &FlagRecord) -> Response {
-    let mut response = (status, Json(FlagView::from(record))).into_response();
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", record.version)) {
-        response.headers_mut().insert(header::ETAG, etag);
-    }
-    response
+    super::versioned(status, FlagView::from(record), record.version)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -122,29 +118,6 @@ async fn read(
     Ok(flag_response(StatusCode::OK, &record))
 }
 
-/// Splits a request body into the flag and the fields around it (`key`, `reason`).
-fn parse_body(body: Value) -> Result<(Option<String>, Option<String>, Flag), ApiError> {
-    let Value::Object(mut map) = body else {
-        return Err(ApiError::new(Code::MalformedRequest, "expected a JSON object"));
-    };
-    let key = take_string(&mut map, "key")?;
-    let reason = take_string(&mut map, "reason")?;
-    let flag = serde_path_to_error::deserialize::<_, Flag>(Value::Object(map)).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::new(Code::MalformedRequest, format!("{path}: {}", e.inner()))
-            .with_details(json!({"errors": [{"path": path, "message": e.inner().to_string()}]}))
-    })?;
-    Ok((key, reason, flag))
-}
-
-fn take_string(map: &mut Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
-    match map.remove(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ApiError::new(Code::MalformedRequest, format!("{field}: expected a string"))),
-    }
-}
-
 /// Checks a flag key's form: it travels in URLs and in code.
 fn check_key(key: &str) -> Result<(), ApiError> {
     let bad = key.is_empty()
@@ -183,16 +156,10 @@ async fn validate(state: &AppState, key: &str, flag: &Flag) -> Result<(), ApiErr
         set.segments.insert(segment.key, segment.segment);
     }
     let prefix = format!("flags{}", dimmer_engine::compile::path_key(key));
-    for env in &envs {
-        let (_, diagnostics) = dimmer_engine::compile(&set, &env.name);
-        for d in diagnostics {
-            if d.severity == Severity::Error && d.path.starts_with(&prefix) {
-                let path = d.path[prefix.len()..].trim_start_matches('.').to_owned();
-                let entry = json!({"path": path, "message": d.message});
-                if !errors.contains(&entry) {
-                    errors.push(entry);
-                }
-            }
+    let names: Vec<String> = envs.iter().map(|e| e.name.clone()).collect();
+    for entry in super::engine_errors(&set, &names, &prefix) {
+        if !errors.contains(&entry) {
+            errors.push(entry);
         }
     }
     if errors.is_empty() {
@@ -234,7 +201,7 @@ async fn create(
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
     principal.require_write()?;
-    let (key, reason, flag) = parse_body(body)?;
+    let (key, reason, flag) = super::split_document::<Flag>(body)?;
     let key = key.ok_or_else(|| {
         ApiError::new(Code::ValidationFailed, "key: required")
             .with_details(json!({"errors": [{"path": "key", "message": "required"}]}))
@@ -283,7 +250,7 @@ async fn update(
 ) -> Result<Response, ApiError> {
     principal.require_write()?;
     let expected = super::require_if_match(&headers)?;
-    let (body_key, reason, flag) = parse_body(body)?;
+    let (body_key, reason, flag) = super::split_document::<Flag>(body)?;
     if body_key.as_deref().is_some_and(|k| k != key) {
         return Err(ApiError::new(
             Code::ValidationFailed,
@@ -435,12 +402,7 @@ async fn put_environment(
 ) -> Result<Response, ApiError> {
     principal.require_write()?;
     let expected = super::require_if_match(&headers)?;
-    let Value::Object(mut map) = body else {
-        return Err(ApiError::new(Code::MalformedRequest, "expected a JSON object"));
-    };
-    let reason = take_string(&mut map, "reason")?;
-    let config: EnvironmentConfig = serde_path_to_error::deserialize(Value::Object(map))
-        .map_err(|e| ApiError::new(Code::MalformedRequest, format!("{}: {}", e.path(), e.inner())))?;
+    let (_, reason, config) = super::split_document::<EnvironmentConfig>(body)?;
     let mut record = state.store.get_flag(&key).await?.ok_or_else(|| ApiError::not_found("flag", &key))?;
     record.flag.environments.insert(env, config);
     validate(&state, &key, &record.flag).await?;

@@ -82,3 +82,58 @@ pub(crate) async fn publish(state: &AppState) {
         tracing::warn!(error = %e, "snapshot refresh after a write failed; the refresher will retry");
     }
 }
+
+/// Splits a request body into a model document and the fields the API adds around it (`key`,
+/// `reason`); a structural error names the field path.
+pub(crate) fn split_document<T: serde::de::DeserializeOwned>(
+    body: serde_json::Value,
+) -> Result<(Option<String>, Option<String>, T), ApiError> {
+    let serde_json::Value::Object(mut map) = body else {
+        return Err(ApiError::new(Code::MalformedRequest, "expected a JSON object"));
+    };
+    let mut take = |field: &str| match map.remove(field) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::new(Code::MalformedRequest, format!("{field}: expected a string"))),
+    };
+    let key = take("key")?;
+    let reason = take("reason")?;
+    let document = serde_path_to_error::deserialize::<_, T>(serde_json::Value::Object(map)).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::new(Code::MalformedRequest, format!("{path}: {}", e.inner()))
+            .with_details(serde_json::json!({"errors": [{"path": path, "message": e.inner().to_string()}]}))
+    })?;
+    Ok((key, reason, document))
+}
+
+/// A JSON response carrying a resource's version as its ETag.
+pub(crate) fn versioned(status: axum::http::StatusCode, body: impl serde::Serialize, version: i64) -> Response {
+    use axum::response::IntoResponse;
+    let mut response = (status, crate::error::Json(body)).into_response();
+    if let Ok(etag) = axum::http::HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(axum::http::header::ETAG, etag);
+    }
+    response
+}
+
+/// The engine's error diagnostics under `prefix` (e.g. `flags.checkout`) in every environment,
+/// as `{path, message}` with paths relative to the document, deduplicated.
+pub(crate) fn engine_errors(
+    set: &dimmer_engine::FlagSet,
+    environments: &[String],
+    prefix: &str,
+) -> Vec<serde_json::Value> {
+    let mut errors = Vec::new();
+    for env in environments {
+        for d in dimmer_engine::compile(set, env).1 {
+            if d.severity == dimmer_engine::Severity::Error && d.path.starts_with(prefix) {
+                let entry =
+                    serde_json::json!({"path": d.path[prefix.len()..].trim_start_matches('.'), "message": d.message});
+                if !errors.contains(&entry) {
+                    errors.push(entry);
+                }
+            }
+        }
+    }
+    errors
+}
