@@ -114,12 +114,6 @@ pub struct Hub {
     envs: RwLock<HashMap<String, watch::Sender<Arc<EnvSnapshot>>>>,
 }
 
-impl std::fmt::Debug for dyn Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Store")
-    }
-}
-
 impl Hub {
     /// A hub over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {

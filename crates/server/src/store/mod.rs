@@ -364,6 +364,12 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
 /// Opens the configured store: PostgreSQL for a `postgres://` URL, else SQLite in `data_dir`.
 pub async fn open(database_url: Option<&str>, data_dir: &Path) -> StoreResult<Arc<dyn Store>> {
     match database_url {
