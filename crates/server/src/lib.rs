@@ -10,5 +10,6 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod release;
 pub mod state;
 pub mod store;
