@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::context::{AttributePath, RANDOM, TARGETING_KEY};
 use crate::model::{
-    BucketBy, Clause, EnvironmentConfig, FULL_WEIGHT, Flag, FlagSet, Gate, OFF, ON, Operator, Rollout, Serve,
+    BucketBy, Clause, EnvironmentConfig, Exposure, FULL_WEIGHT, Flag, FlagSet, Gate, OFF, ON, Operator, Rollout, Serve,
 };
 use crate::ops::{self, Matcher};
 
@@ -99,6 +99,12 @@ pub(crate) struct CompiledGate {
 }
 
 #[derive(Debug, Clone)]
+pub(crate) struct CompiledExposure {
+    pub(crate) gate: CompiledGate,
+    pub(crate) segments: Box<[usize]>,
+}
+
+#[derive(Debug, Clone)]
 pub(crate) struct CompiledRule {
     pub(crate) id: Option<Box<str>>,
     pub(crate) clauses: Box<[CompiledClause]>,
@@ -120,6 +126,7 @@ pub(crate) struct Config {
     pub(crate) prerequisites: Box<[CompiledPrerequisite]>,
     pub(crate) rules: Box<[CompiledRule]>,
     pub(crate) default: CompiledServe,
+    pub(crate) exposure: Option<CompiledExposure>,
     /// No targets, prerequisites or rules: the default is served statically.
     pub(crate) is_static: bool,
 }
@@ -229,6 +236,7 @@ pub fn compile(set: &FlagSet, environment: &str) -> (CompiledFlags, Vec<Diagnost
                 prerequisites: Box::default(),
                 rules: Box::default(),
                 default: CompiledServe::Variant(0),
+                exposure: None,
                 is_static: true,
             }),
         };
@@ -631,10 +639,11 @@ impl FlagCx<'_> {
                 }
             },
         };
+        let exposure = cfg.exposure.as_ref().and_then(|e| self.exposure(e, &format!("{base}.exposure")));
         if self.error_count() > errors_before {
             return None;
         }
-        let is_static = targets.is_empty() && prerequisites.is_empty() && rules.is_empty();
+        let is_static = targets.is_empty() && prerequisites.is_empty() && rules.is_empty() && exposure.is_none();
         Some(Config {
             enabled: cfg.enabled,
             off,
@@ -642,6 +651,7 @@ impl FlagCx<'_> {
             prerequisites: prerequisites.into(),
             rules: rules.into(),
             default: default?,
+            exposure,
             is_static,
         })
     }
@@ -691,6 +701,29 @@ impl FlagCx<'_> {
             return None;
         }
         Some(CompiledGate { bucketing, weight: gate.weight })
+    }
+
+    fn exposure(&mut self, exposure: &Exposure, base: &str) -> Option<CompiledExposure> {
+        let gate = Gate {
+            weight: exposure.weight,
+            total: exposure.total,
+            bucket_by: exposure.bucket_by.clone(),
+            salt: Some(exposure.salt.clone().unwrap_or_else(|| format!("{}:exposure", self.key))),
+            seed: exposure.seed,
+        };
+        let gate = self.gate(&gate, base);
+        let mut segments = Vec::with_capacity(exposure.segments.len());
+        for (i, name) in exposure.segments.iter().enumerate() {
+            let path = format!("{base}.segments[{i}]");
+            match self.segment_index.get(name.as_str()) {
+                None => self.error(path, format!("unknown segment \"{name}\"")),
+                Some(idx) if self.broken_segments.contains(idx) => {
+                    self.error(path, format!("segment \"{name}\" is invalid"))
+                }
+                Some(&idx) => segments.push(idx),
+            }
+        }
+        Some(CompiledExposure { gate: gate?, segments: segments.into() })
     }
 
     fn serve(&mut self, serve: &Serve, base: &str) -> Option<CompiledServe> {

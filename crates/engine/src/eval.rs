@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::compile::{Body, BucketSource, Bucketing, CompiledClause, CompiledFlags, CompiledServe, Config};
+use crate::compile::{
+    Body, BucketSource, Bucketing, CompiledClause, CompiledExposure, CompiledFlags, CompiledServe, Config,
+};
 use crate::context::Context;
 use crate::hash;
 
@@ -232,6 +234,55 @@ fn evaluate_index<'a, T: Tracer>(
             return Outcome::served(variant, Reason::TargetingMatch, None);
         }
     }
+    let outcome = rules_and_default(flags, index, cfg, context, tracer);
+    match &cfg.exposure {
+        Some(exposure) if outcome.error.is_none() && outcome.variant.is_some() && outcome.variant != cfg.off => {
+            held_back(flags, exposure, cfg, context, tracer).unwrap_or(outcome)
+        }
+        _ => outcome,
+    }
+}
+
+/// The exposure ceiling: `Some(control)` when the context is neither in an exposed segment nor
+/// below the exposure weight, `None` when it is exposed.
+fn held_back<'a, T: Tracer>(
+    flags: &'a CompiledFlags,
+    exposure: &CompiledExposure,
+    cfg: &Config,
+    context: &Context,
+    tracer: &mut T,
+) -> Option<Outcome<'a>> {
+    let gate = &exposure.gate;
+    let bucket = if gate.weight == 0 { None } else { bucket_of(&gate.bucketing, context) };
+    match bucket {
+        Some(b) if b < gate.weight => {
+            tracer.step(|| format!("exposure bucket {b} of {} is below {}: exposed", gate.bucketing.total, gate.weight));
+            None
+        }
+        _ if exposure.segments.iter().any(|&s| in_segment(flags, s, context, 0)) => {
+            tracer.step(|| "in an exposed segment: exposed".to_owned());
+            None
+        }
+        _ => {
+            tracer.step(|| {
+                let why = bucket.map_or("no bucket".to_owned(), |b| format!("bucket {b}"));
+                format!(
+                    "exposure ceiling {} of {} ({why}): held back on the control variant",
+                    gate.weight, gate.bucketing.total
+                )
+            });
+            Some(Outcome { variant: cfg.off, reason: Reason::Split, rule: None, error: None })
+        }
+    }
+}
+
+fn rules_and_default<'a, T: Tracer>(
+    flags: &'a CompiledFlags,
+    index: usize,
+    cfg: &Config,
+    context: &Context,
+    tracer: &mut T,
+) -> Outcome<'a> {
     for (r, rule) in cfg.rules.iter().enumerate() {
         let label = || rule.id.as_deref().map_or(format!("rule[{r}]"), |id| format!("rule[{r}] \"{id}\""));
         if !clauses_hold(flags, &rule.clauses, context, tracer, &label) {

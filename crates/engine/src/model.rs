@@ -108,8 +108,44 @@ pub struct EnvironmentConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<Serve>,
     /// What is served when the flag is disabled or a prerequisite fails. Left out: `off`.
+    /// It is also the control variant that an [`Exposure`] holds users back on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub off_variant: Option<String>,
+    /// A ceiling on who may be served anything but the control variant: set by release plans
+    /// and dial-downs. Left out: no ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<Exposure>,
+}
+
+/// The share of users who may be served a non-control variant (the control variant is the
+/// environment's off variant). It applies after rules and default, so a multi-variant split keeps
+/// its proportions and is scaled as a whole; individual targets are not held back.
+///
+/// A user is exposed when they are in one of `segments`, or when their bucket
+/// (`murmur3("{salt}:{value}", seed) % total`) is below `weight`. Lowering the weight only
+/// removes users and raising it only adds them (the ramp property), because the bucket does not
+/// depend on the weight.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Exposure {
+    /// The share of everyone else exposed, out of `total` (100000 = 100%).
+    pub weight: u32,
+    /// Segments whose members are exposed whatever the weight (canaries: internal users, beta
+    /// customers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<String>,
+    /// Left out: 100000 (1/1000 of a percent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u32>,
+    /// The attribute whose value is hashed. Left out: `targetingKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_by: Option<BucketBy>,
+    /// Hashed before the value. Left out: `"{flag key}:exposure"`, apart from every rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    /// The murmur3 seed. Left out: 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seed: u32,
 }
 
 /// A prerequisite: another flag must serve one of the given variants.

@@ -464,6 +464,7 @@ impl FeatureCx<'_> {
             rules,
             default,
             off_variant: Some(self.shape.off.clone()),
+            exposure: None,
         }
     }
 

@@ -1076,3 +1076,83 @@ fn nested_segments_too_costly_to_check_are_refused_at_compile_time() {
     let ctx = user("u").attr("plan", "pro");
     assert_eq!(evaluate(&flags, "leaf", &ctx).variant, Some("on"));
 }
+
+fn exposed_layouts(exposure: Value) -> CompiledFlags {
+    compile_clean(json!({
+        "flags": {"layout": {
+            "variants": layouts(),
+            "environments": {"production": {
+                "enabled": true,
+                "targets": {"gold": ["vip"]},
+                "rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["free"]}], "serve": {"variant": "off"}}],
+                "default": {"rollout": {"variants": [
+                    {"variant": "gold", "weight": 25_000},
+                    {"variant": "silver", "weight": 75_000}
+                ]}},
+                "exposure": exposure
+            }}
+        }},
+        "segments": {"internal": {"included": ["alice"]}}
+    }))
+}
+
+#[test]
+fn exposure_holds_unexposed_users_on_the_control_variant_with_reason_split() {
+    let none = exposed_layouts(json!({"weight": 0, "segments": ["internal"]}));
+    let bob = evaluate(&none, "layout", &user("bob"));
+    assert_served(&bob, "off", json!("classic"), Reason::Split);
+    assert_eq!(bob.rule, None);
+    // Canary segments are exposed whatever the weight; individual targets are never held back.
+    assert!(matches!(evaluate(&none, "layout", &user("alice")).variant, Some("gold" | "silver")));
+    assert_served(&evaluate(&none, "layout", &user("vip")), "gold", json!("gold-layout"), Reason::TargetingMatch);
+    // A rule that serves the control variant is untouched.
+    let free = user("bob").attr("plan", "free");
+    assert_served(&evaluate(&none, "layout", &free), "off", json!("classic"), Reason::TargetingMatch);
+
+    let all = exposed_layouts(json!({"weight": 100_000}));
+    assert!(matches!(evaluate(&all, "layout", &user("bob")).variant, Some("gold" | "silver")));
+    let mut explain = Explain::default();
+    evaluate_traced(&none, "layout", &user("bob"), &mut explain);
+    assert!(explain.0.iter().any(|s| s.contains("held back on the control variant")), "{:?}", explain.0);
+}
+
+#[test]
+fn exposure_is_its_own_bucket_and_scales_every_non_control_variant_in_proportion() {
+    let flags = exposed_layouts(json!({"weight": 20_000}));
+    let (mut gold, mut silver, mut off) = (0, 0, 0);
+    for i in 0..40_000 {
+        let key = format!("user-{i}");
+        let eval = evaluate(&flags, "layout", &user(&key));
+        let exposed = native_bucket("layout:exposure", &key) < 20_000;
+        match eval.variant {
+            Some("off") => {
+                assert!(!exposed, "{key} is below the exposure weight yet held back");
+                off += 1;
+            }
+            Some(v) => {
+                assert!(exposed, "{key} is above the exposure weight yet served {v}");
+                if v == "gold" { gold += 1 } else { silver += 1 }
+            }
+            None => panic!("nothing served to {key}"),
+        }
+    }
+    // 20% exposed, split 1:3 as the rollout says: about 2000 gold, 6000 silver, 32000 off.
+    assert!((1_800..2_200).contains(&gold), "gold {gold}");
+    assert!((5_600..6_400).contains(&silver), "silver {silver}");
+    assert!((31_300..32_700).contains(&off), "off {off}");
+}
+
+#[test]
+fn exposure_problems_are_reported_with_their_paths() {
+    let (_, diagnostics) = compile_with_diagnostics(json!({"flags": {"f": {"environments": {"production": {
+        "enabled": true,
+        "exposure": {"weight": 200_000, "segments": ["nobody"]}
+    }}}}}));
+    assert_eq!(
+        errors(&diagnostics),
+        [
+            ("flags.f.environments.production.exposure.weight", "200000 is more than the total 100000"),
+            ("flags.f.environments.production.exposure.segments[0]", "unknown segment \"nobody\""),
+        ]
+    );
+}

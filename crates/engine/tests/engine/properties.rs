@@ -61,6 +61,18 @@ fn variant_index(flags: &CompiledFlags, key: &str) -> usize {
     name.strip_prefix('v').and_then(|i| i.parse().ok()).unwrap_or_else(|| panic!("unexpected variant {name:?}"))
 }
 
+/// A three-variant flag (control `off`, `a`, `b` split by `split`) under an exposure ceiling.
+fn exposure_flag(salt: &str, seed: u32, weight: u32, total: u32, split: u32) -> CompiledFlags {
+    compile_clean(json!({"flags": {"ramp": {
+        "variants": {"off": 0, "a": 1, "b": 2},
+        "environments": {"production": {
+            "enabled": true,
+            "default": {"rollout": {"variants": [{"variant": "a", "weight": split}, {"variant": "b", "weight": 100 - split}], "total": 100}},
+            "exposure": {"weight": weight, "total": total, "salt": salt, "seed": seed}
+        }}
+    }}}))
+}
+
 fn is_on(flags: &CompiledFlags, key: &str) -> bool {
     evaluate(flags, "ramp", &Context::with_key(key)).variant == Some("on")
 }
@@ -89,6 +101,23 @@ fn ramp() -> impl Strategy<Value = (u32, u32, u32)> {
 
 proptest! {
     #![proptest_config(config())]
+
+    /// Raising an exposure from p to q keeps every exposed user on the very variant they had;
+    /// lowering it (a dial-down) exposes no one new.
+    #[test]
+    fn raising_an_exposure_keeps_every_exposed_user_on_their_variant(
+        salt in ".{0,16}", seed in any::<u32>(), (p, q, total) in ramp(), split in 1..100_u32, keys in keys(),
+    ) {
+        let low = exposure_flag(&salt, seed, p, total, split);
+        let high = exposure_flag(&salt, seed, q, total, split);
+        for key in &keys {
+            let before = evaluate(&low, "ramp", &Context::with_key(key.as_str())).variant;
+            let after = evaluate(&high, "ramp", &Context::with_key(key.as_str())).variant;
+            if before != Some("off") {
+                prop_assert_eq!(before, after, "{:?} changed when exposure rose from {} to {} of {}", key, p, q, total);
+            }
+        }
+    }
 
     /// Raising `on` from p to q keeps everyone who had `on`; read backwards, lowering from q to p
     /// only takes users out of `on` and never puts anyone new in.
