@@ -256,7 +256,8 @@ fn held_back<'a, T: Tracer>(
     let bucket = if gate.weight == 0 { None } else { bucket_of(&gate.bucketing, context) };
     match bucket {
         Some(b) if b < gate.weight => {
-            tracer.step(|| format!("exposure bucket {b} of {} is below {}: exposed", gate.bucketing.total, gate.weight));
+            tracer
+                .step(|| format!("exposure bucket {b} of {} is below {}: exposed", gate.bucketing.total, gate.weight));
             None
         }
         _ if exposure.segments.iter().any(|&s| in_segment(flags, s, context, 0)) => {

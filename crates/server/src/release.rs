@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use dimmer_engine::model::FULL_WEIGHT;
+use dimmer_engine::FlagKind;
+use dimmer_engine::model::{EnvironmentConfig, Exposure, FULL_WEIGHT, Flag, OFF, ON, Rollout, Serve, WeightedVariant};
 
 /// Where the current time comes from; injected so that progression is testable.
 pub trait Clock: Send + Sync {
@@ -126,12 +127,17 @@ fn parse_percent(text: &str) -> Option<u32> {
 
 /// Parses `--stages "internal,1%,5%,25%,50%,100%"`: a segment key exposes that segment in full
 /// (and keeps it exposed in later stages); a percentage exposes that share of everyone else.
-/// Every stage gets `dwell_ms` as its minimum dwell.
+/// Every stage gets `dwell_ms` as its minimum dwell unless it names its own (`5%@2h`).
 pub fn parse_stages(spec: &str, dwell_ms: i64) -> Result<Vec<Stage>, PlanError> {
     let mut stages = Vec::new();
     let mut segments: Vec<String> = Vec::new();
     let mut weight = 0;
-    for (index, raw) in spec.split(',').map(str::trim).enumerate() {
+    for (index, item) in spec.split(',').map(str::trim).enumerate() {
+        // `5%@2h`: this stage's own dwell.
+        let (raw, min_dwell_ms) = match item.split_once('@') {
+            Some((raw, dwell)) => (raw.trim(), parse_duration(dwell)?),
+            None => (item, dwell_ms),
+        };
         if raw.ends_with('%') {
             let w = parse_percent(raw).ok_or_else(|| PlanError::BadStage { index, text: raw.to_owned() })?;
             if w < weight {
@@ -145,7 +151,7 @@ pub fn parse_stages(spec: &str, dwell_ms: i64) -> Result<Vec<Stage>, PlanError> 
         } else {
             return Err(PlanError::BadStage { index, text: raw.to_owned() });
         }
-        stages.push(Stage { segments: segments.clone(), weight, min_dwell_ms: dwell_ms });
+        stages.push(Stage { segments: segments.clone(), weight, min_dwell_ms });
     }
     if stages.is_empty() {
         return Err(PlanError::Empty);
@@ -285,6 +291,171 @@ fn command_name(command: Command) -> &'static str {
     }
 }
 
+/// A release plan on one flag in one environment: its stages and where they came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The stages, in order; the last is normally full exposure.
+    pub stages: Vec<Stage>,
+    /// The template it was made from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+}
+
+/// A named plan kept on the server, offered by `plan start --template`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    /// Its name.
+    pub name: String,
+    /// What it is for, for people.
+    #[serde(default)]
+    pub description: String,
+    /// The stages.
+    pub stages: Vec<Stage>,
+    /// The flag kinds for which it is the default template.
+    #[serde(default)]
+    pub default_for: Vec<FlagKind>,
+}
+
+/// The templates every server has; a stored template of the same name replaces one.
+pub fn builtin_templates() -> Vec<Template> {
+    const MIN: i64 = 60_000;
+    let make = |name: &str, description: &str, spec: &str, dwell: i64, default_for: &[FlagKind]| Template {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        // The specs below are constants that parse (a unit test holds them to it).
+        stages: parse_stages(spec, dwell).unwrap_or_default(),
+        default_for: default_for.to_vec(),
+    };
+    vec![
+        make(
+            "standard",
+            "Internal users first, then 1%, 5%, 25%, 50% and everyone, an hour at least in each stage.",
+            "internal,1%,5%,25%,50%,100%",
+            60 * MIN,
+            &[FlagKind::Release, FlagKind::Experiment],
+        ),
+        make(
+            "careful",
+            "For risky changes and permanent switches: internal users for a day, then 0.1% up to everyone, \
+             four hours at least in each stage.",
+            "internal@1d,0.1%,1%,5%,10%,25%,50%,100%",
+            4 * 60 * MIN,
+            &[FlagKind::KillSwitch, FlagKind::Permission],
+        ),
+        make(
+            "quick",
+            "For operational switches: internal users, 10%, 50% and everyone, ten minutes in each stage.",
+            "internal,10%,50%,100%",
+            10 * MIN,
+            &[FlagKind::Operational],
+        ),
+    ]
+}
+
+/// `5%`, `0.125%`: a weight as people write it.
+pub fn percent_text(weight: u32) -> String {
+    let (whole, fraction) = (weight / 1000, weight % 1000);
+    if fraction == 0 {
+        format!("{whole}%")
+    } else {
+        format!("{whole}.{}%", format!("{fraction:03}").trim_end_matches('0'))
+    }
+}
+
+/// Parses `5`, `5%` or `0.5` (as in `dial-down --to 5`) into a weight.
+pub fn parse_percent_arg(text: &str) -> Option<u32> {
+    let text = text.trim();
+    parse_percent(&if text.ends_with('%') { text.to_owned() } else { format!("{text}%") })
+}
+
+/// The exposure ceiling of an environment, in weight: 0 when it is off, full when it has none.
+pub fn exposure_weight(cfg: Option<&EnvironmentConfig>) -> u32 {
+    match cfg {
+        Some(cfg) if cfg.enabled => cfg.exposure.as_ref().map_or(FULL_WEIGHT, |e| {
+            // Scaled to 1/1000 of a percent whatever the exposure's own total.
+            let total = u64::from(e.total.unwrap_or(FULL_WEIGHT).max(1));
+            u32::try_from(u64::from(e.weight) * u64::from(FULL_WEIGHT) / total).unwrap_or(FULL_WEIGHT)
+        }),
+        _ => 0,
+    }
+}
+
+/// The exposure for `stage`, keeping the bucketing of the exposure it replaces (so users keep
+/// their buckets); `None` at full exposure, where the ceiling has no effect.
+pub fn stage_exposure(stage: &Stage, previous: Option<&Exposure>) -> Option<Exposure> {
+    if stage.weight >= FULL_WEIGHT {
+        return None;
+    }
+    let base = previous.cloned().unwrap_or_default();
+    let weight = match base.total {
+        Some(total) if total != FULL_WEIGHT => {
+            u32::try_from(u64::from(stage.weight) * u64::from(total) / u64::from(FULL_WEIGHT)).unwrap_or(total)
+        }
+        _ => stage.weight,
+    };
+    Some(Exposure { weight, segments: stage.segments.clone(), ..base })
+}
+
+/// The variants a plan releases: what the default serves if that is not only the control
+/// variant, else every non-control variant in equal shares. `None` when the flag has no
+/// non-control variant (there is nothing to release).
+fn treatment(flag: &Flag, cfg: &EnvironmentConfig) -> Option<Serve> {
+    let control = cfg.off_variant.as_deref().unwrap_or(OFF);
+    let serves_control_only = match &cfg.default {
+        None => !flag.variants.contains_key(ON) || control == ON,
+        Some(Serve { variant: Some(v), .. }) => v == control,
+        Some(Serve { rollout: Some(r), .. }) => r.variants.iter().all(|w| w.variant == control || w.weight == 0),
+        Some(_) => true,
+    };
+    if !serves_control_only {
+        return cfg.default.clone().or_else(|| Some(Serve::variant(ON)));
+    }
+    let others: Vec<&String> = flag.variants.keys().filter(|k| k.as_str() != control).collect();
+    match others.as_slice() {
+        [] => None,
+        [one] => Some(Serve::variant(one.as_str())),
+        many => {
+            let n = u32::try_from(many.len()).unwrap_or(u32::MAX);
+            let variants = many.iter().map(|v| WeightedVariant { variant: (*v).clone(), weight: 1 }).collect();
+            Some(Serve { variant: None, rollout: Some(Rollout { variants, total: Some(n), ..Rollout::default() }) })
+        }
+    }
+}
+
+/// The environment's configuration for a plan entering `stage` (the flag is turned on, the
+/// default serves the change, the exposure is the stage's). `None` when the flag has nothing but
+/// its control variant to release.
+pub fn configure_stage(flag: &Flag, environment: &str, stage: &Stage) -> Option<EnvironmentConfig> {
+    let mut cfg = flag.environments.get(environment).cloned().unwrap_or_default();
+    cfg.default = Some(treatment(flag, &cfg)?);
+    cfg.enabled = true;
+    cfg.exposure = stage_exposure(stage, cfg.exposure.as_ref());
+    Some(cfg)
+}
+
+/// The environment's configuration after `dial-down --to weight`: the exposure never widens and
+/// canary segments are dropped, so nobody new is exposed. `None` when nothing changes.
+pub fn dialed_down(cfg: &EnvironmentConfig, weight: u32) -> Option<EnvironmentConfig> {
+    let current = exposure_weight(Some(&EnvironmentConfig { enabled: true, ..cfg.clone() }));
+    let target = weight.min(current);
+    let base = cfg.exposure.clone().unwrap_or_default();
+    let stage = Stage { segments: Vec::new(), weight: target, min_dwell_ms: 0 };
+    let exposure = stage_exposure(&stage, Some(&base)).unwrap_or(Exposure { weight: FULL_WEIGHT, ..base });
+    let next = EnvironmentConfig { exposure: Some(exposure), ..cfg.clone() };
+    (next != *cfg).then_some(next)
+}
+
+/// What a dial-down or kill changed, so that `restore` can put it back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestorePoint {
+    /// Whether the environment was on.
+    pub enabled: bool,
+    /// Its exposure then.
+    pub exposure: Option<Exposure>,
+    /// When the first dial-down or kill happened, Unix milliseconds.
+    pub at_ms: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,10 +479,86 @@ mod tests {
             ]
         );
         assert_eq!(parse_stages("0.125%", 0).unwrap()[0].weight, 125);
+        let own = parse_stages("internal@1h, 5%, 50%@2d", 30 * MIN).unwrap();
+        assert_eq!(own.iter().map(|s| s.min_dwell_ms).collect::<Vec<_>>(), [60 * MIN, 30 * MIN, 2 * 1_440 * MIN]);
+        assert_eq!(parse_stages("5%@soon", 0), Err(PlanError::BadDuration("soon".into())));
         assert_eq!(parse_stages("5%,1%", 0), Err(PlanError::Shrinking { index: 1, percent: "1%".into() }));
         assert_eq!(parse_stages("5%,101%", 0), Err(PlanError::BadStage { index: 1, text: "101%".into() }));
         assert_eq!(parse_stages("5%,,10%", 0), Err(PlanError::BadStage { index: 1, text: String::new() }));
         assert_eq!(parse_stages("0.0001%", 0), Err(PlanError::BadStage { index: 0, text: "0.0001%".into() }));
+    }
+
+    #[test]
+    fn builtin_templates_parse_and_cover_every_kind() {
+        let templates = builtin_templates();
+        assert!(templates.iter().all(|t| !t.stages.is_empty()));
+        for kind in [FlagKind::Release, FlagKind::Experiment, FlagKind::Operational, FlagKind::KillSwitch] {
+            assert_eq!(templates.iter().filter(|t| t.default_for.contains(&kind)).count(), 1, "{kind:?}");
+        }
+        assert_eq!(templates[0].stages.len(), 6);
+    }
+
+    #[test]
+    fn percentages_print_and_parse_back() {
+        assert_eq!(
+            (percent_text(5_000), percent_text(125), percent_text(100_000)),
+            ("5%".into(), "0.125%".into(), "100%".into())
+        );
+        assert_eq!(
+            (parse_percent_arg("5"), parse_percent_arg("0.5%"), parse_percent_arg("101")),
+            (Some(5_000), Some(500), None)
+        );
+    }
+
+    fn flag(value: serde_json::Value) -> Flag {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_stage_turns_the_flag_on_serves_the_change_and_caps_exposure() {
+        let stage = Stage { segments: vec!["internal".into()], weight: 5_000, min_dwell_ms: 0 };
+        let boolean = flag(serde_json::json!({"environments": {"production": {"default": {"variant": "off"}}}}));
+        let cfg = configure_stage(&boolean, "production", &stage).unwrap();
+        assert!(cfg.enabled);
+        assert_eq!(cfg.default, Some(Serve::variant("on")));
+        assert_eq!(
+            cfg.exposure.as_ref().map(|e| (e.weight, e.segments.clone())),
+            Some((5_000, vec!["internal".into()]))
+        );
+        assert_eq!(exposure_weight(Some(&cfg)), 5_000);
+
+        // Multi-variant: a default that serves only the control is replaced by an even split of
+        // the others; a default that already splits is kept, to be scaled by the exposure.
+        let multi = flag(serde_json::json!({"variants": {"off": 0, "a": 1, "b": 2}, "environments": {}}));
+        let split = configure_stage(&multi, "production", &stage).unwrap().default.unwrap().rollout.unwrap();
+        assert_eq!(
+            split.variants.iter().map(|v| (v.variant.as_str(), v.weight)).collect::<Vec<_>>(),
+            [("a", 1), ("b", 1)]
+        );
+        let full = Stage { segments: vec![], weight: FULL_WEIGHT, min_dwell_ms: 0 };
+        assert_eq!(configure_stage(&multi, "production", &full).unwrap().exposure, None, "no ceiling at 100%");
+        let only_control = flag(serde_json::json!({"variants": {"off": 0}, "environments": {}}));
+        assert!(configure_stage(&only_control, "production", &stage).is_none());
+    }
+
+    #[test]
+    fn a_dial_down_never_widens_and_drops_canary_segments() {
+        let at = |weight, segments: &[&str]| EnvironmentConfig {
+            enabled: true,
+            exposure: Some(Exposure {
+                weight,
+                segments: segments.iter().map(|s| (*s).to_owned()).collect(),
+                ..Exposure::default()
+            }),
+            ..EnvironmentConfig::default()
+        };
+        let down = dialed_down(&at(25_000, &["internal"]), 5_000).unwrap();
+        assert_eq!(down.exposure.as_ref().map(|e| (e.weight, e.segments.len())), Some((5_000, 0)));
+        assert_eq!(dialed_down(&down, 5_000), None, "idempotent");
+        assert_eq!(dialed_down(&down, 50_000), None, "never widens");
+        let released = EnvironmentConfig { enabled: true, ..EnvironmentConfig::default() };
+        assert_eq!(exposure_weight(dialed_down(&released, 1_000).as_ref()), 1_000);
+        assert_eq!(exposure_weight(Some(&EnvironmentConfig::default())), 0, "off is no exposure");
     }
 
     #[test]
