@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+use crate::release::{Plan, PlanState, RestorePoint, Status, Template};
+
 /// The environments created on first start.
 pub const DEFAULT_ENVIRONMENTS: [&str; 3] = ["development", "staging", "production"];
 
@@ -230,6 +232,70 @@ pub struct TokenRecord {
     pub revoked: bool,
 }
 
+/// A release plan and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanRecord {
+    /// The flag released.
+    pub flag: String,
+    /// The environment it is released in.
+    pub environment: String,
+    /// The stages.
+    pub plan: Plan,
+    /// The current stage and status.
+    pub state: PlanState,
+    /// Bumped by every change to the plan; a change names the revision it is based on.
+    pub revision: i64,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+    /// Last change, Unix milliseconds.
+    pub updated_at: i64,
+}
+
+/// One release operation (plan start or step, kill, dial-down, restore), written atomically:
+/// the flag's new definition, the plan's new state, the restore point and one audit entry
+/// commit together or not at all.
+#[derive(Debug, Clone)]
+pub struct ReleaseWrite {
+    /// The flag.
+    pub flag: String,
+    /// The environment.
+    pub environment: String,
+    /// The audit action, e.g. `release.kill` or `plan.advance`.
+    pub action: String,
+    /// The flag's new definition and the version it is based on.
+    pub flag_update: Option<(Flag, i64)>,
+    /// The plan's new content and state, and the revision it is based on (0: no plan yet, or
+    /// one that is replaced).
+    pub plan: Option<(Plan, PlanState, i64)>,
+    /// What to do with the restore point.
+    pub restore: RestoreWrite,
+    /// The audit entry's `before` and `after` (a summary: enabled, exposure, plan stage).
+    pub before: Value,
+    /// See `before`.
+    pub after: Value,
+}
+
+/// What a release write does to the restore point of its flag and environment.
+#[derive(Debug, Clone)]
+pub enum RestoreWrite {
+    /// Leave it.
+    Keep,
+    /// Record it unless one is recorded already (the first dial-down of an incident is what
+    /// `restore` goes back to).
+    SetIfAbsent(RestorePoint),
+    /// Forget it (after a restore).
+    Clear,
+}
+
+/// What a release write stored.
+#[derive(Debug, Clone)]
+pub struct ReleaseOutcome {
+    /// The flag after the write.
+    pub flag: FlagRecord,
+    /// The plan after the write, if it wrote one.
+    pub plan: Option<PlanRecord>,
+}
+
 /// Result alias for storage operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -326,6 +392,21 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes a token by name; audited.
     async fn revoke_token(&self, name: &str, meta: &ChangeMeta) -> StoreResult<()>;
 
+    /// The release plan on a flag in an environment.
+    async fn get_plan(&self, flag: &str, environment: &str) -> StoreResult<Option<PlanRecord>>;
+    /// Every release plan, finished ones included.
+    async fn list_plans(&self) -> StoreResult<Vec<PlanRecord>>;
+    /// The restore point left by a kill or dial-down, if there is one.
+    async fn restore_point(&self, flag: &str, environment: &str) -> StoreResult<Option<RestorePoint>>;
+    /// Writes a release operation in one transaction. `VersionMismatch` when the flag's version
+    /// or the plan's revision is no longer the one the write is based on: of several replicas
+    /// deciding the same step, exactly one commits it.
+    async fn release_write(&self, write: &ReleaseWrite, meta: &ChangeMeta) -> StoreResult<ReleaseOutcome>;
+    /// Stored plan templates by name (the built-in ones are not stored).
+    async fn list_templates(&self) -> StoreResult<Vec<Template>>;
+    /// Creates or replaces a template; audited.
+    async fn put_template(&self, template: &Template, meta: &ChangeMeta) -> StoreResult<()>;
+
     /// Revision changes committed from now on (by this process or, on PostgreSQL, any replica).
     fn subscribe(&self) -> broadcast::Receiver<Change>;
 }
@@ -345,6 +426,23 @@ pub(crate) fn single_changed_environment(before: &Flag, after: &Flag) -> Option<
         [one] if a == b => Some((*one).clone()),
         _ => None,
     }
+}
+
+/// How a plan status is stored.
+pub(crate) fn status_text(status: Status) -> &'static str {
+    match status {
+        Status::Running => "running",
+        Status::Paused => "paused",
+        Status::Released => "released",
+        Status::RolledBack => "rolled-back",
+    }
+}
+
+pub(crate) fn parse_status(text: &str) -> StoreResult<Status> {
+    [Status::Running, Status::Paused, Status::Released, Status::RolledBack]
+        .into_iter()
+        .find(|s| status_text(*s) == text)
+        .ok_or_else(|| StoreError::Corrupt(format!("plan status \"{text}\"")))
 }
 
 pub(crate) fn flag_json(r: &FlagRecord) -> serde_json::Value {

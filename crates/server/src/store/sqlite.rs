@@ -16,9 +16,11 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::{Mutex, broadcast};
 
 use super::{
-    AuditEntry, AuditFilter, Change, ChangeMeta, ChangedItem, Environment, FlagRecord, Scope, SegmentRecord, Snapshot,
-    Store, StoreError, StoreResult, TokenRecord, flag_json, now_ms, single_changed_environment,
+    AuditEntry, AuditFilter, Change, ChangeMeta, ChangedItem, Environment, FlagRecord, PlanRecord, ReleaseOutcome,
+    ReleaseWrite, RestoreWrite, Scope, SegmentRecord, Snapshot, Store, StoreError, StoreResult, TokenRecord, flag_json,
+    now_ms, parse_status, single_changed_environment, status_text,
 };
+use crate::release::{PlanState, RestorePoint, Template};
 
 /// The change feed keeps this many revisions per environment for stream resumption.
 const FEED_KEEP: i64 = 10_000;
@@ -152,6 +154,7 @@ impl SqliteStore {
     }
 
     /// Stores a flag's new state, audits it and bumps revisions, in the caller's transaction.
+    /// Stores a flag's new state, audits it and bumps revisions, in the caller's transaction.
     async fn save_flag(
         conn: &mut SqliteConnection,
         before: &FlagRecord,
@@ -159,6 +162,28 @@ impl SqliteStore {
         archived: bool,
         action: &str,
         meta: &ChangeMeta,
+    ) -> StoreResult<(FlagRecord, Vec<Change>)> {
+        let (after, changes) = Self::store_flag(conn, before, flag, archived).await?;
+        let environment = single_changed_environment(&before.flag, flag);
+        let entry = Audit {
+            action,
+            environment: environment.as_deref(),
+            flag: Some(&before.key),
+            segment: None,
+            before: Some(flag_json(before)),
+            after: Some(flag_json(&after)),
+        };
+        Self::audit(conn, meta, entry).await?;
+        Ok((after, changes))
+    }
+
+    /// Stores a flag's new state and bumps revisions (no audit entry), in the caller's
+    /// transaction.
+    async fn store_flag(
+        conn: &mut SqliteConnection,
+        before: &FlagRecord,
+        flag: &Flag,
+        archived: bool,
     ) -> StoreResult<(FlagRecord, Vec<Change>)> {
         let now = now_ms();
         let definition = serde_json::to_string(flag).map_err(|e| corrupt("flag", e))?;
@@ -174,20 +199,6 @@ impl SqliteStore {
         .map_err(db)?;
         let after =
             FlagRecord { flag: flag.clone(), version: before.version + 1, archived, updated_at: now, ..before.clone() };
-        let environment = single_changed_environment(&before.flag, flag);
-        Self::audit(
-            conn,
-            meta,
-            Audit {
-                action,
-                environment: environment.as_deref(),
-                flag: Some(&before.key),
-                segment: None,
-                before: Some(flag_json(before)),
-                after: Some(flag_json(&after)),
-            },
-        )
-        .await?;
         let changes = Self::bump_all(conn, "flag", &before.key).await?;
         Ok((after, changes))
     }
@@ -661,7 +672,199 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn get_plan(&self, flag: &str, environment: &str) -> StoreResult<Option<PlanRecord>> {
+        let row = sqlx::query("SELECT flag, environment, definition, stage, entered_at, status, revision, created_at, updated_at FROM release_plans WHERE flag = ? AND environment = ?")
+            .bind(flag)
+            .bind(environment)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| plan_from(&r)).transpose()
+    }
+
+    async fn list_plans(&self) -> StoreResult<Vec<PlanRecord>> {
+        let rows = sqlx::query("SELECT flag, environment, definition, stage, entered_at, status, revision, created_at, updated_at FROM release_plans ORDER BY flag, environment")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(plan_from).collect()
+    }
+
+    async fn restore_point(&self, flag: &str, environment: &str) -> StoreResult<Option<RestorePoint>> {
+        let row = sqlx::query("SELECT definition FROM restore_points WHERE flag = ? AND environment = ?")
+            .bind(flag)
+            .bind(environment)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| serde_json::from_str(&r.get::<String, _>(0)).map_err(|e| corrupt("restore point", e))).transpose()
+    }
+
+    async fn release_write(&self, w: &ReleaseWrite, meta: &ChangeMeta) -> StoreResult<ReleaseOutcome> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.write().await?;
+        // The flag's row first, then the plan's: every release write locks in this order.
+        let before = Self::flag_in(&mut tx, &w.flag)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { kind: "flag", key: w.flag.clone() })?;
+        let mut flag = before.clone();
+        let mut changes = Vec::new();
+        if let Some((definition, expected)) = &w.flag_update {
+            if before.version != *expected {
+                return Err(StoreError::VersionMismatch { expected: *expected, current: before.version });
+            }
+            let flag_def = definition;
+            let (after, bumped) = Self::store_flag(&mut tx, &before, flag_def, before.archived).await?;
+            flag = after;
+            changes = bumped;
+        }
+        let mut plan = None;
+        if let Some((definition, state, expected)) = &w.plan {
+            let current =
+                sqlx::query("SELECT revision, created_at FROM release_plans WHERE flag = ? AND environment = ?")
+                    .bind(&w.flag)
+                    .bind(&w.environment)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            let (revision, created_at): (i64, Option<i64>) = current.map_or((0, None), |r| (r.get(0), Some(r.get(1))));
+            if revision != *expected {
+                return Err(StoreError::VersionMismatch { expected: *expected, current: revision });
+            }
+            let now = now_ms();
+            let record = PlanRecord {
+                flag: w.flag.clone(),
+                environment: w.environment.clone(),
+                plan: definition.clone(),
+                state: *state,
+                revision: revision + 1,
+                created_at: created_at.unwrap_or(now),
+                updated_at: now,
+            };
+            let text = serde_json::to_string(definition).map_err(|e| corrupt("plan", e))?;
+            sqlx::query(
+                "INSERT INTO release_plans (flag, environment, definition, stage, entered_at, status, revision, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (flag, environment) DO UPDATE SET definition = excluded.definition, stage = excluded.stage, entered_at = excluded.entered_at, status = excluded.status, revision = excluded.revision, updated_at = excluded.updated_at",
+            )
+            .bind(&record.flag)
+            .bind(&record.environment)
+            .bind(&text)
+            .bind(i64::try_from(state.stage).unwrap_or(i64::MAX))
+            .bind(state.entered_at_ms)
+            .bind(status_text(state.status))
+            .bind(record.revision)
+            .bind(record.created_at)
+            .bind(record.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            plan = Some(record);
+        }
+        match &w.restore {
+            RestoreWrite::Keep => {}
+            RestoreWrite::SetIfAbsent(point) => {
+                let text = serde_json::to_string(point).map_err(|e| corrupt("restore point", e))?;
+                sqlx::query(
+                    "INSERT INTO restore_points (flag, environment, definition) VALUES (?, ?, ?) ON CONFLICT (flag, environment) DO NOTHING",
+                )
+                .bind(&w.flag)
+                .bind(&w.environment)
+                .bind(&text)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+            RestoreWrite::Clear => {
+                sqlx::query("DELETE FROM restore_points WHERE flag = ? AND environment = ?")
+                    .bind(&w.flag)
+                    .bind(&w.environment)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+        }
+        let entry = Audit {
+            action: &w.action,
+            environment: Some(&w.environment),
+            flag: Some(&w.flag),
+            segment: None,
+            before: Some(w.before.clone()),
+            after: Some(w.after.clone()),
+        };
+        Self::audit(&mut tx, meta, entry).await?;
+        tx.commit().await.map_err(db)?;
+        self.publish(changes);
+        Ok(ReleaseOutcome { flag, plan })
+    }
+
+    async fn list_templates(&self) -> StoreResult<Vec<Template>> {
+        let rows = sqlx::query("SELECT name, definition FROM templates ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let name: String = r.get(0);
+                serde_json::from_str(&r.get::<String, _>(1)).map_err(|e| corrupt(&format!("template {name}"), e))
+            })
+            .collect()
+    }
+
+    async fn put_template(&self, template: &Template, meta: &ChangeMeta) -> StoreResult<()> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.write().await?;
+        let before = sqlx::query("SELECT definition FROM templates WHERE name = ?")
+            .bind(&template.name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .and_then(|r| json_column(r.get(0)));
+        let text = serde_json::to_string(template).map_err(|e| corrupt("template", e))?;
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO templates (name, definition, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at",
+        )
+        .bind(&template.name)
+        .bind(&text)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let entry = Audit {
+            action: "template.put",
+            environment: None,
+            flag: None,
+            segment: None,
+            before,
+            after: serde_json::to_value(template).ok(),
+        };
+        Self::audit(&mut tx, meta, entry).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
     }
+}
+
+fn plan_from(r: &SqliteRow) -> StoreResult<PlanRecord> {
+    let flag: String = r.get(0);
+    let definition: String = r.get(2);
+    let plan = serde_json::from_str(&definition).map_err(|e| corrupt(&format!("plan on {flag}"), e))?;
+    let stage: i64 = r.get(3);
+    let state = PlanState {
+        stage: usize::try_from(stage).map_err(|e| corrupt("plan stage", e))?,
+        entered_at_ms: r.get(4),
+        status: parse_status(&r.get::<String, _>(5))?,
+    };
+    Ok(PlanRecord {
+        flag,
+        environment: r.get(1),
+        plan,
+        state,
+        revision: r.get(6),
+        created_at: r.get(7),
+        updated_at: r.get(8),
+    })
 }

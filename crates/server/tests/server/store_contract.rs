@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dimmer_engine::{Flag, Segment};
+use dimmer_server::release::{Plan, PlanState, RestorePoint, Status, Template, parse_stages};
 use dimmer_server::store::postgres::PostgresStore;
 use dimmer_server::store::sqlite::SqliteStore;
 use dimmer_server::store::{
-    AuditFilter, Change, ChangeMeta, DEFAULT_ENVIRONMENTS, Scope, Store, StoreError, TokenRecord,
+    AuditFilter, Change, ChangeMeta, DEFAULT_ENVIRONMENTS, ReleaseWrite, RestoreWrite, Scope, Store, StoreError,
+    TokenRecord,
 };
 use serde_json::json;
 
@@ -114,6 +116,9 @@ contract!(
     concurrent_writers_of_one_version_produce_exactly_one_winner,
     refused_writes_leave_no_trace,
     every_kind_of_write_is_audited_under_its_action,
+    release_writes_commit_flag_plan_restore_point_and_audit_together,
+    concurrent_plan_steps_from_one_revision_commit_exactly_once,
+    templates_are_stored_replaced_and_audited,
 );
 
 async fn first_start_creates_the_default_environments_once(store: Arc<dyn Store>) {
@@ -485,4 +490,112 @@ async fn postgres_replicas_writing_at_once_share_one_gapless_revision_sequence()
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
+}
+
+fn plan() -> Plan {
+    Plan { stages: parse_stages("1%,5%,100%", 60_000).unwrap(), template: None }
+}
+
+fn step(action: &str, flag_update: Option<(Flag, i64)>, state: PlanState, expected: i64) -> ReleaseWrite {
+    ReleaseWrite {
+        flag: "rel".into(),
+        environment: "production".into(),
+        action: action.into(),
+        flag_update,
+        plan: Some((plan(), state, expected)),
+        restore: RestoreWrite::Keep,
+        before: json!({"stage": expected}),
+        after: json!({"stage": state.stage}),
+    }
+}
+
+async fn release_writes_commit_flag_plan_restore_point_and_audit_together(store: Arc<dyn Store>) {
+    store.create_flag("rel", &flag("v1"), &meta("x", None)).await.unwrap();
+    let revision = store.list_environments().await.unwrap()[0].revision;
+    let start = PlanState::start(1_000);
+    let out = store
+        .release_write(&step("plan.start", Some((flag("v2"), 1)), start, 0), &meta("ana", Some("go")))
+        .await
+        .unwrap();
+    assert_eq!((out.flag.version, out.plan.as_ref().map(|p| p.revision)), (2, Some(1)));
+    assert_eq!(store.list_environments().await.unwrap()[0].revision, revision + 1, "a flag change bumps revisions");
+    let stored = store.get_plan("rel", "production").await.unwrap().unwrap();
+    assert_eq!((stored.plan, stored.state, stored.revision), (plan(), start, 1));
+    assert_eq!(store.list_plans().await.unwrap().len(), 1);
+
+    // A stale plan revision changes nothing: not the flag, not the plan, not the audit log.
+    let audit_len = store.audit(&AuditFilter::default()).await.unwrap().len();
+    let stale = step("plan.advance", Some((flag("v3"), 2)), PlanState { stage: 1, ..start }, 0);
+    assert!(matches!(
+        store.release_write(&stale, &meta("ana", None)).await,
+        Err(StoreError::VersionMismatch { expected: 0, current: 1 })
+    ));
+    assert_eq!(store.get_flag("rel").await.unwrap().unwrap().version, 2);
+    assert_eq!(store.audit(&AuditFilter::default()).await.unwrap().len(), audit_len);
+
+    // The first restore point of an incident is kept; a restore clears it.
+    let point = |enabled| RestorePoint { enabled, exposure: None, at_ms: 5 };
+    let mut kill = step("release.kill", None, PlanState { status: Status::Paused, ..start }, 1);
+    kill.restore = RestoreWrite::SetIfAbsent(point(true));
+    store.release_write(&kill, &meta("ops", Some("incident"))).await.unwrap();
+    let mut again = step("release.kill", None, PlanState { status: Status::Paused, ..start }, 2);
+    again.restore = RestoreWrite::SetIfAbsent(point(false));
+    store.release_write(&again, &meta("ops", None)).await.unwrap();
+    assert_eq!(store.restore_point("rel", "production").await.unwrap(), Some(point(true)));
+    let mut restore = step("release.restore", None, PlanState { status: Status::Paused, ..start }, 3);
+    restore.restore = RestoreWrite::Clear;
+    store.release_write(&restore, &meta("ops", None)).await.unwrap();
+    assert_eq!(store.restore_point("rel", "production").await.unwrap(), None);
+
+    let entries = store.audit(&AuditFilter { flag: Some("rel".into()), ..AuditFilter::default() }).await.unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["release.restore", "release.kill", "release.kill", "plan.start", "flag.create"]);
+    assert_eq!(entries[3].reason.as_deref(), Some("go"));
+    assert_eq!(entries[3].environment.as_deref(), Some("production"));
+    assert_eq!(entries[3].after, Some(json!({"stage": 0})));
+}
+
+async fn concurrent_plan_steps_from_one_revision_commit_exactly_once(store: Arc<dyn Store>) {
+    store.create_flag("rel", &flag("v1"), &meta("x", None)).await.unwrap();
+    store.release_write(&step("plan.start", None, PlanState::start(0), 0), &meta("x", None)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let next = PlanState { stage: 1, entered_at_ms: 10, status: Status::Running };
+            store
+                .release_write(&step("plan.advance", Some((flag(&format!("r{i}")), 1)), next, 1), &meta("loop", None))
+                .await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(StoreError::VersionMismatch { .. }) => {}
+            Err(e) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    let plan = store.get_plan("rel", "production").await.unwrap().unwrap();
+    assert_eq!((plan.revision, plan.state.stage), (2, 1));
+    let advances =
+        store.audit(&AuditFilter::default()).await.unwrap().iter().filter(|e| e.action == "plan.advance").count();
+    assert_eq!(advances, 1);
+}
+
+async fn templates_are_stored_replaced_and_audited(store: Arc<dyn Store>) {
+    let mut t = Template {
+        name: "slow".into(),
+        description: "d".into(),
+        stages: parse_stages("1%,100%", 1).unwrap(),
+        default_for: vec![dimmer_engine::FlagKind::Release],
+    };
+    store.put_template(&t, &meta("ana", None)).await.unwrap();
+    t.description = "e".into();
+    store.put_template(&t, &meta("ana", None)).await.unwrap();
+    assert_eq!(store.list_templates().await.unwrap(), [t]);
+    let entries = store.audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(entries.iter().filter(|e| e.action == "template.put").count(), 2);
+    assert_eq!(entries[0].before.as_ref().and_then(|b| b["description"].as_str()), Some("d"));
 }

@@ -1,0 +1,31 @@
+-- Release plans (one per flag and environment), restore points left by kills and dial-downs,
+-- and plan templates. Definitions are JSON text, validated by the API.
+CREATE TABLE release_plans (
+    flag        TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    definition  TEXT NOT NULL,
+    stage       BIGINT NOT NULL,
+    entered_at  BIGINT NOT NULL,
+    status      TEXT NOT NULL,
+    -- Bumped by every change: a change names the revision it is based on, so that of several
+    -- replicas deciding the same advance exactly one commits it.
+    revision    BIGINT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL,
+    PRIMARY KEY (flag, environment)
+);
+CREATE INDEX release_plans_by_status ON release_plans (status);
+
+CREATE TABLE restore_points (
+    flag        TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    definition  TEXT NOT NULL,
+    PRIMARY KEY (flag, environment)
+);
+
+CREATE TABLE templates (
+    name       TEXT PRIMARY KEY NOT NULL,
+    definition TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
