@@ -1,8 +1,10 @@
-//! The composition root: builds the state, starts the background tasks it owns, serves HTTP
-//! until the shutdown signal, then stops everything in order (streams are closed cleanly).
+//! The composition root: builds the state, starts the background tasks it owns (snapshot
+//! refresher, release-plan loop, webhook delivery), serves HTTP until the shutdown signal, then
+//! stops everything in order (streams are closed cleanly).
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -10,38 +12,86 @@ use tokio::sync::watch;
 
 use crate::auth::TokenCache;
 use crate::metrics::Metrics;
+use crate::release::{Clock, SystemClock};
+use crate::rollout::Releases;
 use crate::state::{AppState, Hub};
 use crate::store::Store;
+use crate::webhooks::{Notifier, Target, Worker};
 
-/// The router for `store`, with a shutdown receiver that ends SSE streams when it flips.
-pub fn app(store: Arc<dyn Store>, shutdown: watch::Receiver<bool>) -> (Router, AppState) {
+/// What the server is run with beyond its store.
+#[derive(Clone)]
+pub struct Options {
+    /// Where time comes from (a manual clock in tests and `dimmer demo`).
+    pub clock: Arc<dyn Clock>,
+    /// Receivers of release events.
+    pub webhooks: Vec<Target>,
+    /// How often the release-plan loop looks for plans to advance.
+    pub plan_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { clock: Arc::new(SystemClock), webhooks: Vec::new(), plan_interval: Duration::from_secs(1) }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("webhooks", &self.webhooks.len())
+            .field("plan_interval", &self.plan_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The router for `store`, its state, and the webhook worker to run; the shutdown receiver ends
+/// SSE streams when it flips.
+pub fn app(store: Arc<dyn Store>, options: &Options, shutdown: watch::Receiver<bool>) -> (Router, AppState, Worker) {
+    let (notifier, worker) = Notifier::new(options.webhooks.clone());
     let state = AppState {
         hub: Arc::new(Hub::new(store.clone())),
+        releases: Arc::new(Releases::new(store.clone(), options.clock.clone(), notifier.clone())),
+        notifier,
         store,
         tokens: Arc::new(TokenCache::default()),
         metrics: Arc::new(Metrics::default()),
         shutdown,
     };
-    (crate::api::router(state.clone()), state)
+    (crate::api::router(state.clone()), state, worker)
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` with default options until `shutdown` completes.
 pub async fn run(
     listener: TcpListener,
     store: Arc<dyn Store>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    run_with(listener, store, Options::default(), shutdown).await
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn run_with(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (router, state) = app(store.clone(), stop_rx.clone());
-    let refresher = tokio::spawn(state.hub.clone().run_refresher(store.subscribe(), stop_rx));
+    let (router, state, worker) = app(store.clone(), &options, stop_rx.clone());
+    let refresher = tokio::spawn(state.hub.clone().run_refresher(store.subscribe(), stop_rx.clone()));
+    let plans = tokio::spawn(state.releases.clone().run_loop(options.plan_interval, stop_rx.clone()));
+    let webhooks = tokio::spawn(worker.run(stop_rx));
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: closing streams");
-            // Ends every SSE stream and the refresher; in-flight requests finish.
+            // Ends every SSE stream, the refresher, the plan loop and webhook delivery (after a
+            // grace period for deliveries in flight); in-flight requests finish.
             let _ = stop_tx.send(true);
         })
         .await;
     let _ = refresher.await;
+    let _ = plans.await;
+    let _ = webhooks.await;
     served
 }

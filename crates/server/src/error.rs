@@ -30,6 +30,8 @@ pub enum Code {
     NotFound,
     /// The resource already exists.
     AlreadyExists,
+    /// The operation does not fit the resource's state (e.g. a plan is already running).
+    Conflict,
     /// `If-Match` names a stale version.
     VersionMismatch,
     /// A write without `If-Match`.
@@ -50,6 +52,7 @@ impl Code {
             Code::Forbidden => StatusCode::FORBIDDEN,
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::AlreadyExists => StatusCode::CONFLICT,
+            Code::Conflict => StatusCode::CONFLICT,
             Code::VersionMismatch => StatusCode::PRECONDITION_FAILED,
             Code::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

@@ -11,5 +11,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod release;
+pub mod rollout;
 pub mod state;
 pub mod store;
+pub mod webhooks;

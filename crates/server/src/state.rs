@@ -26,6 +26,10 @@ pub struct AppState {
     pub tokens: Arc<TokenCache>,
     /// Prometheus counters and gauges.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Release plans, kills, dial-downs and restores.
+    pub releases: Arc<crate::rollout::Releases>,
+    /// Release-event webhooks (its counters feed `/metrics`).
+    pub notifier: Arc<crate::webhooks::Notifier>,
     /// Flips to true at shutdown: streams end cleanly.
     pub shutdown: watch::Receiver<bool>,
 }
