@@ -44,6 +44,24 @@ impl std::fmt::Debug for Options {
     }
 }
 
+/// Prepares a store for serving: the default environments and, on the very first start, an
+/// empty `internal` segment for the canary stage of the built-in plan templates.
+pub async fn first_start(store: &dyn Store) -> crate::store::StoreResult<()> {
+    let fresh = store.list_environments().await?.is_empty();
+    store.ensure_environments(&crate::store::DEFAULT_ENVIRONMENTS).await?;
+    if fresh && store.get_segment("internal").await?.is_none() {
+        let segment = dimmer_engine::Segment {
+            description: "Your organisation's own users, exposed first by the standard release plans: add their \
+                          keys to `included`, or a rule such as `email ends_with @example.com`."
+                .into(),
+            ..dimmer_engine::Segment::default()
+        };
+        let meta = crate::store::ChangeMeta { actor: "system".into(), reason: Some("first start".into()) };
+        store.create_segment("internal", &segment, &meta).await?;
+    }
+    Ok(())
+}
+
 /// The router for `store`, its state, and the webhook worker to run; the shutdown receiver ends
 /// SSE streams when it flips.
 pub fn app(store: Arc<dyn Store>, options: &Options, shutdown: watch::Receiver<bool>) -> (Router, AppState, Worker) {

@@ -29,6 +29,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Log format.
     pub log_format: LogFormat,
+    /// Receivers of release events.
+    pub webhooks: Vec<crate::webhooks::Target>,
 }
 
 impl std::fmt::Debug for Config {
@@ -40,6 +42,8 @@ impl std::fmt::Debug for Config {
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("log_format", &self.log_format)
+            // Webhook URLs often embed a secret (Slack's do): only their number is shown.
+            .field("webhooks", &self.webhooks.len())
             .finish()
     }
 }
@@ -58,6 +62,8 @@ pub struct Layer {
     pub admin_token: Option<String>,
     /// `log_format`.
     pub log_format: Option<String>,
+    /// `webhooks`: URLs, each optionally prefixed with `slack=`.
+    pub webhooks: Option<Vec<String>>,
 }
 
 impl Layer {
@@ -68,11 +74,13 @@ impl Layer {
             database_url: self.database_url.or(base.database_url),
             admin_token: self.admin_token.or(base.admin_token),
             log_format: self.log_format.or(base.log_format),
+            webhooks: self.webhooks.or(base.webhooks),
         }
     }
 
     /// The layer from environment variables (`DIMMER_LISTEN`, `DIMMER_DATA_DIR`,
-    /// `DIMMER_DATABASE_URL`, `DIMMER_ADMIN_TOKEN`, `DIMMER_LOG_FORMAT`), read through `var`.
+    /// `DIMMER_DATABASE_URL`, `DIMMER_ADMIN_TOKEN`, `DIMMER_LOG_FORMAT`, `DIMMER_WEBHOOKS` as a
+    /// comma-separated list), read through `var`.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Layer {
         Layer {
             listen: var("DIMMER_LISTEN"),
@@ -80,6 +88,8 @@ impl Layer {
             database_url: var("DIMMER_DATABASE_URL"),
             admin_token: var("DIMMER_ADMIN_TOKEN").filter(|t| !t.is_empty()),
             log_format: var("DIMMER_LOG_FORMAT"),
+            webhooks: var("DIMMER_WEBHOOKS")
+                .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()),
         }
     }
 }
@@ -155,8 +165,16 @@ pub fn load(file: Option<&Path>, env: Layer, flags: Layer) -> Result<Config, Con
     {
         return Err(ConfigError::Invalid { setting: "admin_token", message: "must be at least 16 characters".into() });
     }
+    let webhooks = merged
+        .webhooks
+        .unwrap_or_default()
+        .iter()
+        .map(|w| crate::webhooks::Target::parse(w))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|message| ConfigError::Invalid { setting: "webhooks", message })?;
     Ok(Config {
         listen,
+        webhooks,
         data_dir: merged.data_dir.unwrap_or_else(|| PathBuf::from("dimmer-data")),
         database_url,
         admin_token: merged.admin_token,
@@ -183,5 +201,9 @@ mod tests {
         let secret = Layer { admin_token: Some("a-very-secret-admin-token".into()), ..Layer::default() };
         let c = load(None, secret, Layer::default()).unwrap();
         assert!(!format!("{c:?}").contains("very-secret"));
+        let hooks = Layer::from_env(|n| (n == "DIMMER_WEBHOOKS").then(|| "http://a/x, slack=https://h/s".to_owned()));
+        assert_eq!(load(None, hooks, Layer::default()).unwrap().webhooks.len(), 2);
+        let bad = Layer { webhooks: Some(vec!["mailto:x".into()]), ..Layer::default() };
+        assert!(load(None, bad, Layer::default()).unwrap_err().to_string().starts_with("webhooks:"));
     }
 }

@@ -93,6 +93,8 @@ pub struct Counters {
     pub failed: AtomicU64,
     /// Dropped because the queue was full.
     pub dropped: AtomicU64,
+    /// Release events by action, delivered to webhooks or not.
+    pub events: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// Sends events to every configured target.
@@ -115,6 +117,9 @@ impl Notifier {
 
     /// Queues an event for every target; never waits.
     pub fn notify(&self, event: Event) {
+        if let Ok(mut events) = self.counters.events.lock() {
+            *events.entry(event.event.clone()).or_default() += 1;
+        }
         if self.targets.is_empty() {
             return;
         }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use dimmer_server::config::{self, Layer, LogFormat};
-use dimmer_server::store::{self, DEFAULT_ENVIRONMENTS};
+use dimmer_server::store;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -19,14 +19,24 @@ pub struct ServeArgs {
     /// PostgreSQL URL (postgres://…) instead of SQLite [env DIMMER_DATABASE_URL].
     #[arg(long)]
     database_url: Option<String>,
-    /// A JSON configuration file (listen, data_dir, database_url, admin_token, log_format).
+    /// A JSON configuration file (listen, data_dir, database_url, admin_token, log_format,
+    /// webhooks).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// A receiver of release events (repeatable): URL for generic JSON, slack=URL for a
+    /// Slack-compatible payload [env DIMMER_WEBHOOKS, comma-separated].
+    #[arg(long = "webhook")]
+    webhooks: Vec<String>,
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
-    let flags =
-        Layer { listen: args.listen, data_dir: args.data_dir, database_url: args.database_url, ..Layer::default() };
+    let flags = Layer {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        database_url: args.database_url,
+        webhooks: (!args.webhooks.is_empty()).then_some(args.webhooks),
+        ..Layer::default()
+    };
     // The one place the server's settings are read from the environment.
     let env = Layer::from_env(|name| std::env::var(name).ok());
     let config = config::load(args.config.as_deref(), env, flags)?;
@@ -55,7 +65,7 @@ async fn serve(config: config::Config) -> Result<()> {
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     }
     let store = store::open(config.database_url.as_deref(), &config.data_dir).await.context("opening storage")?;
-    store.ensure_environments(&DEFAULT_ENVIRONMENTS).await.context("creating the default environments")?;
+    dimmer_server::app::first_start(store.as_ref()).await.context("creating the default environments")?;
     let generated = dimmer_server::auth::bootstrap_admin(store.as_ref(), config.admin_token.as_deref())
         .await
         .context("bootstrapping the admin token")?;
@@ -73,7 +83,8 @@ async fn serve(config: config::Config) -> Result<()> {
         println!("admin token (shown once, keep it safe): {token}");
     }
     tracing::info!(%addr, "serving");
-    dimmer_server::app::run(listener, store, shutdown_signal()).await.context("serving HTTP")?;
+    let options = dimmer_server::app::Options { webhooks: config.webhooks.clone(), ..Default::default() };
+    dimmer_server::app::run_with(listener, store, options, shutdown_signal()).await.context("serving HTTP")?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@ mod admin;
 mod flags;
 mod ofrep;
 mod openapi;
+mod release;
 mod sdk;
 mod system;
 
@@ -26,6 +27,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(flags::router())
         .merge(admin::router())
+        .merge(release::router())
         .merge(sdk::router())
         .merge(ofrep::router())
         .merge(system::router())

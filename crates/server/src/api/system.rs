@@ -60,9 +60,52 @@ async fn readyz(State(state): State<AppState>) -> Response {
         content_type = "text/plain; version=0.0.4; charset=utf-8", body = String))
 )]
 async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
-        state.metrics.render(),
-    )
+    let mut text = state.metrics.render();
+    release_metrics(&state, &mut text).await;
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], text)
         .into_response()
+}
+
+/// Exposure per flag and environment (read from the store at scrape time, so every replica
+/// reports the same), release events and webhook deliveries.
+async fn release_metrics(state: &AppState, out: &mut String) {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering;
+    let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    out.push_str("# HELP dimmer_flag_exposure_percent The exposure ceiling per flag and environment: 0 when off, 100 with no ceiling.\n");
+    out.push_str("# TYPE dimmer_flag_exposure_percent gauge\n");
+    match (state.store.list_flags(false).await, state.store.list_environments().await) {
+        (Ok(flags), Ok(envs)) => {
+            for record in &flags {
+                for env in &envs {
+                    let weight = crate::release::exposure_weight(record.flag.environments.get(&env.name));
+                    let _ = writeln!(
+                        out,
+                        "dimmer_flag_exposure_percent{{flag=\"{}\",environment=\"{}\"}} {}",
+                        escape(&record.key),
+                        escape(&env.name),
+                        f64::from(weight) / 1000.0
+                    );
+                }
+            }
+        }
+        _ => tracing::warn!("metrics: cannot read flags for the exposure gauge"),
+    }
+    let counters = &state.notifier.counters;
+    out.push_str(
+        "# HELP dimmer_release_events_total Release events (plan steps, kills, dial-downs, restores) by action.\n",
+    );
+    out.push_str("# TYPE dimmer_release_events_total counter\n");
+    if let Ok(events) = counters.events.lock() {
+        for (action, n) in events.iter() {
+            let _ = writeln!(out, "dimmer_release_events_total{{action=\"{}\"}} {n}", escape(action));
+        }
+    }
+    out.push_str("# HELP dimmer_webhook_deliveries_total Webhook deliveries by outcome.\n");
+    out.push_str("# TYPE dimmer_webhook_deliveries_total counter\n");
+    for (outcome, n) in
+        [("delivered", &counters.delivered), ("failed", &counters.failed), ("dropped", &counters.dropped)]
+    {
+        let _ = writeln!(out, "dimmer_webhook_deliveries_total{{outcome=\"{outcome}\"}} {}", n.load(Ordering::Relaxed));
+    }
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dimmer_server::store::{self, DEFAULT_ENVIRONMENTS, Store};
+use dimmer_server::store::{self, Store};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -49,7 +49,7 @@ impl TestServer {
     }
 
     pub async fn start_with(store: Arc<dyn Store>, dir: TempDir) -> Self {
-        store.ensure_environments(&DEFAULT_ENVIRONMENTS).await.expect("environments");
+        dimmer_server::app::first_start(store.as_ref()).await.expect("environments");
         dimmer_server::auth::bootstrap_admin(store.as_ref(), Some(ADMIN)).await.expect("admin token");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

@@ -1,0 +1,563 @@
+//! Release API: plans (start, status, advance, pause, resume, rollback), the dial-down fast
+//! path (kill, dial-down, restore) and plan templates. Handlers only translate HTTP; the
+//! decisions are in `crate::release` and their application in `crate::rollout`.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::openapi::schemas as doc;
+use crate::auth::Principal;
+use crate::error::{ApiError, Code, Json};
+use crate::release::{self, Command, Plan, Template};
+use crate::rollout::{Outcome, ReleaseError, plan_view};
+use crate::state::AppState;
+use crate::store::ChangeMeta;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/plans", get(list_plans))
+        .route("/api/v1/flags/{key}/environments/{env}/plan", get(plan_status).post(start_plan))
+        .route("/api/v1/flags/{key}/environments/{env}/plan/advance", post(advance))
+        .route("/api/v1/flags/{key}/environments/{env}/plan/pause", post(pause))
+        .route("/api/v1/flags/{key}/environments/{env}/plan/resume", post(resume))
+        .route("/api/v1/flags/{key}/environments/{env}/plan/rollback", post(rollback))
+        .route("/api/v1/flags/{key}/environments/{env}/kill", post(kill))
+        .route("/api/v1/flags/{key}/environments/{env}/dial-down", post(dial_down))
+        .route("/api/v1/flags/{key}/environments/{env}/restore", post(restore))
+        .route("/api/v1/templates", get(list_templates).post(create_template))
+}
+
+impl From<ReleaseError> for ApiError {
+    fn from(e: ReleaseError) -> Self {
+        match e {
+            ReleaseError::NotFound { kind, key } => ApiError::not_found(kind, &key),
+            ReleaseError::Invalid { field, message } => {
+                ApiError::new(Code::ValidationFailed, format!("{field}: {message}"))
+                    .with_details(json!({"errors": [{"path": field, "message": message}]}))
+            }
+            ReleaseError::Conflict(message) => ApiError::new(Code::Conflict, message),
+            ReleaseError::Store(e) => e.into(),
+        }
+    }
+}
+
+async fn answer(state: &AppState, outcome: Result<Outcome, ReleaseError>) -> Result<Response, ApiError> {
+    let outcome = outcome?;
+    if outcome.changed {
+        // Snapshots (and so every stream) are current before the caller hears "done".
+        super::publish(state).await;
+    }
+    Ok(Json(outcome).into_response())
+}
+
+fn meta(principal: &Principal, headers: &HeaderMap, body_reason: Option<&str>) -> ChangeMeta {
+    principal.meta(super::reason(headers, body_reason))
+}
+
+/// A body that may be absent or `{}` and may carry a reason.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReasonOnly {
+    /// Why, for the audit log and the webhook (the `X-Dimmer-Reason` header takes precedence).
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Parses an optional JSON body (empty is `{}`).
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::new(Code::MalformedRequest, format!("{path}: {}", e.inner()))
+    })
+}
+
+/// Every release plan, finished ones included.
+#[utoipa::path(
+    get,
+    path = "/api/v1/plans",
+    tag = "releases",
+    operation_id = "listPlans",
+    responses(
+        (status = 200, description = "`{\"plans\": [plan]}`", body = Object),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "An sdk token", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
+async fn list_plans(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
+    principal.require_read()?;
+    let plans: Vec<Value> = state.store.list_plans().await?.iter().map(plan_view).collect();
+    Ok(Json(json!({ "plans": plans })).into_response())
+}
+
+/// The flag's release plan in an environment: stages, current stage, status, next advance.
+#[utoipa::path(
+    get,
+    path = "/api/v1/flags/{key}/environments/{env}/plan",
+    tag = "releases",
+    operation_id = "getPlan",
+    params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
+    responses(
+        (status = 200, description = "The plan", body = Object),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "An sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No plan on that flag in that environment", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
+async fn plan_status(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path((key, env)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    principal.require_read()?;
+    let plan = state.store.get_plan(&key, &env).await?.ok_or_else(|| ApiError::not_found("plan", &key))?;
+    Ok(Json(plan_view(&plan)).into_response())
+}
+
+/// How to start a plan: a template, or explicit stages; neither means the default template for
+/// the flag's kind.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StartPlan {
+    /// A template name (`standard`, `careful`, `quick`, or a stored one).
+    #[serde(default)]
+    template: Option<String>,
+    /// Stages such as `internal,1%,5%,25%,50%,100%`; a stage may carry its own dwell (`5%@2h`).
+    #[serde(default)]
+    stages: Option<String>,
+    /// The minimum dwell of each stage with `stages`, such as `30m` (default `1h`).
+    #[serde(default)]
+    dwell: Option<String>,
+    /// Why, for the audit log.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Starts a release plan: the flag is turned on in the environment and serves the change to the
+/// first stage's exposure; later stages follow after their dwell (or on `advance`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/flags/{key}/environments/{env}/plan",
+    tag = "releases",
+    operation_id = "startPlan",
+    params(
+        ("key" = String, Path, description = "The flag key"),
+        ("env" = String, Path, description = "The environment"),
+        ("X-Dimmer-Reason" = Option<String>, Header, description = "Why, for the audit log"),
+    ),
+    request_body(content = StartPlan, description = "A template or stages; may be empty"),
+    responses(
+        (status = 200, description = "What changed", body = Object),
+        (status = 400, description = "Not JSON, or unknown fields", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No such flag, environment or template", body = doc::ErrorBody),
+        (status = 409, description = "A plan is already running or paused there", body = doc::ErrorBody),
+        (status = 422, description = "Bad stages or dwell, or an unknown segment", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
+async fn start_plan(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path((key, env)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    principal.require_write()?;
+    let body: StartPlan = optional_body(&body)?;
+    let plan = match (&body.template, &body.stages) {
+        (Some(_), Some(_)) => {
+            return Err(invalid("stages", "give a template or stages, not both"));
+        }
+        (_, Some(spec)) => {
+            let dwell = release::parse_duration(body.dwell.as_deref().unwrap_or("1h")).map_err(ReleaseError::from)?;
+            Plan { stages: release::parse_stages(spec, dwell).map_err(ReleaseError::from)?, template: None }
+        }
+        (name, None) => {
+            if body.dwell.is_some() {
+                return Err(invalid("dwell", "only applies with stages (a template has its own dwells)"));
+            }
+            let template = state.releases.template_for(name.as_deref(), &key).await?;
+            Plan { stages: template.stages, template: Some(template.name) }
+        }
+    };
+    let meta = meta(&principal, &headers, body.reason.as_deref());
+    answer(&state, state.releases.start(&key, &env, plan, &meta).await).await
+}
+
+fn invalid(field: &str, message: &str) -> ApiError {
+    ApiError::from(ReleaseError::Invalid { field: field.to_owned(), message: message.to_owned() })
+}
+
+async fn command(
+    principal: Principal,
+    state: AppState,
+    key: String,
+    env: String,
+    headers: HeaderMap,
+    reason: Option<String>,
+    command: Command,
+) -> Result<Response, ApiError> {
+    principal.require_write()?;
+    let meta = meta(&principal, &headers, reason.as_deref());
+    answer(&state, state.releases.command(&key, &env, command, &meta).await).await
+}
+
+/// Enters the next stage now, whatever the dwell.
+#[utoipa::path(
+    post,
+    path = "/api/v1/flags/{key}/environments/{env}/plan/advance",
+    tag = "releases",
+    operation_id = "advancePlan",
+    params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
+    request_body(content = ReasonOnly, description = "Optional"),
+    responses(
+        (status = 200, description = "What changed", body = Object),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No plan there", body = doc::ErrorBody),
+        (status = 409, description = "The plan is released or rolled back", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
+async fn advance(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path((key, env)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body: ReasonOnly = optional_body(&body)?;
+    command(principal, state, key, env, headers, body.reason, Command::Advance).await
+}
+
+/// Holds the plan where it is (idempotent).
+#[utoipa::path(
+    post,
+    path = "/api/v1/flags/{key}/environments/{env}/plan/pause",
+    tag = "releases",
+    operation_id = "pausePlan",
+    params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
+    request_body(content = ReasonOnly, description = "Optional"),
+    responses(
+        (status = 200, description = "What changed", body = Object),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No plan there", body = doc::ErrorBody),
+        (status = 409, description = "The plan is released or rolled back", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
+async fn pause(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path((key, env)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body: ReasonOnly = optional_body(&body)?;
+    command(principal, state, key, env, headers, body.reason, Command::Pause).await
+}
+
+/// Lets a paused plan move on: the current stage's exposure is applied again (undoing a
+/// dial-down) and its dwell restarts.
+#[utoipa::path(
+    post,
+    path = "/api/v1/flags/{key}/environments/{env}/plan/resume",
+    tag = "releases",
+    operation_id = "resumePlan",
+    params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
+    request_body(content = ReasonOnly, description = "Optional"),
+    responses(
+        (status = 200, description = "What changed", body = Object),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No plan there", body = doc::ErrorBody),
+        (status = 409, description = "The plan is not paused", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
+async fn resume(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path((key, env)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body: ReasonOnly = optional_body(&body)?;
+    command(principal, state, key, env, headers, body.reason, Command::Resume).await
+}
+
+/// Rollback: to the previous stage (the plan is paused there), or with `to_zero` to no exposure
+/// at all (the plan ends).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RollbackBody {
+    /// Back to 0% and end the plan, instead of one stage back.
+    #[serde(default)]
+    to_zero: bool,
+    /// Why, for the audit log.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Rolls the plan back one stage (and pauses it), or to 0% (ending it).
+#[utoipa::path(
+    post,
+    path = "/api/v1/flags/{key}/environments/{env}/plan/rollback",
+    tag = "releases",
+    operation_id = "rollbackPlan",
+    params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
+    request_body(content = RollbackBody, description = "Optional"),
+    responses(
+        (status = 200, description = "What changed", body = Object),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No plan there", body = doc::ErrorBody),
+        (status = 409, description = "The plan is over", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
+async fn rollback(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path((key, env)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body: RollbackBody = optional_body(&body)?;
+    command(principal, state, key, env, headers, body.reason, Command::Rollback { to_zero: body.to_zero }).await
+}
+
+fn required_reason(headers: &HeaderMap, body: Option<&str>) -> Result<String, ApiError> {
+    super::reason(headers, body).ok_or_else(|| {
+        invalid("reason", "required: say why (X-Dimmer-Reason header or a \"reason\" field), for the audit log")
+    })
+}
+
+/// Switches the flag off in the environment: everyone gets the off variant. Needs no plan,
+/// pauses a running one, is idempotent.
+#[utoipa::path(
+    post,
+    path = "/api/v1/flags/{key}/environments/{env}/kill",
+    tag = "releases",
+    operation_id = "killFlag",
+    params(
+        ("key" = String, Path, description = "The flag key"),
+        ("env" = String, Path, description = "The environment"),
+        ("X-Dimmer-Reason" = Option<String>, Header, description = "Why (required here or in the body)"),
+    ),
+    request_body(content = ReasonOnly, description = "The reason, unless in the header"),
+    responses(
+        (status = 200, description = "What changed (`changed: false` when it was already off)", body = Object),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No such flag or environment", body = doc::ErrorBody),
+        (status = 422, description = "No reason given", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
+async fn kill(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path((key, env)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    principal.require_write()?;
+    let body: ReasonOnly = optional_body(&body)?;
+    let reason = required_reason(&headers, body.reason.as_deref())?;
+    let meta = principal.meta(Some(reason));
+    answer(&state, state.releases.kill(&key, &env, &meta).await).await
+}
+
+/// A dial-down: the target exposure.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DialDownBody {
+    /// The exposure to cut to, in percent (0 to 100, up to three decimals).
+    to: Option<f64>,
+    /// Why (required here or in `X-Dimmer-Reason`).
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Cuts the exposure to `to` percent: never widens, drops canary segments, needs no plan,
+/// pauses a running one, is idempotent. Everyone still exposed was exposed before.
+#[utoipa::path(
+    post,
+    path = "/api/v1/flags/{key}/environments/{env}/dial-down",
+    tag = "releases",
+    operation_id = "dialDownFlag",
+    params(
+        ("key" = String, Path, description = "The flag key"),
+        ("env" = String, Path, description = "The environment"),
+        ("X-Dimmer-Reason" = Option<String>, Header, description = "Why (required here or in the body)"),
+    ),
+    request_body = DialDownBody,
+    responses(
+        (status = 200, description = "What changed (`changed: false` when already at or below)", body = Object),
+        (status = 400, description = "Not JSON", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No such flag or environment", body = doc::ErrorBody),
+        (status = 422, description = "No reason, or `to` missing or out of range", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
+async fn dial_down(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path((key, env)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    principal.require_write()?;
+    let body: DialDownBody = optional_body(&body)?;
+    let to = body.to.ok_or_else(|| invalid("to", "required: the exposure to cut to, in percent"))?;
+    let scaled = (to * 1000.0).round();
+    if !to.is_finite() || !(0.0..=100.0).contains(&to) || (to * 1000.0 - scaled).abs() > 1e-6 {
+        return Err(invalid("to", &format!("{to} is not a percentage from 0 to 100 with at most three decimals")));
+    }
+    // In 0..=100000 and whole, checked just above: the conversion is exact.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "range checked above")]
+    let weight = scaled as u32;
+    let reason = required_reason(&headers, body.reason.as_deref())?;
+    let meta = principal.meta(Some(reason));
+    answer(&state, state.releases.dial_down(&key, &env, weight, &meta).await).await
+}
+
+/// Undoes the kills and dial-downs since the last restore: back to the state before the first.
+/// A paused plan stays paused (resume it). Idempotent.
+#[utoipa::path(
+    post,
+    path = "/api/v1/flags/{key}/environments/{env}/restore",
+    tag = "releases",
+    operation_id = "restoreFlag",
+    params(
+        ("key" = String, Path, description = "The flag key"),
+        ("env" = String, Path, description = "The environment"),
+        ("X-Dimmer-Reason" = Option<String>, Header, description = "Why, for the audit log"),
+    ),
+    request_body(content = ReasonOnly, description = "Optional"),
+    responses(
+        (status = 200, description = "What changed (`changed: false` when there was nothing to restore)", body = Object),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No such flag or environment", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
+async fn restore(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path((key, env)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    principal.require_write()?;
+    let body: ReasonOnly = optional_body(&body)?;
+    let meta = meta(&principal, &headers, body.reason.as_deref());
+    answer(&state, state.releases.restore(&key, &env, &meta).await).await
+}
+
+fn template_view(t: &Template) -> Value {
+    let stages: Vec<Value> = t
+        .stages
+        .iter()
+        .map(|s| json!({"label": crate::rollout::stage_label(s), "segments": s.segments, "percent": f64::from(s.weight) / 1000.0, "min_dwell_ms": s.min_dwell_ms}))
+        .collect();
+    let builtin = release::builtin_templates().iter().any(|b| b == t);
+    json!({"name": t.name, "description": t.description, "stages": stages, "default_for": t.default_for, "builtin": builtin})
+}
+
+/// Plan templates: the built-in ones and those stored on the server.
+#[utoipa::path(
+    get,
+    path = "/api/v1/templates",
+    tag = "releases",
+    operation_id = "listTemplates",
+    responses(
+        (status = 200, description = "`{\"templates\": [...]}`", body = Object),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "An sdk token", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
+async fn list_templates(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
+    principal.require_read()?;
+    let templates: Vec<Value> = state.releases.templates().await?.iter().map(template_view).collect();
+    Ok(Json(json!({ "templates": templates })).into_response())
+}
+
+/// A new (or replacing) template.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewTemplate {
+    /// 1 to 64 letters, digits, '-' or '_'.
+    name: String,
+    /// What it is for.
+    #[serde(default)]
+    description: String,
+    /// Stages such as `internal,1%,5%,100%` (a stage may carry its own dwell: `5%@2h`).
+    stages: String,
+    /// The minimum dwell of each stage, such as `30m` (default `1h`).
+    #[serde(default)]
+    dwell: Option<String>,
+    /// Flag kinds for which this is the default template.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    default_for: Vec<dimmer_engine::FlagKind>,
+    /// Why, for the audit log.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Creates or replaces a template (admin only); a stored template replaces a built-in one of the
+/// same name.
+#[utoipa::path(
+    post,
+    path = "/api/v1/templates",
+    tag = "releases",
+    operation_id = "createTemplate",
+    request_body = NewTemplate,
+    responses(
+        (status = 201, description = "The template", body = Object),
+        (status = 400, description = "Not JSON, or unknown fields", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "Not an admin token", body = doc::ErrorBody),
+        (status = 422, description = "A bad name, stages or dwell", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
+async fn create_template(
+    principal: Principal,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<NewTemplate>,
+) -> Result<Response, ApiError> {
+    principal.require(&[])?;
+    if body.name.is_empty()
+        || body.name.len() > 64
+        || !body.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid("name", "1 to 64 letters, digits, '-' or '_'"));
+    }
+    let dwell = release::parse_duration(body.dwell.as_deref().unwrap_or("1h")).map_err(ReleaseError::from)?;
+    let stages = release::parse_stages(&body.stages, dwell).map_err(ReleaseError::from)?;
+    let template = Template { name: body.name, description: body.description, stages, default_for: body.default_for };
+    let meta = meta(&principal, &headers, body.reason.as_deref());
+    state.store.put_template(&template, &meta).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(template_view(&template))).into_response())
+}
