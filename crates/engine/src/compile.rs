@@ -126,7 +126,8 @@ pub(crate) struct Config {
     pub(crate) prerequisites: Box<[CompiledPrerequisite]>,
     pub(crate) rules: Box<[CompiledRule]>,
     pub(crate) default: CompiledServe,
-    pub(crate) exposure: Option<CompiledExposure>,
+    /// Boxed: most configurations have none, and the hot `Config` stays small.
+    pub(crate) exposure: Option<Box<CompiledExposure>>,
     /// No targets, prerequisites or rules: the default is served statically.
     pub(crate) is_static: bool,
 }
@@ -639,7 +640,7 @@ impl FlagCx<'_> {
                 }
             },
         };
-        let exposure = cfg.exposure.as_ref().and_then(|e| self.exposure(e, &format!("{base}.exposure")));
+        let exposure = cfg.exposure.as_ref().and_then(|e| self.exposure(e, &format!("{base}.exposure"))).map(Box::new);
         if self.error_count() > errors_before {
             return None;
         }

@@ -489,10 +489,11 @@ impl Releases {
             None => {
                 let kind = self.flag(flag).await?.flag.kind;
                 // A stored default wins over a built-in one.
-                templates
+                let stored = self.store.list_templates().await?;
+                stored
                     .into_iter()
-                    .rev()
                     .find(|t| t.default_for.contains(&kind))
+                    .or_else(|| release::builtin_templates().into_iter().find(|t| t.default_for.contains(&kind)))
                     .or_else(|| release::builtin_templates().into_iter().next())
                     .ok_or_else(|| ReleaseError::NotFound { kind: "template", key: "default".into() })
             }
@@ -533,7 +534,11 @@ fn step_for(
             let zero = release::Stage { segments: Vec::new(), weight: 0, min_dwell_ms: 0 };
             Some(EnvironmentConfig { exposure: release::stage_exposure(&zero, cfg.exposure.as_ref()), ..cfg })
         }
-        (_, Some(stage)) => release::configure_stage(&record.flag, environment, stage),
+        // A killed flag stays off through plan commands: `restore` is what turns it back on.
+        (_, Some(stage)) => release::configure_stage(&record.flag, environment, stage).map(|cfg| EnvironmentConfig {
+            enabled: record.flag.environments.get(environment).is_some_and(|c| c.enabled),
+            ..cfg
+        }),
         (_, None) => None,
     };
     let restore = if action == "plan.resume" { RestoreWrite::Clear } else { RestoreWrite::Keep };
