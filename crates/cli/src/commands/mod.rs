@@ -3,6 +3,7 @@
 mod eval;
 mod import;
 mod lint;
+mod release;
 mod remote;
 mod serve;
 
@@ -45,6 +46,18 @@ enum Command {
     Toggle(remote::ToggleArgs),
     /// Show the audit log.
     Audit(remote::AuditArgs),
+    /// Release plans: start, status, list, advance, pause, resume, rollback.
+    #[command(subcommand)]
+    Plan(release::PlanCommand),
+    /// Switch a flag off in one environment at once (everyone gets the off variant).
+    Kill(release::KillArgs),
+    /// Cut a flag's exposure to a percentage at once; nobody new is exposed.
+    DialDown(release::DialDownArgs),
+    /// Undo the kills and dial-downs since the last restore.
+    Restore(release::RestoreArgs),
+    /// List or create release-plan templates.
+    #[command(subcommand)]
+    Template(release::TemplateCommand),
 }
 
 /// Runs the parsed command line.
@@ -58,6 +71,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Flag(cmd) => remote::flag(&cli.remote, cmd),
         Command::Toggle(args) => remote::toggle(&cli.remote, args),
         Command::Audit(args) => remote::audit(&cli.remote, args),
+        Command::Plan(cmd) => release::plan(&cli.remote, cmd),
+        Command::Kill(args) => release::kill(&cli.remote, args),
+        Command::DialDown(args) => release::dial_down(&cli.remote, args),
+        Command::Restore(args) => release::restore(&cli.remote, args),
+        Command::Template(cmd) => release::template(&cli.remote, cmd),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&dimmer_engine::model::flag_set_schema())?);
             Ok(ExitCode::SUCCESS)

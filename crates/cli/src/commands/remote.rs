@@ -114,11 +114,11 @@ pub struct AuditArgs {
     limit: u32,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-fn print(remote: &Remote, value: &Value, text: impl FnOnce(&Value) -> String) -> Result<ExitCode> {
+pub(crate) fn print(remote: &Remote, value: &Value, text: impl FnOnce(&Value) -> String) -> Result<ExitCode> {
     if remote.json {
         println!("{}", serde_json::to_string_pretty(value)?);
     } else {

@@ -122,6 +122,63 @@ fn serve_prints_its_address_and_token_and_the_client_verbs_work() {
 }
 
 #[test]
+fn release_verbs_start_a_plan_dial_down_kill_and_restore() {
+    let dir = scratch("release");
+    let served = Served::start(&dir);
+    let admin = served.token.clone().expect("token");
+    let run = |args: &[&str]| {
+        let (ok, out, err) = dimmer(&served.base, &admin, args);
+        assert!(ok, "dimmer {args:?} failed: {err}");
+        out
+    };
+    run(&["flag", "create", "new-checkout", "--owner", "team-pay"]);
+    let out = run(&["template", "list"]);
+    assert!(out.contains("standard") && out.contains("internal@1h"), "{out}");
+    let out = run(&[
+        "plan",
+        "start",
+        "new-checkout",
+        "--env",
+        "production",
+        "--stages",
+        "internal,5%,25%,100%",
+        "--dwell",
+        "30m",
+    ]);
+    assert!(out.contains("running at stage 1/4 (internal)"), "{out}");
+    let out = run(&["plan", "advance", "new-checkout", "--env", "production", "--reason", "canary fine"]);
+    assert!(out.contains("exposure 5%") && out.contains("stage 2"), "{out}");
+    let out = run(&["dial-down", "new-checkout", "--env", "production", "--to", "1", "--reason", "p99 up"]);
+    assert!(out.contains("exposure 1%") && out.contains("plan paused"), "{out}");
+    let out = run(&["kill", "new-checkout", "--env", "production", "--reason", "errors"]);
+    assert!(out.contains("killed new-checkout in production: off"), "{out}");
+    let out = run(&["kill", "new-checkout", "--env", "production", "--reason", "errors"]);
+    assert!(out.contains("(nothing to change)"), "{out}");
+    let out = run(&["restore", "new-checkout", "--env", "production"]);
+    assert!(out.contains("exposure 5%"), "{out}");
+    let out = run(&["plan", "status", "new-checkout", "--env", "production"]);
+    assert!(out.contains("paused at stage 2/4 (internal + 5%)"), "{out}");
+    let status: Value =
+        serde_json::from_str(&run(&["--json", "plan", "status", "new-checkout", "--env", "production"])).expect("json");
+    assert_eq!(status["stages"].as_array().map(Vec::len), Some(4));
+
+    // A reason is required for the fast path; clap says so before anything is sent.
+    let (ok, _, err) = dimmer(&served.base, &admin, &["kill", "new-checkout", "--env", "production"]);
+    assert!(!ok && err.contains("--reason"), "{err}");
+    let (ok, _, err) =
+        dimmer(&served.base, &admin, &["plan", "start", "new-checkout", "--env", "staging", "--stages", "5%,1%"]);
+    assert!(!ok && err.contains("stages[1]"), "{err}");
+    let audit: Value = serde_json::from_str(&run(&["--json", "audit", "--flag", "new-checkout"])).expect("json");
+    let actions: Vec<&str> =
+        audit["entries"].as_array().expect("entries").iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(
+        actions,
+        ["release.restore", "release.kill", "release.dial_down", "plan.advance", "plan.start", "flag.create"]
+    );
+    served.kill();
+}
+
+#[test]
 fn kill_9_in_the_middle_of_writes_loses_no_acknowledged_change() {
     let dir = scratch("kill9");
     let served = Served::start(&dir);
