@@ -362,22 +362,25 @@ pub fn percent_text(weight: u32) -> String {
     }
 }
 
-/// Parses `5`, `5%` or `0.5` (as in `dial-down --to 5`) into a weight.
-pub fn parse_percent_arg(text: &str) -> Option<u32> {
-    let text = text.trim();
-    parse_percent(&if text.ends_with('%') { text.to_owned() } else { format!("{text}%") })
+/// A weight as a number of percent (`5_000` → `5.0`), for JSON and metrics.
+pub fn weight_percent(weight: u32) -> f64 {
+    f64::from(weight) / 1000.0
 }
 
 /// The exposure ceiling of an environment, in weight: 0 when it is off, full when it has none.
 pub fn exposure_weight(cfg: Option<&EnvironmentConfig>) -> u32 {
     match cfg {
-        Some(cfg) if cfg.enabled => cfg.exposure.as_ref().map_or(FULL_WEIGHT, |e| {
-            // Scaled to 1/1000 of a percent whatever the exposure's own total.
-            let total = u64::from(e.total.unwrap_or(FULL_WEIGHT).max(1));
-            u32::try_from(u64::from(e.weight) * u64::from(FULL_WEIGHT) / total).unwrap_or(FULL_WEIGHT)
-        }),
+        Some(cfg) if cfg.enabled => ceiling_weight(cfg.exposure.as_ref()),
         _ => 0,
     }
+}
+
+/// An exposure's ceiling in 1/1000 of a percent, whatever its own total; full when there is none.
+fn ceiling_weight(exposure: Option<&Exposure>) -> u32 {
+    exposure.map_or(FULL_WEIGHT, |e| {
+        let total = u64::from(e.total.unwrap_or(FULL_WEIGHT).max(1));
+        u32::try_from(u64::from(e.weight) * u64::from(FULL_WEIGHT) / total).unwrap_or(FULL_WEIGHT)
+    })
 }
 
 /// The exposure for `stage`, keeping the bucketing of the exposure it replaces (so users keep
@@ -436,7 +439,7 @@ pub fn configure_stage(flag: &Flag, environment: &str, stage: &Stage) -> Option<
 /// The environment's configuration after `dial-down --to weight`: the exposure never widens and
 /// canary segments are dropped, so nobody new is exposed. `None` when nothing changes.
 pub fn dialed_down(cfg: &EnvironmentConfig, weight: u32) -> Option<EnvironmentConfig> {
-    let current = exposure_weight(Some(&EnvironmentConfig { enabled: true, ..cfg.clone() }));
+    let current = ceiling_weight(cfg.exposure.as_ref());
     let target = weight.min(current);
     let base = cfg.exposure.clone().unwrap_or_default();
     let stage = Stage { segments: Vec::new(), weight: target, min_dwell_ms: 0 };
@@ -504,10 +507,7 @@ mod tests {
             (percent_text(5_000), percent_text(125), percent_text(100_000)),
             ("5%".into(), "0.125%".into(), "100%".into())
         );
-        assert_eq!(
-            (parse_percent_arg("5"), parse_percent_arg("0.5%"), parse_percent_arg("101")),
-            (Some(5_000), Some(500), None)
-        );
+        assert_eq!((weight_percent(5_000), weight_percent(125)), (5.0, 0.125));
     }
 
     fn flag(value: serde_json::Value) -> Flag {

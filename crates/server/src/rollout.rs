@@ -101,25 +101,9 @@ struct Step {
     restore: RestoreWrite,
 }
 
-fn percent(weight: u32) -> f64 {
-    f64::from(weight) / 1000.0
-}
-
 /// A plan as the API shows it.
 pub fn plan_view(record: &PlanRecord) -> Value {
-    let stages: Vec<Value> = record
-        .plan
-        .stages
-        .iter()
-        .map(|s| {
-            json!({
-                "segments": s.segments,
-                "percent": percent(s.weight),
-                "label": stage_label(s),
-                "min_dwell_ms": s.min_dwell_ms,
-            })
-        })
-        .collect();
+    let stages: Vec<Value> = record.plan.stages.iter().map(stage_view).collect();
     let state = &record.state;
     let next_at = match (state.status, record.plan.stages.get(state.stage)) {
         (Status::Running, Some(stage)) if state.stage + 1 < record.plan.stages.len() => {
@@ -141,6 +125,16 @@ pub fn plan_view(record: &PlanRecord) -> Value {
     })
 }
 
+/// A stage as the API shows it (in plans and templates).
+pub fn stage_view(stage: &release::Stage) -> Value {
+    json!({
+        "segments": stage.segments,
+        "percent": release::weight_percent(stage.weight),
+        "label": stage_label(stage),
+        "min_dwell_ms": stage.min_dwell_ms,
+    })
+}
+
 /// `internal + 5%`: a stage as people read it.
 pub fn stage_label(stage: &release::Stage) -> String {
     let mut parts = stage.segments.clone();
@@ -153,7 +147,7 @@ pub fn stage_label(stage: &release::Stage) -> String {
 fn summary(cfg: Option<&EnvironmentConfig>, plan: Option<&PlanState>) -> Value {
     json!({
         "enabled": cfg.is_some_and(|c| c.enabled),
-        "exposure_percent": percent(release::exposure_weight(cfg)),
+        "exposure_percent": release::weight_percent(release::exposure_weight(cfg)),
         "exposure": cfg.and_then(|c| c.exposure.as_ref()),
         "plan": plan.map(|p| json!({"stage": p.stage, "status": crate::store::status_text(p.status)})),
     })
@@ -163,11 +157,6 @@ impl Releases {
     /// The service over `store`, reading time from `clock`.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, notifier: Arc<Notifier>) -> Self {
         Self { store, clock, notifier }
-    }
-
-    /// The current time, from the injected clock.
-    pub fn now_ms(&self) -> i64 {
-        self.clock.now_ms()
     }
 
     async fn check_environment(&self, environment: &str) -> Result<(), ReleaseError> {
@@ -221,7 +210,7 @@ impl Releases {
                     changed: false,
                     version: record.version,
                     enabled: cfg_before.is_some_and(|c| c.enabled),
-                    exposure_percent: percent(release::exposure_weight(cfg_before)),
+                    exposure_percent: release::weight_percent(release::exposure_weight(cfg_before)),
                     plan: plan.as_ref().map(plan_view),
                 });
             };
@@ -278,8 +267,8 @@ impl Releases {
             actor: meta.actor.clone(),
             reason: meta.reason.clone(),
             at: now,
-            exposure_before: percent(before),
-            exposure_after: percent(after),
+            exposure_before: release::weight_percent(before),
+            exposure_after: release::weight_percent(after),
             plan: plan_after.as_ref().map(|p| {
                 json!({"stage": p.state.stage, "stages": p.plan.stages.len(), "status": crate::store::status_text(p.state.status)})
             }),
@@ -289,7 +278,7 @@ impl Releases {
             changed: true,
             version: out.flag.version,
             enabled,
-            exposure_percent: percent(after),
+            exposure_percent: release::weight_percent(after),
             plan: plan_after.as_ref().map(plan_view),
         })
     }

@@ -473,11 +473,7 @@ async fn restore(
 }
 
 fn template_view(t: &Template) -> Value {
-    let stages: Vec<Value> = t
-        .stages
-        .iter()
-        .map(|s| json!({"label": crate::rollout::stage_label(s), "segments": s.segments, "percent": f64::from(s.weight) / 1000.0, "min_dwell_ms": s.min_dwell_ms}))
-        .collect();
+    let stages: Vec<Value> = t.stages.iter().map(crate::rollout::stage_view).collect();
     let builtin = release::builtin_templates().iter().any(|b| b == t);
     json!({"name": t.name, "description": t.description, "stages": stages, "default_for": t.default_for, "builtin": builtin})
 }

@@ -84,7 +84,7 @@ async fn release_metrics(state: &AppState, out: &mut String) {
                         "dimmer_flag_exposure_percent{{flag=\"{}\",environment=\"{}\"}} {}",
                         escape(&record.key),
                         escape(&env.name),
-                        f64::from(weight) / 1000.0
+                        crate::release::weight_percent(weight)
                     );
                 }
             }
