@@ -1,0 +1,15 @@
+//! The wire between Dimmer SDKs and the server: what an SDK posts to `POST /api/v1/sdk/metrics`
+//! and the latency sketch that both ends record into and merge.
+//!
+//! It is its own crate because both the SDK and the server must agree on it byte for byte, and
+//! neither should depend on the other: the SDK must not pull in a database driver, nor the
+//! server an HTTP client's retry logic.
+
+mod metrics;
+mod sketch;
+
+pub use metrics::{BatchError, EventStat, FlagMetrics, Limits, MetricsBatch};
+pub use sketch::{
+    LatencySketch, MAX_TRACKED_MS, MIN_TRACKED_MS, RELATIVE_ACCURACY, SketchBuilder, bucket_value, index_range,
+    upper_bound,
+};
