@@ -443,7 +443,14 @@ impl Client {
         })
     }
 
-    fn details<T>(&self, key: &str, context: &Context, default: T, convert: fn(&Value) -> Option<T>) -> Details<T> {
+    /// Evaluates into details; `convert` says whether the served value has the wanted type.
+    pub(crate) fn details<T>(
+        &self,
+        key: &str,
+        context: &Context,
+        default: T,
+        convert: impl FnOnce(&Value) -> Option<T>,
+    ) -> Details<T> {
         self.with_evaluation(key, context, |answer| {
             let Some((loaded, eval)) = answer else {
                 let d = Details::fallback(key, default, ErrorCode::ProviderNotReady, "no configuration yet");
