@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod guard;
+pub mod guarding;
 pub mod metrics;
 pub mod outcomes;
 pub mod release;
