@@ -499,7 +499,7 @@ async fn postgres_replicas_writing_at_once_share_one_gapless_revision_sequence()
 }
 
 fn plan() -> Plan {
-    Plan { stages: parse_stages("1%,5%,100%", 60_000).unwrap(), template: None }
+    Plan { stages: parse_stages("1%,5%,100%", 60_000).unwrap(), template: None, guards: Vec::new() }
 }
 
 fn step(action: &str, flag_update: Option<(Flag, i64)>, state: PlanState, expected: i64) -> ReleaseWrite {
