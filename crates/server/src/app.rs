@@ -12,8 +12,8 @@ use tokio::sync::watch;
 
 use crate::auth::TokenCache;
 use crate::guarding::Guardian;
-use crate::outcomes::Retention;
 use crate::metrics::Metrics;
+use crate::outcomes::Retention;
 use crate::release::{Clock, SystemClock};
 use crate::rollout::Releases;
 use crate::state::{AppState, Hub};

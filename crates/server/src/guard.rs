@@ -134,7 +134,10 @@ impl Guard {
                 Ok(n) if (1..=99).contains(&n) && q.len() <= 2 => Ok(Metric::Latency(f64::from(n) / 100.0)),
                 _ => match q {
                     "999" => Ok(Metric::Latency(0.999)),
-                    _ => Err(format!("\"{}\": a latency quantile is latency_p1 .. latency_p99 or latency_p999", self.metric)),
+                    _ => Err(format!(
+                        "\"{}\": a latency quantile is latency_p1 .. latency_p99 or latency_p999",
+                        self.metric
+                    )),
                 },
             };
         }
@@ -171,7 +174,11 @@ pub fn validate(guards: &[Guard]) -> Result<(), GuardError> {
             return fail(index, "min_sample", "must be at least 1".into());
         }
         if let Some(d) = &g.data_deadline {
-            crate::release::parse_duration(d).map_err(|e| GuardError { index, field: "data_deadline", reason: e.to_string() })?;
+            crate::release::parse_duration(d).map_err(|e| GuardError {
+                index,
+                field: "data_deadline",
+                reason: e.to_string(),
+            })?;
         }
     }
     Ok(())
@@ -284,10 +291,8 @@ pub fn assess(window: &Window<'_>, guards: &[Guard]) -> Assessment {
     let mut overdue = Vec::new();
     for guard in guards {
         let Ok(metric) = guard.parsed_metric() else { continue };
-        let mut guard_findings: Vec<Finding> = treatments
-            .iter()
-            .map(|(variant, treatment)| judge(guard, &metric, variant, treatment, control))
-            .collect();
+        let mut guard_findings: Vec<Finding> =
+            treatments.iter().map(|(variant, treatment)| judge(guard, &metric, variant, treatment, control)).collect();
         if guard_findings.is_empty() {
             // Nobody on a treatment variant yet: the guard cannot judge.
             guard_findings.push(Finding {
@@ -316,10 +321,8 @@ pub fn assess(window: &Window<'_>, guards: &[Guard]) -> Assessment {
         sample_ratio(t, control.evaluations, expected)
     });
     let fired: Vec<&Finding> = findings.iter().filter(|f| f.status == FindingStatus::Regression).collect();
-    let verdict = if let Some(action) = fired
-        .iter()
-        .filter_map(|f| guards.iter().find(|g| g.name == f.guard).map(|g| g.action))
-        .max()
+    let verdict = if let Some(action) =
+        fired.iter().filter_map(|f| guards.iter().find(|g| g.name == f.guard).map(|g| g.action)).max()
     {
         let mut names: Vec<String> = fired.iter().map(|f| f.guard.clone()).collect();
         names.dedup();
@@ -349,7 +352,9 @@ fn judge(guard: &Guard, metric: &Metric, variant: &str, treatment: &Aggregate, c
     };
     let needs_control = guard.compare != Compare::Threshold;
     let test = match metric {
-        Metric::ErrorRate => rate_test(guard, treatment.errors, treatment.outcomes(), control.errors, control.outcomes(), 1.0),
+        Metric::ErrorRate => {
+            rate_test(guard, treatment.errors, treatment.outcomes(), control.errors, control.outcomes(), 1.0)
+        }
         Metric::Event(name) => {
             let count = |a: &Aggregate| a.events.get(name).map_or(0, |e| e.count);
             // Fewer events is worse: flip the sign so that "larger is worse" holds throughout.
@@ -365,11 +370,8 @@ fn judge(guard: &Guard, metric: &Metric, variant: &str, treatment: &Aggregate, c
     let enough = test.treatment_n >= guard.min_sample && (!needs_control || test.control_n >= guard.min_sample);
     let Some(stat) = test.statistic.filter(|_| enough) else { return finding };
     finding.log_likelihood_ratio = stat.log_lr;
-    finding.status = if stat.worse && stat.log_lr >= log_threshold {
-        FindingStatus::Regression
-    } else {
-        FindingStatus::Pass
-    };
+    finding.status =
+        if stat.worse && stat.log_lr >= log_threshold { FindingStatus::Regression } else { FindingStatus::Pass };
     finding
 }
 
@@ -517,7 +519,8 @@ fn erfc(x: f64) -> f64 {
                     + t * (0.096_784_18
                         + t * (-0.186_288_06
                             + t * (0.278_868_07
-                                + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
             .exp();
     if x >= 0.0 { r } else { 2.0 - r }
 }
@@ -567,7 +570,13 @@ mod tests {
             ("doubled, but too little evidence yet", &relative, arm(2_000, 40), arm(95_000, 950), Verdict::Healthy),
             ("slightly worse, within tolerance", &relative, arm(5_000, 60), arm(95_000, 950), Verdict::Healthy),
             ("better than control", &relative, arm(5_000, 10), arm(95_000, 950), Verdict::Healthy),
-            ("absolute: +1 point over 0.5 tolerated", &absolute, arm(20_000, 400), arm(95_000, 950), regression(&absolute)),
+            (
+                "absolute: +1 point over 0.5 tolerated",
+                &absolute,
+                arm(20_000, 400),
+                arm(95_000, 950),
+                regression(&absolute),
+            ),
             ("absolute: +0.2 points", &absolute, arm(20_000, 240), arm(95_000, 950), Verdict::Healthy),
             ("threshold: 5% against 2%", &threshold, arm(2_000, 100), arm(0, 0), regression(&threshold)),
             ("threshold: 1% against 2%", &threshold, arm(2_000, 20), arm(0, 0), Verdict::Healthy),
@@ -667,7 +676,10 @@ mod tests {
         g.data_deadline = Some("soon".into());
         assert_eq!(validate(std::slice::from_ref(&g)).unwrap_err().field, "data_deadline");
         g.data_deadline = None;
-        assert_eq!(validate(&[g.clone(), g.clone()]).unwrap_err(), GuardError { index: 1, field: "name", reason: "\"error_rate\" is used by an earlier guard".into() });
+        assert_eq!(
+            validate(&[g.clone(), g.clone()]).unwrap_err(),
+            GuardError { index: 1, field: "name", reason: "\"error_rate\" is used by an earlier guard".into() }
+        );
         assert_eq!(validate(&[g]), Ok(()));
     }
 

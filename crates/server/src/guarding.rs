@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dimmer_engine::model::{FULL_WEIGHT, OFF, ON};
 use dimmer_engine::model::EnvironmentConfig;
+use dimmer_engine::model::{FULL_WEIGHT, OFF, ON};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -130,8 +130,9 @@ impl Guardian {
             report.judged += 1;
             report.acted += self.act(&record, &standing.environment, &standing.guards, &scope, &assessment).await;
         }
-        let health_of_plan =
-            move |p: &PlanRecord| health.get(&(p.flag.clone(), p.environment.clone())).copied().unwrap_or(Health::Healthy);
+        let health_of_plan = move |p: &PlanRecord| {
+            health.get(&(p.flag.clone(), p.environment.clone())).copied().unwrap_or(Health::Healthy)
+        };
         report.advanced = self.releases.tick(&health_of_plan).await?;
         Ok(report)
     }
@@ -149,18 +150,18 @@ impl Guardian {
     ) -> usize {
         let mut acted = 0;
         if let Verdict::Regression { action, guards: fired } = &assessment.verdict {
-            let findings: Vec<&guard::Finding> = assessment
-                .findings
-                .iter()
-                .filter(|f| f.status == FindingStatus::Regression)
-                .collect();
+            let findings: Vec<&guard::Finding> =
+                assessment.findings.iter().filter(|f| f.status == FindingStatus::Regression).collect();
             let summary = findings.iter().map(|f| describe(f, guards)).collect::<Vec<_>>().join("; ");
             let reason = format!("guard {} saw a regression ({}): {summary}", fired.join(", "), scope.label);
             let details = json!({
                 "guards": fired, "action": action.as_str(), "window": scope.label, "since_ms": scope.since_ms,
                 "findings": findings,
             });
-            if self.once(record, environment, &format!("{}:regression", scope.key), "guard.regression", &details, &reason).await {
+            if self
+                .once(record, environment, &format!("{}:regression", scope.key), "guard.regression", &details, &reason)
+                .await
+            {
                 acted += 1;
                 self.metrics.guard_event("regression", action.as_str());
                 self.apply(*action, &record.key, environment, &reason).await;
@@ -177,7 +178,10 @@ impl Guardian {
                 srm.p_value
             );
             let details = json!({"window": scope.label, "sample_ratio": srm});
-            if self.once(record, environment, &format!("{}:srm", scope.key), "guard.sample_ratio", &details, &reason).await {
+            if self
+                .once(record, environment, &format!("{}:srm", scope.key), "guard.sample_ratio", &details, &reason)
+                .await
+            {
                 acted += 1;
                 self.metrics.guard_event("sample_ratio", "alert");
                 self.alert(record, environment, "guard.sample_ratio", &reason, details);
@@ -191,7 +195,10 @@ impl Guardian {
                 scope.label
             );
             let details = json!({"window": scope.label, "guards": assessment.overdue});
-            if self.once(record, environment, &format!("{}:no-data", scope.key), "guard.no_data", &details, &reason).await {
+            if self
+                .once(record, environment, &format!("{}:no-data", scope.key), "guard.no_data", &details, &reason)
+                .await
+            {
                 acted += 1;
                 self.metrics.guard_event("no_data", "alert");
                 self.alert(record, environment, "guard.no_data", &reason, details);
@@ -201,7 +208,15 @@ impl Guardian {
     }
 
     /// Records the event unless another pass (or replica) already did; true when it is ours.
-    async fn once(&self, record: &FlagRecord, environment: &str, key: &str, action: &str, details: &Value, reason: &str) -> bool {
+    async fn once(
+        &self,
+        record: &FlagRecord,
+        environment: &str,
+        key: &str,
+        action: &str,
+        details: &Value,
+        reason: &str,
+    ) -> bool {
         let meta = ChangeMeta { actor: "guard".into(), reason: Some(reason.to_owned()) };
         match self.store.guard_event_once(&record.key, environment, key, action, details, &meta).await {
             Ok(ours) => ours,
@@ -217,7 +232,9 @@ impl Guardian {
         let applied = match action {
             Action::Alert => return,
             Action::DialDown => self.releases.dial_down(flag, environment, 0, &meta).await,
-            Action::Rollback => self.releases.command(flag, environment, Command::Rollback { to_zero: false }, &meta).await,
+            Action::Rollback => {
+                self.releases.command(flag, environment, Command::Rollback { to_zero: false }, &meta).await
+            }
             Action::Pause => self.releases.command(flag, environment, Command::Pause, &meta).await,
         };
         if let Err(e) = applied {

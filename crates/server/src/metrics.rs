@@ -176,7 +176,9 @@ impl Metrics {
         let label = |(flag, variant, env): &(String, String, String)| {
             format!("flag=\"{}\",variant=\"{}\",environment=\"{}\"", escape(flag), escape(variant), escape(env))
         };
-        out.push_str("# HELP dimmer_flag_evaluations_total Evaluations reported by SDKs, by flag, variant and environment.\n");
+        out.push_str(
+            "# HELP dimmer_flag_evaluations_total Evaluations reported by SDKs, by flag, variant and environment.\n",
+        );
         out.push_str("# TYPE dimmer_flag_evaluations_total counter\n");
         for (key, s) in series.iter() {
             let _ = writeln!(out, "dimmer_flag_evaluations_total{{{}}} {}", label(key), s.evaluations);
@@ -201,7 +203,11 @@ impl Metrics {
         for (key, s) in series.iter() {
             let l = label(key);
             for (i, bound) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "dimmer_flag_outcome_duration_seconds_bucket{{{l},le=\"{bound}\"}} {}", s.latency.counts[i]);
+                let _ = writeln!(
+                    out,
+                    "dimmer_flag_outcome_duration_seconds_bucket{{{l},le=\"{bound}\"}} {}",
+                    s.latency.counts[i]
+                );
             }
             let _ = writeln!(out, "dimmer_flag_outcome_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}", s.latency.count);
             let _ = writeln!(out, "dimmer_flag_outcome_duration_seconds_sum{{{l}}} {}", s.latency.sum);
@@ -210,12 +216,20 @@ impl Metrics {
         drop(series);
         out.push_str("# HELP dimmer_flag_outcome_series_dropped_total Outcome series not kept (over the cap).\n");
         out.push_str("# TYPE dimmer_flag_outcome_series_dropped_total counter\n");
-        let _ = writeln!(out, "dimmer_flag_outcome_series_dropped_total {}", self.outcome_series_dropped.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "dimmer_flag_outcome_series_dropped_total {}",
+            self.outcome_series_dropped.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP dimmer_sdk_metric_batches_total Metrics batches received from SDKs, by outcome.\n");
         out.push_str("# TYPE dimmer_sdk_metric_batches_total counter\n");
         if let Ok(b) = self.metric_batches.lock() {
             for outcome in ["accepted", "rejected"] {
-                let _ = writeln!(out, "dimmer_sdk_metric_batches_total{{outcome=\"{outcome}\"}} {}", b.get(outcome).copied().unwrap_or(0));
+                let _ = writeln!(
+                    out,
+                    "dimmer_sdk_metric_batches_total{{outcome=\"{outcome}\"}} {}",
+                    b.get(outcome).copied().unwrap_or(0)
+                );
             }
         }
         out.push_str("# HELP dimmer_guard_events_total Guard events acted on (regressions, sample-ratio mismatches, missing data), by kind and action.\n");

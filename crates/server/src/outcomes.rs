@@ -72,8 +72,7 @@ impl Aggregate {
 
     /// A named event's count per evaluation, `None` without evaluations.
     pub fn event_rate(&self, name: &str) -> Option<f64> {
-        (self.evaluations > 0)
-            .then(|| self.events.get(name).map_or(0, |e| e.count) as f64 / self.evaluations as f64)
+        (self.evaluations > 0).then(|| self.events.get(name).map_or(0, |e| e.count) as f64 / self.evaluations as f64)
     }
 }
 
@@ -129,10 +128,7 @@ pub fn bucket_of(at_ms: i64, width_ms: i64) -> i64 {
 pub fn merge_rows(rows: &[MetricRow], width_ms: i64) -> Vec<MetricRow> {
     let mut merged: BTreeMap<(&str, &str, i64), Aggregate> = BTreeMap::new();
     for row in rows {
-        merged
-            .entry((&row.flag, &row.variant, bucket_of(row.bucket_ms, width_ms)))
-            .or_default()
-            .add(&row.aggregate);
+        merged.entry((&row.flag, &row.variant, bucket_of(row.bucket_ms, width_ms))).or_default().add(&row.aggregate);
     }
     merged
         .into_iter()

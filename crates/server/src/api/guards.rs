@@ -80,7 +80,9 @@ async fn ingest(
     let mut de = serde_json::Deserializer::from_slice(&body);
     let batch: MetricsBatch = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        refuse(ApiError::new(Code::MalformedRequest, format!("{path}: {}", e.inner())).with_details(json!({"path": path})))
+        refuse(
+            ApiError::new(Code::MalformedRequest, format!("{path}: {}", e.inner())).with_details(json!({"path": path})),
+        )
     })?;
     batch.check(&Limits::default()).map_err(|e| {
         refuse(ApiError::new(Code::ValidationFailed, e.to_string()).with_details(json!({"path": e.path})))
@@ -158,7 +160,12 @@ async fn view(
     let step = ((window_ms / 30).max(BUCKET_MS) + BUCKET_MS - 1) / BUCKET_MS * BUCKET_MS;
     let mut series: BTreeMap<i64, BTreeMap<String, Aggregate>> = BTreeMap::new();
     for row in rows.iter().filter(|r| r.bucket_ms >= from) {
-        series.entry(bucket_of(row.bucket_ms - from, step) + from).or_default().entry(row.variant.clone()).or_default().add(&row.aggregate);
+        series
+            .entry(bucket_of(row.bucket_ms - from, step) + from)
+            .or_default()
+            .entry(row.variant.clone())
+            .or_default()
+            .add(&row.aggregate);
     }
     let control = record
         .flag
@@ -267,7 +274,8 @@ async fn read_guards(
     Path((key, env)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     principal.require_read()?;
-    let standing = state.store.list_standing_guards().await?.into_iter().find(|s| s.flag == key && s.environment == env);
+    let standing =
+        state.store.list_standing_guards().await?.into_iter().find(|s| s.flag == key && s.environment == env);
     let guards = standing.map(|s| s.guards).unwrap_or_default();
     Ok(Json(json!({"flag": key, "environment": env, "guards": guards})).into_response())
 }
@@ -311,8 +319,7 @@ async fn put_guards(
     Json(body): Json<PutGuards>,
 ) -> Result<Response, ApiError> {
     principal.require_write()?;
-    guard::validate(&body.guards)
-        .map_err(|e| invalid(&format!("guards[{}].{}", e.index, e.field), &e.reason))?;
+    guard::validate(&body.guards).map_err(|e| invalid(&format!("guards[{}].{}", e.index, e.field), &e.reason))?;
     if state.store.get_flag(&key).await?.is_none() {
         return Err(ApiError::not_found("flag", &key));
     }
@@ -320,7 +327,8 @@ async fn put_guards(
         return Err(ApiError::not_found("environment", &env));
     }
     let meta = principal.meta(super::reason(&headers, body.reason.as_deref()));
-    let standing = StandingGuards { flag: key.clone(), environment: env.clone(), guards: body.guards, updated_at_ms: 0 };
+    let standing =
+        StandingGuards { flag: key.clone(), environment: env.clone(), guards: body.guards, updated_at_ms: 0 };
     state.store.put_standing_guards(&standing, &meta).await?;
     Ok(Json(json!({"flag": key, "environment": env, "guards": standing.guards})).into_response())
 }
@@ -375,7 +383,10 @@ async fn alertmanager(
             .iter()
             .find_map(|k| alert.pointer(&format!("/annotations/{k}")).and_then(Value::as_str))
             .unwrap_or("");
-        let reason = format!("Alertmanager alert {name} fired{}", if summary.is_empty() { String::new() } else { format!(": {summary}") });
+        let reason = format!(
+            "Alertmanager alert {name} fired{}",
+            if summary.is_empty() { String::new() } else { format!(": {summary}") }
+        );
         let meta = principal.meta(Some(reason));
         let kill = label(&["dimmer_action"]).as_deref() == Some("kill");
         let to = match label(&["dimmer_to"]).map(|t| t.trim_end_matches('%').parse::<f64>()) {

@@ -180,7 +180,8 @@ async fn start_plan(
 ) -> Result<Response, ApiError> {
     principal.require_write()?;
     let body: StartPlan = optional_body(&body)?;
-    crate::guard::validate(&body.guards).map_err(|e| invalid(&format!("guards[{}].{}", e.index, e.field), &e.reason))?;
+    crate::guard::validate(&body.guards)
+        .map_err(|e| invalid(&format!("guards[{}].{}", e.index, e.field), &e.reason))?;
     let mut plan = match (&body.template, &body.stages) {
         (Some(_), Some(_)) => {
             return Err(invalid("stages", "give a template or stages, not both"));

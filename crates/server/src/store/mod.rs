@@ -454,8 +454,13 @@ pub trait Store: Send + Sync + 'static {
     /// Appends the rows of one metrics batch, in one transaction: all or none.
     async fn record_metrics(&self, environment: &str, rows: &[MetricRow]) -> StoreResult<()>;
     /// A flag's rows whose buckets start in `[from_ms, until_ms)`, any width.
-    async fn metric_rows(&self, environment: &str, flag: &str, from_ms: i64, until_ms: i64)
-    -> StoreResult<Vec<MetricRow>>;
+    async fn metric_rows(
+        &self,
+        environment: &str,
+        flag: &str,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<Vec<MetricRow>>;
     /// One rollup pass: merges closed buckets' fresh rows, coarsens old buckets, expires rows
     /// past retention. Safe to run on several replicas at once.
     async fn roll_up_metrics(&self, now_ms: i64, retention: &Retention) -> StoreResult<RollupStats>;

@@ -7,17 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dimmer_engine::{Flag, Segment};
+use dimmer_protocol::{EventStat, LatencySketch};
+use dimmer_server::guard::{Action, Compare, Guard};
+use dimmer_server::outcomes::{Aggregate, BUCKET_MS, COARSE_BUCKET_MS, MetricRow, Retention, totals};
 use dimmer_server::release::{Plan, PlanState, RestorePoint, Status, Template, parse_stages};
+use dimmer_server::store::StandingGuards;
 use dimmer_server::store::postgres::PostgresStore;
 use dimmer_server::store::sqlite::SqliteStore;
 use dimmer_server::store::{
     AuditFilter, Change, ChangeMeta, DEFAULT_ENVIRONMENTS, ReleaseWrite, RestoreWrite, Scope, Store, StoreError,
     TokenRecord,
 };
-use dimmer_protocol::{EventStat, LatencySketch};
-use dimmer_server::guard::{Action, Compare, Guard};
-use dimmer_server::outcomes::{Aggregate, BUCKET_MS, COARSE_BUCKET_MS, MetricRow, Retention, totals};
-use dimmer_server::store::StandingGuards;
 use serde_json::json;
 
 use crate::support::TempDir;
@@ -631,7 +631,8 @@ async fn metric_rows_are_appended_rolled_up_without_loss_and_expired(store: Arc<
         store.record_metrics("production", &rows).await.unwrap();
     }
     store.record_metrics("staging", &[metric("f", "on", now, 9, &[])]).await.unwrap();
-    let everything = |store: Arc<dyn Store>| async move { store.metric_rows("production", "f", 0, i64::MAX).await.unwrap() };
+    let everything =
+        |store: Arc<dyn Store>| async move { store.metric_rows("production", "f", 0, i64::MAX).await.unwrap() };
     let before = totals(&everything(store.clone()).await, 0, i64::MAX);
     assert_eq!(before["on"].errors, 12);
     assert_eq!(before["on"].latency.count(), 12);
@@ -667,7 +668,8 @@ async fn guard_events_happen_once_and_standing_guards_are_audited(store: Arc<dyn
     assert!(store.guard_event_once("f", "production", "k1", "guard.dial_down", &details, &m).await.unwrap());
     assert!(!store.guard_event_once("f", "production", "k1", "guard.dial_down", &details, &m).await.unwrap());
     assert!(store.guard_event_once("f", "staging", "k1", "guard.dial_down", &details, &m).await.unwrap());
-    let audit = store.audit(&AuditFilter { flag: Some("f".into()), limit: 100, ..AuditFilter::default() }).await.unwrap();
+    let audit =
+        store.audit(&AuditFilter { flag: Some("f".into()), limit: 100, ..AuditFilter::default() }).await.unwrap();
     assert_eq!(audit.iter().filter(|a| a.action == "guard.dial_down").count(), 2);
 
     let guards = StandingGuards {
@@ -691,6 +693,7 @@ async fn guard_events_happen_once_and_standing_guards_are_audited(store: Arc<dyn
     assert_eq!(listed[0].guards, guards.guards);
     store.put_standing_guards(&StandingGuards { guards: vec![], ..guards }, &meta("alice", None)).await.unwrap();
     assert!(store.list_standing_guards().await.unwrap().is_empty());
-    let audit = store.audit(&AuditFilter { flag: Some("f".into()), limit: 100, ..AuditFilter::default() }).await.unwrap();
+    let audit =
+        store.audit(&AuditFilter { flag: Some("f".into()), limit: 100, ..AuditFilter::default() }).await.unwrap();
     assert_eq!(audit.iter().filter(|a| a.action == "guards.put").count(), 2);
 }
