@@ -11,7 +11,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::TokenCache;
+use crate::guarding::Guardian;
 use crate::metrics::Metrics;
+use crate::outcomes::Retention;
 use crate::release::{Clock, SystemClock};
 use crate::rollout::Releases;
 use crate::state::{AppState, Hub};
@@ -25,13 +27,23 @@ pub struct Options {
     pub clock: Arc<dyn Clock>,
     /// Receivers of release events.
     pub webhooks: Vec<Target>,
-    /// How often the release-plan loop looks for plans to advance.
+    /// How often the guard and release-plan loop judges guards and looks for plans to advance.
     pub plan_interval: Duration,
+    /// How long outcome metrics are kept, and when they are merged.
+    pub retention: Retention,
+    /// How often outcome metrics are rolled up.
+    pub rollup_interval: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { clock: Arc::new(SystemClock), webhooks: Vec::new(), plan_interval: Duration::from_secs(1) }
+        Self {
+            clock: Arc::new(SystemClock),
+            webhooks: Vec::new(),
+            plan_interval: Duration::from_secs(1),
+            retention: Retention::default(),
+            rollup_interval: Duration::from_secs(60),
+        }
     }
 }
 
@@ -66,13 +78,17 @@ pub async fn first_start(store: &dyn Store) -> crate::store::StoreResult<()> {
 /// SSE streams when it flips.
 pub fn app(store: Arc<dyn Store>, options: &Options, shutdown: watch::Receiver<bool>) -> (Router, AppState, Worker) {
     let (notifier, worker) = Notifier::new(options.webhooks.clone());
+    let releases = Arc::new(Releases::new(store.clone(), options.clock.clone(), notifier.clone()));
+    let metrics = Arc::new(Metrics::default());
+    let guardian = Arc::new(Guardian::new(store.clone(), releases.clone(), notifier.clone(), metrics.clone()));
     let state = AppState {
         hub: Arc::new(Hub::new(store.clone())),
-        releases: Arc::new(Releases::new(store.clone(), options.clock.clone(), notifier.clone())),
+        releases,
+        guardian,
         notifier,
         store,
         tokens: Arc::new(TokenCache::default()),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         shutdown,
     };
     (crate::api::router(state.clone()), state, worker)
@@ -97,7 +113,14 @@ pub async fn run_with(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (router, state, worker) = app(store.clone(), &options, stop_rx.clone());
     let refresher = tokio::spawn(state.hub.clone().run_refresher(store.subscribe(), stop_rx.clone()));
-    let plans = tokio::spawn(state.releases.clone().run_loop(options.plan_interval, stop_rx.clone()));
+    let guards = tokio::spawn(state.guardian.clone().run_loop(options.plan_interval, stop_rx.clone()));
+    let rollup = tokio::spawn(Guardian::run_rollup(
+        store.clone(),
+        options.clock.clone(),
+        options.retention,
+        options.rollup_interval,
+        stop_rx.clone(),
+    ));
     let webhooks = tokio::spawn(worker.run(stop_rx));
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
@@ -109,7 +132,8 @@ pub async fn run_with(
         })
         .await;
     let _ = refresher.await;
-    let _ = plans.await;
+    let _ = guards.await;
+    let _ = rollup.await;
     let _ = webhooks.await;
     served
 }

@@ -292,13 +292,17 @@ fn command_name(command: Command) -> &'static str {
 }
 
 /// A release plan on one flag in one environment: its stages and where they came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     /// The stages, in order; the last is normally full exposure.
     pub stages: Vec<Stage>,
     /// The template it was made from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// Guards watching every stage: a stage advances only when they are healthy, and a
+    /// regression applies the guard's action at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guards: Vec<crate::guard::Guard>,
 }
 
 /// A named plan kept on the server, offered by `plan start --template`.

@@ -8,12 +8,10 @@
 //! several replicas deciding the same advance exactly one commits it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use dimmer_engine::model::EnvironmentConfig;
 use dimmer_engine::{Flag, FlagSet};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 use crate::release::{
     self, Clock, Command, Decision, Health, Plan, PlanError, PlanState, RestorePoint, Status, Template,
@@ -273,6 +271,7 @@ impl Releases {
                 json!({"stage": p.state.stage, "stages": p.plan.stages.len(), "status": crate::store::status_text(p.state.status)})
             }),
             message: message(step.action, &record.key, environment, meta, before, after, plan_after.as_ref()),
+            details: None,
         });
         Ok(Outcome {
             changed: true,
@@ -412,9 +411,10 @@ impl Releases {
         .await
     }
 
-    /// One pass of the progression loop: every running plan whose dwell has passed (and whose
-    /// guards are healthy) enters its next stage. Returns how many advanced here.
-    pub async fn tick(&self) -> Result<usize, ReleaseError> {
+    /// One pass of the progression loop: every running plan whose dwell has passed and whose
+    /// guards are healthy (as `health` says) enters its next stage. Returns how many advanced
+    /// here. The guard loop (`crate::guarding`) calls it after applying the guards' verdicts.
+    pub async fn tick(&self, health: &(dyn Fn(&PlanRecord) -> Health + Send + Sync)) -> Result<usize, ReleaseError> {
         let mut advanced = 0;
         let meta = ChangeMeta { actor: "system".into(), reason: Some("dwell passed; guards healthy".into()) };
         for plan in self.store.list_plans().await? {
@@ -422,8 +422,7 @@ impl Releases {
                 continue;
             }
             let now = self.clock.now_ms();
-            // Guards arrive with the guarded-rollouts work; until then a stage is healthy.
-            let Decision::Advance { .. } = release::decide(&plan.plan.stages, &plan.state, now, Health::Healthy) else {
+            let Decision::Advance { .. } = release::decide(&plan.plan.stages, &plan.state, now, health(&plan)) else {
                 continue;
             };
             let Ok(record) = self.flag(&plan.flag).await else { continue };
@@ -441,20 +440,9 @@ impl Releases {
         Ok(advanced)
     }
 
-    /// The loop: a [`Self::tick`] every `every` until shutdown.
-    pub async fn run_loop(self: Arc<Self>, every: Duration, mut shutdown: watch::Receiver<bool>) {
-        let mut interval = tokio::time::interval(every);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = interval.tick() => {
-                    if let Err(e) = self.tick().await {
-                        tracing::warn!(error = %e, "release plan pass failed");
-                    }
-                }
-                _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return,
-            }
-        }
+    /// The clock the service reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// Stored templates over the built-in ones (a stored one replaces a built-in of its name).

@@ -28,6 +28,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Release plans, kills, dial-downs and restores.
     pub releases: Arc<crate::rollout::Releases>,
+    /// The guard loop's service: assessments for views, verdicts applied in its loop.
+    pub guardian: Arc<crate::guarding::Guardian>,
     /// Release-event webhooks (its counters feed `/metrics`).
     pub notifier: Arc<crate::webhooks::Notifier>,
     /// Flips to true at shutdown: streams end cleanly.

@@ -82,6 +82,9 @@ pub struct Event {
     pub plan: Option<serde_json::Value>,
     /// One line for people.
     pub message: String,
+    /// The numbers behind a guard's event (findings, test statistics), when it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 /// Delivery counters, for `/metrics`.

@@ -2,6 +2,7 @@
 
 mod admin;
 mod flags;
+mod guards;
 mod ofrep;
 mod openapi;
 mod release;
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .merge(flags::router())
         .merge(admin::router())
         .merge(release::router())
+        .merge(guards::router())
         .merge(sdk::router())
         .merge(ofrep::router())
         .merge(system::router())

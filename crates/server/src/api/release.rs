@@ -138,6 +138,10 @@ pub(crate) struct StartPlan {
     /// The minimum dwell of each stage with `stages`, such as `30m` (default `1h`).
     #[serde(default)]
     dwell: Option<String>,
+    /// Guards on every stage (see docs/guards.md): the plan advances only while they are
+    /// healthy, and a regression applies the guard's action at once.
+    #[serde(default)]
+    guards: Vec<crate::guard::Guard>,
     /// Why, for the audit log.
     #[serde(default)]
     reason: Option<String>,
@@ -176,22 +180,29 @@ async fn start_plan(
 ) -> Result<Response, ApiError> {
     principal.require_write()?;
     let body: StartPlan = optional_body(&body)?;
-    let plan = match (&body.template, &body.stages) {
+    crate::guard::validate(&body.guards)
+        .map_err(|e| invalid(&format!("guards[{}].{}", e.index, e.field), &e.reason))?;
+    let mut plan = match (&body.template, &body.stages) {
         (Some(_), Some(_)) => {
             return Err(invalid("stages", "give a template or stages, not both"));
         }
         (_, Some(spec)) => {
             let dwell = release::parse_duration(body.dwell.as_deref().unwrap_or("1h")).map_err(ReleaseError::from)?;
-            Plan { stages: release::parse_stages(spec, dwell).map_err(ReleaseError::from)?, template: None }
+            Plan {
+                stages: release::parse_stages(spec, dwell).map_err(ReleaseError::from)?,
+                template: None,
+                guards: Vec::new(),
+            }
         }
         (name, None) => {
             if body.dwell.is_some() {
                 return Err(invalid("dwell", "only applies with stages (a template has its own dwells)"));
             }
             let template = state.releases.template_for(name.as_deref(), &key).await?;
-            Plan { stages: template.stages, template: Some(template.name) }
+            Plan { stages: template.stages, template: Some(template.name), guards: Vec::new() }
         }
     };
+    plan.guards = body.guards;
     let meta = meta(&principal, &headers, body.reason.as_deref());
     answer(&state, state.releases.start(&key, &env, plan, &meta).await).await
 }

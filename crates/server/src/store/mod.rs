@@ -10,6 +10,7 @@
 pub mod postgres;
 pub mod sqlite;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+use crate::guard::Guard;
+use crate::outcomes::{Aggregate, MetricRow, Retention, RollupStats};
 use crate::release::{Plan, PlanState, RestorePoint, Status, Template};
 
 /// The environments created on first start.
@@ -232,6 +235,62 @@ pub struct TokenRecord {
     pub revoked: bool,
 }
 
+/// The guards standing on a flag in an environment, outside any plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StandingGuards {
+    /// The flag.
+    pub flag: String,
+    /// The environment.
+    pub environment: String,
+    /// The guards.
+    pub guards: Vec<Guard>,
+    /// When they were last set, Unix milliseconds.
+    #[serde(default)]
+    pub updated_at_ms: i64,
+}
+
+/// The JSON columns of a metric row: the latency sketch and the events.
+pub(crate) fn metric_columns(a: &Aggregate) -> StoreResult<(String, String)> {
+    let latency = serde_json::to_string(&a.latency).map_err(|e| StoreError::Corrupt(format!("latency: {e}")))?;
+    let events = serde_json::to_string(&a.events).map_err(|e| StoreError::Corrupt(format!("events: {e}")))?;
+    Ok((latency, events))
+}
+
+/// A metric row back from its columns.
+#[allow(clippy::too_many_arguments, reason = "one argument per column")]
+pub(crate) fn metric_row(
+    flag: String,
+    variant: String,
+    bucket_ms: i64,
+    width_ms: i64,
+    counts: [i64; 3],
+    latency: &str,
+    events: &str,
+) -> StoreResult<MetricRow> {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(MetricRow {
+        aggregate: Aggregate {
+            evaluations: count(counts[0]),
+            successes: count(counts[1]),
+            errors: count(counts[2]),
+            latency: serde_json::from_str(latency)
+                .map_err(|e| StoreError::Corrupt(format!("latency of {flag}/{variant}: {e}")))?,
+            events: serde_json::from_str(events)
+                .map_err(|e| StoreError::Corrupt(format!("events of {flag}/{variant}: {e}")))?,
+        },
+        flag,
+        variant,
+        bucket_ms,
+        width_ms,
+    })
+}
+
+/// A count as the databases store it (BIGINT): saturated, since the protocol caps counts far
+/// below this.
+pub(crate) fn db_count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// A release plan and where it stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanRecord {
@@ -391,6 +450,39 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
     /// Revokes a token by name; audited.
     async fn revoke_token(&self, name: &str, meta: &ChangeMeta) -> StoreResult<()>;
+
+    /// Appends the rows of one metrics batch, in one transaction: all or none.
+    async fn record_metrics(&self, environment: &str, rows: &[MetricRow]) -> StoreResult<()>;
+    /// A flag's rows whose buckets start in `[from_ms, until_ms)`, any width.
+    async fn metric_rows(
+        &self,
+        environment: &str,
+        flag: &str,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<Vec<MetricRow>>;
+    /// One rollup pass: merges closed buckets' fresh rows, coarsens old buckets, expires rows
+    /// past retention. Safe to run on several replicas at once.
+    async fn roll_up_metrics(&self, now_ms: i64, retention: &Retention) -> StoreResult<RollupStats>;
+    /// When each flag was last evaluated in an environment: the start of its latest bucket with
+    /// evaluations, Unix milliseconds.
+    async fn last_evaluations(&self, environment: &str) -> StoreResult<HashMap<String, i64>>;
+    /// Every flag's standing guards, by flag and environment.
+    async fn list_standing_guards(&self) -> StoreResult<Vec<StandingGuards>>;
+    /// Replaces the standing guards on a flag in an environment (none removes them); audited.
+    async fn put_standing_guards(&self, guards: &StandingGuards, meta: &ChangeMeta) -> StoreResult<()>;
+    /// Records a guard event under `key` unless it is already recorded, with an audit entry
+    /// (`action`, `details` as its `after`) in the same transaction. True when this call
+    /// recorded it: of several replicas seeing the same verdict, exactly one acts.
+    async fn guard_event_once(
+        &self,
+        flag: &str,
+        environment: &str,
+        key: &str,
+        action: &str,
+        details: &Value,
+        meta: &ChangeMeta,
+    ) -> StoreResult<bool>;
 
     /// The release plan on a flag in an environment.
     async fn get_plan(&self, flag: &str, environment: &str) -> StoreResult<Option<PlanRecord>>;

@@ -4,6 +4,7 @@
 //! Writers are serialized by a mutex (SQLite has one writer at a time anyway; waiting here
 //! instead of on the file lock means callers never see `SQLITE_BUSY`). Reads run in parallel.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -17,9 +18,11 @@ use tokio::sync::{Mutex, broadcast};
 
 use super::{
     AuditEntry, AuditFilter, Change, ChangeMeta, ChangedItem, Environment, FlagRecord, PlanRecord, ReleaseOutcome,
-    ReleaseWrite, RestoreWrite, Scope, SegmentRecord, Snapshot, Store, StoreError, StoreResult, TokenRecord, flag_json,
-    now_ms, parse_status, single_changed_environment, status_text,
+    ReleaseWrite, RestoreWrite, Scope, SegmentRecord, Snapshot, StandingGuards, Store, StoreError, StoreResult,
+    TokenRecord, db_count, flag_json, metric_columns, metric_row, now_ms, parse_status, single_changed_environment,
+    status_text,
 };
+use crate::outcomes::{BUCKET_MS, COARSE_BUCKET_MS, MetricRow, Retention, RollupStats, merge_rows};
 use crate::release::{PlanState, RestorePoint, Template};
 
 /// The change feed keeps this many revisions per environment for stream resumption.
@@ -843,6 +846,193 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn record_metrics(&self, environment: &str, rows: &[MetricRow]) -> StoreResult<()> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.write().await?;
+        for row in rows {
+            insert_metric_row(&mut tx, environment, row, false).await?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn metric_rows(
+        &self,
+        environment: &str,
+        flag: &str,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<Vec<MetricRow>> {
+        let rows = sqlx::query(
+            "SELECT flag, variant, bucket_ms, width_ms, evaluations, successes, errors, latency, events \
+             FROM metric_rows WHERE environment = ? AND flag = ? AND bucket_ms >= ? AND bucket_ms < ? ORDER BY bucket_ms",
+        )
+        .bind(environment)
+        .bind(flag)
+        .bind(from_ms)
+        .bind(until_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(|r| metric_from(r, 0)).collect()
+    }
+
+    async fn roll_up_metrics(&self, now_ms: i64, retention: &Retention) -> StoreResult<RollupStats> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.write().await?;
+        let mut stats = RollupStats::default();
+        let passes = [
+            // Closed buckets' fresh rows, merged into one row per bucket.
+            ("compacted = 0 AND bucket_ms < ?", now_ms - retention.merge_after_ms, BUCKET_MS),
+            // Old fine buckets, coarsened.
+            ("width_ms = ? AND bucket_ms < ?", now_ms - retention.coarsen_after_ms, COARSE_BUCKET_MS),
+        ];
+        for (pass, (condition, cutoff, width)) in passes.into_iter().enumerate() {
+            let sql = format!(
+                "DELETE FROM metric_rows WHERE {condition} RETURNING environment, flag, variant, bucket_ms, width_ms, \
+                 evaluations, successes, errors, latency, events"
+            );
+            let mut query = sqlx::query(&sql);
+            if pass == 1 {
+                query = query.bind(BUCKET_MS);
+            }
+            let taken = query.bind(cutoff).fetch_all(&mut *tx).await.map_err(db)?;
+            let mut by_environment: BTreeMap<String, Vec<MetricRow>> = BTreeMap::new();
+            for r in &taken {
+                by_environment.entry(r.get(0)).or_default().push(metric_from(r, 1)?);
+            }
+            stats.merged += taken.len() as u64;
+            for (environment, rows) in by_environment {
+                for row in merge_rows(&rows, width) {
+                    insert_metric_row(&mut tx, &environment, &row, true).await?;
+                    stats.written += 1;
+                }
+            }
+        }
+        let expired = sqlx::query("DELETE FROM metric_rows WHERE bucket_ms < ?")
+            .bind(now_ms - retention.keep_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        stats.expired = expired.rows_affected();
+        tx.commit().await.map_err(db)?;
+        Ok(stats)
+    }
+
+    async fn last_evaluations(&self, environment: &str) -> StoreResult<HashMap<String, i64>> {
+        let rows = sqlx::query(
+            "SELECT flag, MAX(bucket_ms) FROM metric_rows WHERE environment = ? AND evaluations > 0 GROUP BY flag",
+        )
+        .bind(environment)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn list_standing_guards(&self) -> StoreResult<Vec<StandingGuards>> {
+        let rows = sqlx::query(
+            "SELECT flag, environment, definition, updated_at FROM standing_guards ORDER BY flag, environment",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let flag: String = r.get(0);
+                Ok(StandingGuards {
+                    guards: serde_json::from_str(&r.get::<String, _>(2))
+                        .map_err(|e| corrupt(&format!("guards on {flag}"), e))?,
+                    flag,
+                    environment: r.get(1),
+                    updated_at_ms: r.get(3),
+                })
+            })
+            .collect()
+    }
+
+    async fn put_standing_guards(&self, guards: &StandingGuards, meta: &ChangeMeta) -> StoreResult<()> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.write().await?;
+        let before = sqlx::query("SELECT definition FROM standing_guards WHERE flag = ? AND environment = ?")
+            .bind(&guards.flag)
+            .bind(&guards.environment)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .and_then(|r| json_column(r.get(0)));
+        if guards.guards.is_empty() {
+            sqlx::query("DELETE FROM standing_guards WHERE flag = ? AND environment = ?")
+                .bind(&guards.flag)
+                .bind(&guards.environment)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        } else {
+            let text = serde_json::to_string(&guards.guards).map_err(|e| corrupt("guards", e))?;
+            sqlx::query(
+                "INSERT INTO standing_guards (flag, environment, definition, updated_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (flag, environment) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at",
+            )
+            .bind(&guards.flag)
+            .bind(&guards.environment)
+            .bind(&text)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        let entry = Audit {
+            action: "guards.put",
+            environment: Some(&guards.environment),
+            flag: Some(&guards.flag),
+            segment: None,
+            before,
+            after: serde_json::to_value(&guards.guards).ok(),
+        };
+        Self::audit(&mut tx, meta, entry).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn guard_event_once(
+        &self,
+        flag: &str,
+        environment: &str,
+        key: &str,
+        action: &str,
+        details: &Value,
+        meta: &ChangeMeta,
+    ) -> StoreResult<bool> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO guard_events (flag, environment, event_key, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(flag)
+        .bind(environment)
+        .bind(key)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        let entry = Audit {
+            action,
+            environment: Some(environment),
+            flag: Some(flag),
+            segment: None,
+            before: None,
+            after: Some(details.clone()),
+        };
+        Self::audit(&mut tx, meta, entry).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
     }
@@ -867,4 +1057,46 @@ fn plan_from(r: &SqliteRow) -> StoreResult<PlanRecord> {
         created_at: r.get(7),
         updated_at: r.get(8),
     })
+}
+
+async fn insert_metric_row(
+    conn: &mut SqliteConnection,
+    environment: &str,
+    row: &MetricRow,
+    compacted: bool,
+) -> StoreResult<()> {
+    let (latency, events) = metric_columns(&row.aggregate)?;
+    sqlx::query(
+        "INSERT INTO metric_rows (environment, flag, variant, bucket_ms, width_ms, compacted, evaluations, successes, \
+         errors, latency, events) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(environment)
+    .bind(&row.flag)
+    .bind(&row.variant)
+    .bind(row.bucket_ms)
+    .bind(row.width_ms)
+    .bind(compacted)
+    .bind(db_count(row.aggregate.evaluations))
+    .bind(db_count(row.aggregate.successes))
+    .bind(db_count(row.aggregate.errors))
+    .bind(latency)
+    .bind(events)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// A metric row from the columns starting at `at`: flag, variant, bucket, width, the three
+/// counts, latency, events.
+fn metric_from(r: &SqliteRow, at: usize) -> StoreResult<MetricRow> {
+    metric_row(
+        r.get(at),
+        r.get(at + 1),
+        r.get(at + 2),
+        r.get(at + 3),
+        [r.get(at + 4), r.get(at + 5), r.get(at + 6)],
+        &r.get::<String, _>(at + 7),
+        &r.get::<String, _>(at + 8),
+    )
 }

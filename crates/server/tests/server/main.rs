@@ -7,6 +7,7 @@
 )]
 
 mod api;
+mod guards;
 mod ofrep;
 mod openapi;
 mod release;

@@ -48,6 +48,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/flags/{key}/environments/{env}/restore"),
     ("GET", "/api/v1/templates"),
     ("POST", "/api/v1/templates"),
+    // guards.rs
+    ("POST", "/api/v1/sdk/metrics"),
+    ("GET", "/api/v1/flags/{key}/metrics"),
+    ("GET", "/api/v1/flags/{key}/environments/{env}/guards"),
+    ("PUT", "/api/v1/flags/{key}/environments/{env}/guards"),
+    ("POST", "/api/v1/alertmanager"),
     // sdk.rs
     ("GET", "/api/v1/sdk/config"),
     ("GET", "/api/v1/sdk/stream"),

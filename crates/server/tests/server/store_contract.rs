@@ -7,7 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dimmer_engine::{Flag, Segment};
+use dimmer_protocol::{EventStat, LatencySketch};
+use dimmer_server::guard::{Action, Compare, Guard};
+use dimmer_server::outcomes::{Aggregate, BUCKET_MS, COARSE_BUCKET_MS, MetricRow, Retention, totals};
 use dimmer_server::release::{Plan, PlanState, RestorePoint, Status, Template, parse_stages};
+use dimmer_server::store::StandingGuards;
 use dimmer_server::store::postgres::PostgresStore;
 use dimmer_server::store::sqlite::SqliteStore;
 use dimmer_server::store::{
@@ -119,6 +123,8 @@ contract!(
     release_writes_commit_flag_plan_restore_point_and_audit_together,
     concurrent_plan_steps_from_one_revision_commit_exactly_once,
     templates_are_stored_replaced_and_audited,
+    metric_rows_are_appended_rolled_up_without_loss_and_expired,
+    guard_events_happen_once_and_standing_guards_are_audited,
 );
 
 async fn first_start_creates_the_default_environments_once(store: Arc<dyn Store>) {
@@ -493,7 +499,7 @@ async fn postgres_replicas_writing_at_once_share_one_gapless_revision_sequence()
 }
 
 fn plan() -> Plan {
-    Plan { stages: parse_stages("1%,5%,100%", 60_000).unwrap(), template: None }
+    Plan { stages: parse_stages("1%,5%,100%", 60_000).unwrap(), template: None, guards: Vec::new() }
 }
 
 fn step(action: &str, flag_update: Option<(Flag, i64)>, state: PlanState, expected: i64) -> ReleaseWrite {
@@ -598,4 +604,96 @@ async fn templates_are_stored_replaced_and_audited(store: Arc<dyn Store>) {
     let entries = store.audit(&AuditFilter::default()).await.unwrap();
     assert_eq!(entries.iter().filter(|e| e.action == "template.put").count(), 2);
     assert_eq!(entries[0].before.as_ref().and_then(|b| b["description"].as_str()), Some("d"));
+}
+
+fn metric(flag: &str, variant: &str, bucket_ms: i64, errors: u64, latency: &[f64]) -> MetricRow {
+    MetricRow {
+        flag: flag.into(),
+        variant: variant.into(),
+        bucket_ms,
+        width_ms: BUCKET_MS,
+        aggregate: Aggregate {
+            evaluations: 10,
+            successes: 10 - errors,
+            errors,
+            latency: LatencySketch::of(latency.iter().copied()),
+            events: [("click".to_owned(), EventStat { count: 2, sum: 1.5 })].into(),
+        },
+    }
+}
+
+async fn metric_rows_are_appended_rolled_up_without_loss_and_expired(store: Arc<dyn Store>) {
+    let hour = 3_600_000;
+    let now = 100 * 24 * hour;
+    // Three batches into the current bucket, two into one a minute old, one two days old.
+    for (bucket, errors) in [(now, 1), (now, 2), (now, 0), (now - 60_000, 3), (now - 60_000, 1), (now - 48 * hour, 5)] {
+        let rows = [metric("f", "on", bucket, errors, &[10.0, 20.0]), metric("f", "off", bucket, 0, &[15.0])];
+        store.record_metrics("production", &rows).await.unwrap();
+    }
+    store.record_metrics("staging", &[metric("f", "on", now, 9, &[])]).await.unwrap();
+    let everything =
+        |store: Arc<dyn Store>| async move { store.metric_rows("production", "f", 0, i64::MAX).await.unwrap() };
+    let before = totals(&everything(store.clone()).await, 0, i64::MAX);
+    assert_eq!(before["on"].errors, 12);
+    assert_eq!(before["on"].latency.count(), 12);
+
+    let stats = store.roll_up_metrics(now, &Retention::default()).await.unwrap();
+    // The two old fine buckets are merged (3 rows each side -> 1 row per bucket and variant,
+    // the two-day-old one coarsened on top); the current bucket is left alone.
+    assert!(stats.merged >= 6, "{stats:?}");
+    let rows = everything(store.clone()).await;
+    assert_eq!(totals(&rows, 0, i64::MAX), before, "a rollup never changes a total");
+    let old: Vec<&MetricRow> = rows.iter().filter(|r| r.bucket_ms < now - 24 * hour).collect();
+    assert!(old.iter().all(|r| r.width_ms == COARSE_BUCKET_MS), "{old:?}");
+    assert_eq!(rows.iter().filter(|r| r.bucket_ms == now).count(), 6, "the open bucket keeps its rows");
+
+    // A second pass has nothing left to merge.
+    let again = store.roll_up_metrics(now, &Retention::default()).await.unwrap();
+    assert_eq!(again.merged, 0, "{again:?}");
+
+    let last = store.last_evaluations("production").await.unwrap();
+    assert_eq!(last.get("f"), Some(&now));
+
+    let retention = Retention { keep_ms: hour, ..Retention::default() };
+    let expired = store.roll_up_metrics(now, &retention).await.unwrap();
+    assert!(expired.expired >= 2, "{expired:?}");
+    let left = totals(&everything(store.clone()).await, 0, i64::MAX);
+    assert_eq!(left["on"].errors, 7, "only the rows within the last hour are kept");
+    assert_eq!(totals(&store.metric_rows("staging", "f", 0, i64::MAX).await.unwrap(), 0, i64::MAX)["on"].errors, 9);
+}
+
+async fn guard_events_happen_once_and_standing_guards_are_audited(store: Arc<dyn Store>) {
+    let details = json!({"guard": "errors"});
+    let m = meta("guard", Some("regression"));
+    assert!(store.guard_event_once("f", "production", "k1", "guard.dial_down", &details, &m).await.unwrap());
+    assert!(!store.guard_event_once("f", "production", "k1", "guard.dial_down", &details, &m).await.unwrap());
+    assert!(store.guard_event_once("f", "staging", "k1", "guard.dial_down", &details, &m).await.unwrap());
+    let audit =
+        store.audit(&AuditFilter { flag: Some("f".into()), limit: 100, ..AuditFilter::default() }).await.unwrap();
+    assert_eq!(audit.iter().filter(|a| a.action == "guard.dial_down").count(), 2);
+
+    let guards = StandingGuards {
+        flag: "f".into(),
+        environment: "production".into(),
+        guards: vec![Guard {
+            name: "errors".into(),
+            metric: "error_rate".into(),
+            compare: Compare::Threshold,
+            max: 0.05,
+            min_sample: 100,
+            action: Action::Alert,
+            alpha: 0.01,
+            data_deadline: None,
+        }],
+        updated_at_ms: 0,
+    };
+    store.put_standing_guards(&guards, &meta("alice", Some("watch errors"))).await.unwrap();
+    let listed = store.list_standing_guards().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].guards, guards.guards);
+    store.put_standing_guards(&StandingGuards { guards: vec![], ..guards }, &meta("alice", None)).await.unwrap();
+    assert!(store.list_standing_guards().await.unwrap().is_empty());
+    let audit =
+        store.audit(&AuditFilter { flag: Some("f".into()), limit: 100, ..AuditFilter::default() }).await.unwrap();
+    assert_eq!(audit.iter().filter(|a| a.action == "guards.put").count(), 2);
 }

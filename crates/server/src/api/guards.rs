@@ -1,0 +1,421 @@
+//! Outcome metrics and guards API: SDKs' metric batches in, per-variant views out, standing
+//! guards on a flag, and the Prometheus Alertmanager receiver that dials flags down. Handlers
+//! only translate HTTP; the statistics are in `crate::guard`, the loop in `crate::guarding`.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use dimmer_protocol::{Limits, MetricsBatch};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::openapi::schemas as doc;
+use super::sdk::environment_of;
+use crate::auth::Principal;
+use crate::error::{ApiError, Code, Json};
+use crate::guard::{self, Assessment, Guard};
+use crate::guarding::{Guardian, Scope};
+use crate::outcomes::{Aggregate, BUCKET_MS, COARSE_BUCKET_MS, MetricRow, bucket_of, merge_rows, totals};
+use crate::release::{Status, parse_duration};
+use crate::rollout::ReleaseError;
+use crate::state::AppState;
+use crate::store::StandingGuards;
+
+/// The longest window a view may ask for: the default retention.
+const MAX_WINDOW_MS: i64 = 30 * 24 * 3_600_000;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/sdk/metrics", post(ingest))
+        .route("/api/v1/flags/{key}/metrics", get(view))
+        .route("/api/v1/flags/{key}/environments/{env}/guards", get(read_guards).put(put_guards))
+        .route("/api/v1/alertmanager", post(alertmanager))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct EnvQuery {
+    /// The environment, for admin and writer tokens (an sdk token reports for its own).
+    env: Option<String>,
+}
+
+/// Takes a batch of outcome metrics from an SDK: per flag and variant, evaluations, errors and
+/// successes, a latency sketch and custom events. Accepted whole or refused whole; entries for
+/// flags the environment does not have are ignored (and counted in the answer).
+#[utoipa::path(
+    post,
+    path = "/api/v1/sdk/metrics",
+    tag = "sdk",
+    operation_id = "postSdkMetrics",
+    params(EnvQuery),
+    request_body(content = Object, description = "A metrics batch (see docs/guards.md and the dimmer-protocol crate)"),
+    responses(
+        (status = 202, description = "Stored: `{\"accepted\": n, \"ignored\": m}`", body = Object),
+        (status = 400, description = "Not JSON, or a field of the wrong type (the path is named)", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader token, or an sdk token of another environment", body = doc::ErrorBody),
+        (status = 413, description = "Larger than 1 MiB", body = doc::ErrorBody),
+        (status = 422, description = "Out of bounds (too many entries, a bad sketch, …; the path is named)", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
+async fn ingest(
+    principal: Principal,
+    State(state): State<AppState>,
+    Query(query): Query<EnvQuery>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    if principal.scope == crate::store::Scope::Reader {
+        return Err(ApiError::new(Code::Forbidden, "a reader token cannot report metrics"));
+    }
+    let env = environment_of(&principal, query.env)?;
+    let refuse = |e: ApiError| {
+        state.metrics.metric_batch("rejected");
+        e
+    };
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let batch: MetricsBatch = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        refuse(
+            ApiError::new(Code::MalformedRequest, format!("{path}: {}", e.inner())).with_details(json!({"path": path})),
+        )
+    })?;
+    batch.check(&Limits::default()).map_err(|e| {
+        refuse(ApiError::new(Code::ValidationFailed, e.to_string()).with_details(json!({"path": e.path})))
+    })?;
+    let snap = state.hub.current(&env).await.map_err(|e| refuse(e.into()))?;
+    let now = state.releases.clock().now_ms();
+    let bucket = bucket_of(now, BUCKET_MS);
+    let (known, unknown): (Vec<_>, Vec<_>) =
+        batch.metrics.iter().partition(|m| snap.snapshot.flags.flags.contains_key(&m.flag));
+    let rows: Vec<MetricRow> = known
+        .iter()
+        .map(|m| MetricRow {
+            flag: m.flag.clone(),
+            variant: m.variant.clone(),
+            bucket_ms: bucket,
+            width_ms: BUCKET_MS,
+            aggregate: Aggregate::of(m),
+        })
+        .collect();
+    // One row per flag and variant, however the SDK split them.
+    let rows = merge_rows(&rows, BUCKET_MS);
+    state.store.record_metrics(&env, &rows).await.map_err(|e| refuse(e.into()))?;
+    state.metrics.record_outcomes(&env, &rows);
+    state.metrics.metric_batch("accepted");
+    Ok((StatusCode::ACCEPTED, Json(json!({"accepted": known.len(), "ignored": unknown.len()}))).into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ViewQuery {
+    /// The environment.
+    env: String,
+    /// How far back: `15m`, `1h` (the default), `24h`, `7d`.
+    window: Option<String>,
+}
+
+/// A flag's outcome metrics per variant over a window: totals (exposures, error rate, latency
+/// quantiles, event rates), a time series, and what its guards say now.
+#[utoipa::path(
+    get,
+    path = "/api/v1/flags/{key}/metrics",
+    tag = "guards",
+    operation_id = "getFlagMetrics",
+    params(("key" = String, Path, description = "The flag key"), ViewQuery),
+    responses(
+        (status = 200, description = "Per-variant totals, a series and the guards' assessment", body = Object),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "An sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No such flag", body = doc::ErrorBody),
+        (status = 422, description = "A bad window", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
+async fn view(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Query(query): Query<ViewQuery>,
+) -> Result<Response, ApiError> {
+    principal.require_read()?;
+    let record = state.store.get_flag(&key).await?.ok_or_else(|| ApiError::not_found("flag", &key))?;
+    let window_ms = match query.window.as_deref() {
+        None => 3_600_000,
+        Some(w) => parse_duration(w)
+            .ok()
+            .filter(|ms| (BUCKET_MS..=MAX_WINDOW_MS).contains(ms))
+            .ok_or_else(|| invalid("window", "a duration from 10s to 30d, such as 15m, 1h or 7d"))?,
+    };
+    let now = state.releases.clock().now_ms();
+    let until = bucket_of(now, BUCKET_MS) + BUCKET_MS;
+    let from = until - window_ms;
+    let rows = state.store.metric_rows(&query.env, &key, bucket_of(from, COARSE_BUCKET_MS), until).await?;
+    let variants = totals(&rows, from, until);
+    // About 30 points, on bucket boundaries.
+    let step = ((window_ms / 30).max(BUCKET_MS) + BUCKET_MS - 1) / BUCKET_MS * BUCKET_MS;
+    let mut series: BTreeMap<i64, BTreeMap<String, Aggregate>> = BTreeMap::new();
+    for row in rows.iter().filter(|r| r.bucket_ms >= from) {
+        series
+            .entry(bucket_of(row.bucket_ms - from, step) + from)
+            .or_default()
+            .entry(row.variant.clone())
+            .or_default()
+            .add(&row.aggregate);
+    }
+    let control = record
+        .flag
+        .environments
+        .get(&query.env)
+        .and_then(|c| c.off_variant.clone())
+        .unwrap_or_else(|| dimmer_engine::model::OFF.to_owned());
+    let guards = guard_assessments(&state, &record, &query.env).await?;
+    Ok(Json(json!({
+        "flag": key,
+        "environment": query.env,
+        "from_ms": from,
+        "until_ms": until,
+        "step_ms": step,
+        "control": control,
+        "variants": variants.iter().map(|(name, a)| variant_view(name, a)).collect::<Vec<_>>(),
+        "series": series.iter().map(|(start, vs)| json!({
+            "start_ms": start,
+            "variants": vs.iter().map(|(name, a)| (name.clone(), json!({
+                "evaluations": a.evaluations,
+                "errors": a.errors,
+                "successes": a.successes,
+                "error_rate": a.error_rate(),
+                "latency_p95_ms": a.latency.quantile(0.95),
+            }))).collect::<serde_json::Map<_, _>>(),
+        })).collect::<Vec<_>>(),
+        "guards": guards,
+    }))
+    .into_response())
+}
+
+fn variant_view(name: &str, a: &Aggregate) -> Value {
+    json!({
+        "variant": name,
+        "evaluations": a.evaluations,
+        "successes": a.successes,
+        "errors": a.errors,
+        "error_rate": a.error_rate(),
+        "latency_ms": {
+            "count": a.latency.count(),
+            "mean": a.latency.mean(),
+            "p50": a.latency.quantile(0.5),
+            "p90": a.latency.quantile(0.9),
+            "p95": a.latency.quantile(0.95),
+            "p99": a.latency.quantile(0.99),
+        },
+        "events": a.events.iter().map(|(event, s)| (event.clone(), json!({
+            "count": s.count,
+            "sum": s.sum,
+            "per_evaluation": a.event_rate(event),
+        }))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+/// What the plan's guards (while it runs) and the standing guards say now.
+async fn guard_assessments(state: &AppState, record: &crate::store::FlagRecord, env: &str) -> Result<Value, ApiError> {
+    let mut out = serde_json::Map::new();
+    if let Some(plan) = state.store.get_plan(&record.key, env).await?
+        && plan.state.status == Status::Running
+        && !plan.plan.guards.is_empty()
+    {
+        let scope = Guardian::plan_scope(&plan);
+        let a = state.guardian.assess(record, env, &plan.plan.guards, &scope).await?;
+        out.insert("plan".into(), assessment_view(&scope, &a));
+    }
+    if let Some(standing) =
+        state.store.list_standing_guards().await?.into_iter().find(|s| s.flag == record.key && s.environment == env)
+    {
+        let since = record.updated_at.max(standing.updated_at_ms);
+        let scope = Scope {
+            since_ms: bucket_of(since + BUCKET_MS - 1, BUCKET_MS),
+            key: String::new(),
+            label: "standing guards".into(),
+        };
+        let a = state.guardian.assess(record, env, &standing.guards, &scope).await?;
+        out.insert("standing".into(), assessment_view(&scope, &a));
+    }
+    Ok(Value::Object(out))
+}
+
+fn assessment_view(scope: &Scope, a: &Assessment) -> Value {
+    json!({"window": scope.label, "since_ms": scope.since_ms, "assessment": a})
+}
+
+fn invalid(field: &str, message: &str) -> ApiError {
+    ApiError::new(Code::ValidationFailed, format!("{field}: {message}")).with_details(json!({"path": field}))
+}
+
+/// The guards standing on a flag in an environment, outside any plan.
+#[utoipa::path(
+    get,
+    path = "/api/v1/flags/{key}/environments/{env}/guards",
+    tag = "guards",
+    operation_id = "getStandingGuards",
+    params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
+    responses(
+        (status = 200, description = "`{\"guards\": [...]}` (empty when none)", body = Object),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "An sdk token", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
+async fn read_guards(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path((key, env)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    principal.require_read()?;
+    let standing =
+        state.store.list_standing_guards().await?.into_iter().find(|s| s.flag == key && s.environment == env);
+    let guards = standing.map(|s| s.guards).unwrap_or_default();
+    Ok(Json(json!({"flag": key, "environment": env, "guards": guards})).into_response())
+}
+
+/// Standing guards: the body of `PUT .../guards`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PutGuards {
+    /// The guards (an empty list removes them).
+    guards: Vec<Guard>,
+    /// Why, for the audit log.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Sets the guards standing on a flag in an environment: they judge the flag continuously
+/// (treatment against control while it is partly exposed, thresholds always) and apply their
+/// action on a regression. Audited.
+#[utoipa::path(
+    put,
+    path = "/api/v1/flags/{key}/environments/{env}/guards",
+    tag = "guards",
+    operation_id = "putStandingGuards",
+    params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
+    request_body(content = PutGuards),
+    responses(
+        (status = 200, description = "The guards now standing", body = Object),
+        (status = 400, description = "Not JSON, or unknown fields", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No such flag or environment", body = doc::ErrorBody),
+        (status = 422, description = "A bad guard (its index and field are named)", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
+async fn put_guards(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path((key, env)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<PutGuards>,
+) -> Result<Response, ApiError> {
+    principal.require_write()?;
+    guard::validate(&body.guards).map_err(|e| invalid(&format!("guards[{}].{}", e.index, e.field), &e.reason))?;
+    if state.store.get_flag(&key).await?.is_none() {
+        return Err(ApiError::not_found("flag", &key));
+    }
+    if !state.store.list_environments().await?.iter().any(|e| e.name == env) {
+        return Err(ApiError::not_found("environment", &env));
+    }
+    let meta = principal.meta(super::reason(&headers, body.reason.as_deref()));
+    let standing =
+        StandingGuards { flag: key.clone(), environment: env.clone(), guards: body.guards, updated_at_ms: 0 };
+    state.store.put_standing_guards(&standing, &meta).await?;
+    Ok(Json(json!({"flag": key, "environment": env, "guards": standing.guards})).into_response())
+}
+
+/// Receives Prometheus Alertmanager's webhook and dials down (or kills) the flag each firing
+/// alert names in its labels (`flag`, and `environment` or `env`; optionally `dimmer_action`
+/// = `kill` and `dimmer_to` = a percentage). Resolved alerts change nothing: restoring is a
+/// person's decision.
+#[utoipa::path(
+    post,
+    path = "/api/v1/alertmanager",
+    tag = "guards",
+    operation_id = "alertmanagerWebhook",
+    request_body(content = Object, description = "Alertmanager's webhook payload (version 4)"),
+    responses(
+        (status = 200, description = "What was applied and what was ignored, per alert", body = Object),
+        (status = 400, description = "Not JSON, or no `alerts` list", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
+    ),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+)]
+async fn alertmanager(
+    principal: Principal,
+    State(state): State<AppState>,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    principal.require_write()?;
+    let alerts = body
+        .get("alerts")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::new(Code::MalformedRequest, "alerts: expected Alertmanager's list of alerts"))?;
+    let mut applied = Vec::new();
+    let mut ignored = Vec::new();
+    let mut changed = false;
+    for (i, alert) in alerts.iter().enumerate() {
+        let label = |names: &[&str]| {
+            names.iter().find_map(|n| alert.pointer(&format!("/labels/{n}")).and_then(Value::as_str)).map(str::to_owned)
+        };
+        let name = label(&["alertname"]).unwrap_or_else(|| format!("alerts[{i}]"));
+        if alert.get("status").and_then(Value::as_str) != Some("firing") {
+            ignored.push(json!({"alert": name, "why": "not firing (resolved alerts change nothing)"}));
+            continue;
+        }
+        let (Some(flag), Some(env)) =
+            (label(&["flag", "dimmer_flag"]), label(&["environment", "env", "dimmer_environment"]))
+        else {
+            ignored.push(json!({"alert": name, "why": "no flag and environment labels"}));
+            continue;
+        };
+        let summary = ["summary", "description"]
+            .iter()
+            .find_map(|k| alert.pointer(&format!("/annotations/{k}")).and_then(Value::as_str))
+            .unwrap_or("");
+        let reason = format!(
+            "Alertmanager alert {name} fired{}",
+            if summary.is_empty() { String::new() } else { format!(": {summary}") }
+        );
+        let meta = principal.meta(Some(reason));
+        let kill = label(&["dimmer_action"]).as_deref() == Some("kill");
+        let to = match label(&["dimmer_to"]).map(|t| t.trim_end_matches('%').parse::<f64>()) {
+            None => 0,
+            Some(Ok(p)) if (0.0..=100.0).contains(&p) => (p * 1000.0).round() as u32,
+            Some(_) => {
+                ignored.push(json!({"alert": name, "why": "dimmer_to: not a percentage from 0 to 100"}));
+                continue;
+            }
+        };
+        let outcome = if kill {
+            state.releases.kill(&flag, &env, &meta).await
+        } else {
+            state.releases.dial_down(&flag, &env, to, &meta).await
+        };
+        match outcome {
+            Ok(o) => {
+                changed |= o.changed;
+                applied.push(json!({"alert": name, "flag": flag, "environment": env,
+                    "action": if kill { "kill" } else { "dial_down" }, "outcome": o}));
+            }
+            Err(e @ (ReleaseError::NotFound { .. } | ReleaseError::Invalid { .. } | ReleaseError::Conflict(_))) => {
+                ignored.push(json!({"alert": name, "why": e.to_string()}));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if changed {
+        super::publish(&state).await;
+    }
+    Ok(Json(json!({"applied": applied, "ignored": ignored})).into_response())
+}

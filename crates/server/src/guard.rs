@@ -1,0 +1,693 @@
+//! Guards: what a release watches, and the pure decision that turns a window of outcome
+//! metrics into a verdict. The loop in `rollout.rs` applies verdicts; nothing here reads a
+//! clock or the store.
+//!
+//! Each guard compares the users on a treatment variant with the users on the control variant
+//! over the same period (the current stage), or holds the treatment to an absolute threshold.
+//! The test is a mixture sequential probability ratio test (mSPRT, Johari, Pekelis and Walsh,
+//! "Always valid inference", 2017) on a normal approximation: its false-alarm rate stays below
+//! `alpha` however often it looks, so the loop can look every second. A sample-ratio check on
+//! the evaluations flags a broken split before anyone trusts the comparison.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::outcomes::Aggregate;
+
+/// The false-alarm rate a guard allows by default, per stage.
+pub const DEFAULT_ALPHA: f64 = 0.01;
+/// Outcomes each side needs by default before a guard may judge.
+pub const DEFAULT_MIN_SAMPLE: u64 = 200;
+/// The p-value under which a sample-ratio mismatch is reported.
+pub const SRM_P_VALUE: f64 = 0.001;
+/// Evaluations needed before the sample ratio is checked.
+pub const SRM_MIN_EVALUATIONS: u64 = 1000;
+
+/// A guard, as configured on a plan or standing on a flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Guard {
+    /// A name for people and for audit entries, unique within its plan or flag.
+    pub name: String,
+    /// `error_rate`, `latency_p50` .. `latency_p99` (any `latency_pNN`), or `event:NAME` (a
+    /// custom event per evaluation, where fewer is worse).
+    pub metric: String,
+    /// `relative` (treatment against control, `max` is the tolerated relative worsening, 0.5
+    /// = 50% worse), `absolute` (treatment minus control, in the metric's unit) or `threshold`
+    /// (the treatment alone against `max`, in the metric's unit).
+    pub compare: Compare,
+    /// The tolerated worsening or the threshold.
+    pub max: f64,
+    /// Outcomes (or evaluations, for events) each side needs before the guard judges.
+    #[serde(default = "default_min_sample")]
+    pub min_sample: u64,
+    /// What a regression does.
+    #[serde(default)]
+    pub action: Action,
+    /// The false-alarm rate allowed per stage.
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Alert when the guard still lacks data this long after the stage began (e.g. `30m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_deadline: Option<String>,
+}
+
+fn default_min_sample() -> u64 {
+    DEFAULT_MIN_SAMPLE
+}
+
+fn default_alpha() -> f64 {
+    DEFAULT_ALPHA
+}
+
+/// How a guard compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Compare {
+    /// Treatment against control, as a relative worsening.
+    Relative,
+    /// Treatment against control, as a difference in the metric's unit.
+    Absolute,
+    /// The treatment alone against a fixed limit.
+    Threshold,
+}
+
+/// What a guard's regression does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Tell people; change nothing.
+    Alert,
+    /// Pause the plan.
+    Pause,
+    /// Go back one stage and pause there.
+    Rollback,
+    /// Dial exposure down to 0% (the control variant for everyone but targets).
+    #[default]
+    DialDown,
+}
+
+impl Action {
+    /// Its name in audit entries and alerts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Alert => "alert",
+            Action::Pause => "pause",
+            Action::Rollback => "rollback",
+            Action::DialDown => "dial_down",
+        }
+    }
+}
+
+/// A guard's metric, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Metric {
+    /// Errors per outcome.
+    ErrorRate,
+    /// A latency quantile, `0 < q < 1`.
+    Latency(f64),
+    /// A named event per evaluation; fewer is worse.
+    Event(String),
+}
+
+/// Why a guard definition was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("guards[{index}].{field}: {reason}")]
+pub struct GuardError {
+    /// The guard's position.
+    pub index: usize,
+    /// The field.
+    pub field: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+impl Guard {
+    /// The metric, parsed.
+    pub fn parsed_metric(&self) -> Result<Metric, String> {
+        if self.metric == "error_rate" {
+            return Ok(Metric::ErrorRate);
+        }
+        if let Some(q) = self.metric.strip_prefix("latency_p") {
+            return match q.parse::<u32>() {
+                Ok(n) if (1..=99).contains(&n) && q.len() <= 2 => Ok(Metric::Latency(f64::from(n) / 100.0)),
+                _ => match q {
+                    "999" => Ok(Metric::Latency(0.999)),
+                    _ => Err(format!(
+                        "\"{}\": a latency quantile is latency_p1 .. latency_p99 or latency_p999",
+                        self.metric
+                    )),
+                },
+            };
+        }
+        if let Some(name) = self.metric.strip_prefix("event:")
+            && !name.is_empty()
+        {
+            return Ok(Metric::Event(name.to_owned()));
+        }
+        Err(format!("\"{}\" is not error_rate, latency_pNN or event:NAME", self.metric))
+    }
+}
+
+/// Checks a list of guards; the first problem is named by index and field.
+pub fn validate(guards: &[Guard]) -> Result<(), GuardError> {
+    let fail = |index, field, reason: String| Err(GuardError { index, field, reason });
+    for (index, g) in guards.iter().enumerate() {
+        if g.name.is_empty() || g.name.len() > 64 {
+            return fail(index, "name", "must have 1 to 64 characters".into());
+        }
+        if guards[..index].iter().any(|o| o.name == g.name) {
+            return fail(index, "name", format!("\"{}\" is used by an earlier guard", g.name));
+        }
+        let metric = g.parsed_metric().map_err(|reason| GuardError { index, field: "metric", reason })?;
+        if !g.max.is_finite() || g.max < 0.0 {
+            return fail(index, "max", "must be a finite number >= 0".into());
+        }
+        if metric == Metric::ErrorRate && g.compare != Compare::Relative && g.max > 1.0 {
+            return fail(index, "max", "an error rate is between 0 and 1".into());
+        }
+        if !(g.alpha > 0.0 && g.alpha < 0.5) {
+            return fail(index, "alpha", "must be between 0 and 0.5".into());
+        }
+        if g.min_sample == 0 {
+            return fail(index, "min_sample", "must be at least 1".into());
+        }
+        if let Some(d) = &g.data_deadline {
+            crate::release::parse_duration(d).map_err(|e| GuardError {
+                index,
+                field: "data_deadline",
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// What the guards see: the per-variant totals since the window began, and which variant is
+/// the control.
+#[derive(Debug, Clone)]
+pub struct Window<'a> {
+    /// Per variant.
+    pub variants: &'a BTreeMap<String, Aggregate>,
+    /// The control variant (the flag's off variant in the environment).
+    pub control: &'a str,
+    /// How long the window has run, milliseconds.
+    pub age_ms: i64,
+    /// The share of evaluations expected on treatment variants (from the exposure), when the
+    /// configuration makes it predictable.
+    pub expected_treatment_share: Option<f64>,
+}
+
+/// One guard's finding for one treatment variant.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Finding {
+    /// The guard.
+    pub guard: String,
+    /// The treatment variant judged.
+    pub variant: String,
+    /// `pass`, `regression` or `insufficient`.
+    pub status: FindingStatus,
+    /// The treatment's value of the metric.
+    pub treatment: Option<f64>,
+    /// The control's value of the metric (absent for thresholds).
+    pub control: Option<f64>,
+    /// The worst acceptable treatment value.
+    pub limit: Option<f64>,
+    /// Samples on the treatment side.
+    pub treatment_n: u64,
+    /// Samples on the control side.
+    pub control_n: u64,
+    /// The test statistic: log of the mSPRT likelihood ratio (0 when not computed).
+    pub log_likelihood_ratio: f64,
+    /// The value it must reach: `ln(1/alpha)`.
+    pub log_threshold: f64,
+}
+
+/// A finding's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingStatus {
+    /// Enough data and no evidence of a regression.
+    Pass,
+    /// Evidence of a regression beyond the tolerance.
+    Regression,
+    /// Not enough data yet.
+    Insufficient,
+}
+
+/// A sample-ratio mismatch.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct SampleRatio {
+    /// The expected share of evaluations on treatment variants.
+    pub expected: f64,
+    /// The observed share.
+    pub observed: f64,
+    /// Evaluations counted.
+    pub evaluations: u64,
+    /// The chi-squared test's p-value.
+    pub p_value: f64,
+    /// Whether it is below [`SRM_P_VALUE`].
+    pub mismatch: bool,
+}
+
+/// What the guards say about a window.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Assessment {
+    /// One finding per guard and treatment variant.
+    pub findings: Vec<Finding>,
+    /// The sample-ratio check, when it could be made.
+    pub sample_ratio: Option<SampleRatio>,
+    /// Guards still short of data past their deadline.
+    pub overdue: Vec<String>,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+/// The verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every guard has enough data and none sees a regression.
+    Healthy,
+    /// Some guard lacks data; none sees a regression.
+    Waiting,
+    /// A guard sees a regression: apply `action` (the most severe of those that fired).
+    Regression {
+        /// What to do.
+        action: Action,
+        /// The guards that fired.
+        guards: Vec<String>,
+    },
+}
+
+/// Judges a window. Pure; the same window always gives the same assessment.
+pub fn assess(window: &Window<'_>, guards: &[Guard]) -> Assessment {
+    let empty = Aggregate::default();
+    let control = window.variants.get(window.control).unwrap_or(&empty);
+    let treatments: Vec<(&String, &Aggregate)> =
+        window.variants.iter().filter(|(name, _)| name.as_str() != window.control).collect();
+    let mut findings = Vec::new();
+    let mut overdue = Vec::new();
+    for guard in guards {
+        let Ok(metric) = guard.parsed_metric() else { continue };
+        let mut guard_findings: Vec<Finding> =
+            treatments.iter().map(|(variant, treatment)| judge(guard, &metric, variant, treatment, control)).collect();
+        if guard_findings.is_empty() {
+            // Nobody on a treatment variant yet: the guard cannot judge.
+            guard_findings.push(Finding {
+                guard: guard.name.clone(),
+                variant: String::new(),
+                status: FindingStatus::Insufficient,
+                treatment: None,
+                control: None,
+                limit: None,
+                treatment_n: 0,
+                control_n: 0,
+                log_likelihood_ratio: 0.0,
+                log_threshold: (1.0 / guard.alpha).ln(),
+            });
+        }
+        let deadline = guard.data_deadline.as_deref().and_then(|d| crate::release::parse_duration(d).ok());
+        if deadline.is_some_and(|d| window.age_ms >= d)
+            && guard_findings.iter().any(|f| f.status == FindingStatus::Insufficient)
+        {
+            overdue.push(guard.name.clone());
+        }
+        findings.extend(guard_findings);
+    }
+    let sample_ratio = window.expected_treatment_share.and_then(|expected| {
+        let t: u64 = treatments.iter().map(|(_, a)| a.evaluations).sum();
+        sample_ratio(t, control.evaluations, expected)
+    });
+    let fired: Vec<&Finding> = findings.iter().filter(|f| f.status == FindingStatus::Regression).collect();
+    let verdict = if let Some(action) =
+        fired.iter().filter_map(|f| guards.iter().find(|g| g.name == f.guard).map(|g| g.action)).max()
+    {
+        let mut names: Vec<String> = fired.iter().map(|f| f.guard.clone()).collect();
+        names.dedup();
+        Verdict::Regression { action, guards: names }
+    } else if findings.iter().any(|f| f.status == FindingStatus::Insufficient) {
+        Verdict::Waiting
+    } else {
+        Verdict::Healthy
+    };
+    Assessment { findings, sample_ratio, overdue, verdict }
+}
+
+/// One guard on one treatment variant.
+fn judge(guard: &Guard, metric: &Metric, variant: &str, treatment: &Aggregate, control: &Aggregate) -> Finding {
+    let log_threshold = (1.0 / guard.alpha).ln();
+    let mut finding = Finding {
+        guard: guard.name.clone(),
+        variant: variant.to_owned(),
+        status: FindingStatus::Insufficient,
+        treatment: None,
+        control: None,
+        limit: None,
+        treatment_n: 0,
+        control_n: 0,
+        log_likelihood_ratio: 0.0,
+        log_threshold,
+    };
+    let needs_control = guard.compare != Compare::Threshold;
+    let test = match metric {
+        Metric::ErrorRate => {
+            rate_test(guard, treatment.errors, treatment.outcomes(), control.errors, control.outcomes(), 1.0)
+        }
+        Metric::Event(name) => {
+            let count = |a: &Aggregate| a.events.get(name).map_or(0, |e| e.count);
+            // Fewer events is worse: flip the sign so that "larger is worse" holds throughout.
+            rate_test(guard, count(treatment), treatment.evaluations, count(control), control.evaluations, -1.0)
+        }
+        Metric::Latency(q) => latency_test(guard, *q, treatment, control),
+    };
+    finding.treatment = test.treatment;
+    finding.control = test.control;
+    finding.limit = test.limit;
+    finding.treatment_n = test.treatment_n;
+    finding.control_n = test.control_n;
+    let enough = test.treatment_n >= guard.min_sample && (!needs_control || test.control_n >= guard.min_sample);
+    let Some(stat) = test.statistic.filter(|_| enough) else { return finding };
+    finding.log_likelihood_ratio = stat.log_lr;
+    finding.status =
+        if stat.worse && stat.log_lr >= log_threshold { FindingStatus::Regression } else { FindingStatus::Pass };
+    finding
+}
+
+/// The numbers behind a finding.
+#[derive(Debug, Default)]
+struct TestResult {
+    treatment: Option<f64>,
+    control: Option<f64>,
+    limit: Option<f64>,
+    treatment_n: u64,
+    control_n: u64,
+    statistic: Option<Statistic>,
+}
+
+#[derive(Debug)]
+struct Statistic {
+    log_lr: f64,
+    /// The estimate is on the bad side of the tolerance.
+    worse: bool,
+}
+
+/// The mSPRT for "the worsening `d` exceeds `margin`", where `d` is estimated as `estimate`
+/// with variance `variance`, and the mixing distribution over the effect is N(0, tau²).
+///
+/// `log Λ = ½·ln(V/(V+τ²)) + τ²·(d̂ − m)² / (2·V·(V+τ²))`; it is a nonnegative martingale
+/// under the null, so by Ville's inequality `P(sup Λ ≥ 1/α) ≤ α`.
+pub fn msprt_log_lr(estimate: f64, margin: f64, variance: f64, tau2: f64) -> f64 {
+    if !(variance > 0.0 && tau2 > 0.0) || !estimate.is_finite() {
+        return 0.0;
+    }
+    let delta = estimate - margin;
+    0.5 * (variance / (variance + tau2)).ln() + tau2 * delta * delta / (2.0 * variance * (variance + tau2))
+}
+
+/// A rate (errors per outcome, events per evaluation); `sign` is 1 when larger is worse and
+/// -1 when smaller is worse.
+fn rate_test(guard: &Guard, t_hits: u64, t_n: u64, c_hits: u64, c_n: u64, sign: f64) -> TestResult {
+    let mut out = TestResult { treatment_n: t_n, control_n: c_n, ..Default::default() };
+    if t_n == 0 {
+        return out;
+    }
+    let pt = t_hits as f64 / t_n as f64;
+    out.treatment = Some(pt);
+    if guard.compare == Compare::Threshold {
+        let limit = guard.max;
+        out.limit = Some(limit);
+        // The variance under the null, at the limit itself, so that zero errors still tests.
+        let p0 = limit.clamp(1e-4, 1.0 - 1e-4);
+        let variance = variance_of_rate(p0, sign) / t_n as f64;
+        let d = sign * (pt - limit);
+        out.statistic = Some(Statistic { log_lr: msprt_log_lr(d, 0.0, variance, tau2_for(limit)), worse: d > 0.0 });
+        return out;
+    }
+    if c_n == 0 {
+        return out;
+    }
+    let pc = c_hits as f64 / c_n as f64;
+    out.control = Some(pc);
+    let margin = match guard.compare {
+        Compare::Relative => guard.max * pc,
+        _ => guard.max,
+    };
+    out.limit = Some(pc + sign * margin);
+    // Pooled under the null, floored so that two clean arms still have a finite variance.
+    let pooled = ((t_hits + c_hits) as f64 / (t_n + c_n) as f64).max(0.5 / (t_n + c_n) as f64);
+    let variance = variance_of_rate(pooled, sign) * (1.0 / t_n as f64 + 1.0 / c_n as f64);
+    let d = sign * (pt - pc);
+    out.statistic =
+        Some(Statistic { log_lr: msprt_log_lr(d, margin, variance, tau2_for(pc.max(margin))), worse: d > margin });
+    out
+}
+
+/// The variance of one observation: Bernoulli for error rates, Poisson for event counts.
+fn variance_of_rate(p: f64, sign: f64) -> f64 {
+    if sign > 0.0 { p * (1.0 - p).max(1e-9) } else { p.max(1e-9) }
+}
+
+/// The mixing variance: the effect sizes the test is most sensitive to are about the size of
+/// the baseline itself (an error rate doubling, a conversion rate halving).
+fn tau2_for(scale: f64) -> f64 {
+    let s = scale.abs().max(1e-3);
+    s * s
+}
+
+/// A latency quantile: is the treatment's q-quantile above the limit? Equivalently, is more
+/// than `1 - q` of the treatment's outcomes slower than the limit? That is a one-sample rate
+/// test, with the limit from the control's own quantile (relative, absolute) or fixed.
+fn latency_test(guard: &Guard, q: f64, treatment: &Aggregate, control: &Aggregate) -> TestResult {
+    let t_n = treatment.latency.count();
+    let c_n = control.latency.count();
+    let mut out = TestResult {
+        treatment: treatment.latency.quantile(q),
+        control: control.latency.quantile(q),
+        treatment_n: t_n,
+        control_n: c_n,
+        ..Default::default()
+    };
+    let limit = match (guard.compare, out.control) {
+        (Compare::Threshold, _) => guard.max,
+        (Compare::Relative, Some(c)) => c * (1.0 + guard.max),
+        (Compare::Absolute, Some(c)) => c + guard.max,
+        _ => return out,
+    };
+    out.limit = Some(limit);
+    if t_n == 0 {
+        return out;
+    }
+    let tail = 1.0 - q;
+    let slow = treatment.latency.count_above(limit) as f64 / t_n as f64;
+    let variance = tail * q / t_n as f64;
+    let d = slow - tail;
+    out.statistic = Some(Statistic { log_lr: msprt_log_lr(d, 0.0, variance, tau2_for(tail)), worse: d > 0.0 });
+    out
+}
+
+/// The chi-squared test (one degree of freedom) of `treatment : control` evaluations against
+/// the expected share; `None` below [`SRM_MIN_EVALUATIONS`] or for a degenerate expectation.
+pub fn sample_ratio(treatment: u64, control: u64, expected: f64) -> Option<SampleRatio> {
+    let n = treatment + control;
+    if n < SRM_MIN_EVALUATIONS || !(expected > 0.0 && expected < 1.0) {
+        return None;
+    }
+    let nf = n as f64;
+    let (et, ec) = (nf * expected, nf * (1.0 - expected));
+    let chi2 = (treatment as f64 - et).powi(2) / et + (control as f64 - ec).powi(2) / ec;
+    let p_value = erfc((chi2 / 2.0).sqrt());
+    Some(SampleRatio {
+        expected,
+        observed: treatment as f64 / nf,
+        evaluations: n,
+        p_value,
+        mismatch: p_value < SRM_P_VALUE,
+    })
+}
+
+/// The complementary error function (W. J. Cody's rational approximation as given in
+/// Numerical Recipes' `erfcc`, fractional error below 1.2e-7).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dimmer_protocol::LatencySketch;
+
+    fn guard(metric: &str, compare: Compare, max: f64) -> Guard {
+        Guard {
+            name: metric.replace(':', "-"),
+            metric: metric.into(),
+            compare,
+            max,
+            min_sample: 100,
+            action: Action::DialDown,
+            alpha: 0.01,
+            data_deadline: None,
+        }
+    }
+
+    fn arm(evaluations: u64, errors: u64) -> Aggregate {
+        Aggregate { evaluations, errors, successes: evaluations - errors, ..Default::default() }
+    }
+
+    fn window(variants: &BTreeMap<String, Aggregate>) -> Window<'_> {
+        Window { variants, control: "off", age_ms: 60_000, expected_treatment_share: None }
+    }
+
+    fn variants(on: Aggregate, off: Aggregate) -> BTreeMap<String, Aggregate> {
+        BTreeMap::from([("on".to_owned(), on), ("off".to_owned(), off)])
+    }
+
+    /// The decision table: each row is a window and the verdict it must give.
+    #[test]
+    fn error_rate_verdicts() {
+        let relative = guard("error_rate", Compare::Relative, 0.5);
+        let absolute = guard("error_rate", Compare::Absolute, 0.005);
+        let threshold = guard("error_rate", Compare::Threshold, 0.02);
+        let regression = |g: &Guard| Verdict::Regression { action: Action::DialDown, guards: vec![g.name.clone()] };
+        let rows: Vec<(&str, &Guard, Aggregate, Aggregate, Verdict)> = vec![
+            ("too few outcomes on treatment", &relative, arm(50, 25), arm(10_000, 100), Verdict::Waiting),
+            ("too few outcomes on control", &relative, arm(10_000, 100), arm(50, 0), Verdict::Waiting),
+            ("same error rate", &relative, arm(5_000, 50), arm(95_000, 950), Verdict::Healthy),
+            ("doubled error rate", &relative, arm(10_000, 200), arm(95_000, 950), regression(&relative)),
+            ("doubled, but too little evidence yet", &relative, arm(2_000, 40), arm(95_000, 950), Verdict::Healthy),
+            ("slightly worse, within tolerance", &relative, arm(5_000, 60), arm(95_000, 950), Verdict::Healthy),
+            ("better than control", &relative, arm(5_000, 10), arm(95_000, 950), Verdict::Healthy),
+            (
+                "absolute: +1 point over 0.5 tolerated",
+                &absolute,
+                arm(20_000, 400),
+                arm(95_000, 950),
+                regression(&absolute),
+            ),
+            ("absolute: +0.2 points", &absolute, arm(20_000, 240), arm(95_000, 950), Verdict::Healthy),
+            ("threshold: 5% against 2%", &threshold, arm(2_000, 100), arm(0, 0), regression(&threshold)),
+            ("threshold: 1% against 2%", &threshold, arm(2_000, 20), arm(0, 0), Verdict::Healthy),
+            ("threshold: no errors at all", &threshold, arm(2_000, 0), arm(0, 0), Verdict::Healthy),
+        ];
+        for (name, g, on, off, expected) in rows {
+            let v = variants(on, off);
+            let got = assess(&window(&v), std::slice::from_ref(g));
+            assert_eq!(got.verdict, expected, "{name}: {:#?}", got.findings);
+        }
+    }
+
+    #[test]
+    fn fewer_events_is_worse() {
+        let g = guard("event:checkout", Compare::Relative, 0.1);
+        let with_events = |evaluations: u64, checkouts: u64| {
+            let mut a = arm(evaluations, 0);
+            a.events.insert("checkout".into(), dimmer_protocol::EventStat { count: checkouts, sum: 0.0 });
+            a
+        };
+        let v = variants(with_events(10_000, 500), with_events(100_000, 10_000));
+        assert!(matches!(assess(&window(&v), std::slice::from_ref(&g)).verdict, Verdict::Regression { .. }));
+        let v = variants(with_events(10_000, 1_100), with_events(100_000, 10_000));
+        assert_eq!(assess(&window(&v), std::slice::from_ref(&g)).verdict, Verdict::Healthy);
+    }
+
+    #[test]
+    fn latency_quantiles_against_control_and_threshold() {
+        let with_latency = |values: Vec<f64>| Aggregate {
+            evaluations: values.len() as u64,
+            successes: values.len() as u64,
+            latency: LatencySketch::of(values),
+            ..Default::default()
+        };
+        // Control: uniform 10..110 ms, p95 about 105 ms. Treatment twice as slow.
+        let control: Vec<f64> = (0..20_000).map(|i| 10.0 + (i % 1000) as f64 / 10.0).collect();
+        let slow: Vec<f64> = control.iter().take(3_000).map(|x| x * 2.0).collect();
+        let same: Vec<f64> = control.iter().take(3_000).copied().collect();
+        let g = guard("latency_p95", Compare::Relative, 0.2);
+        let v = variants(with_latency(slow.clone()), with_latency(control.clone()));
+        let got = assess(&window(&v), std::slice::from_ref(&g));
+        assert!(matches!(got.verdict, Verdict::Regression { .. }), "{:#?}", got.findings);
+        let v = variants(with_latency(same), with_latency(control));
+        assert_eq!(assess(&window(&v), std::slice::from_ref(&g)).verdict, Verdict::Healthy);
+
+        let g = guard("latency_p99", Compare::Threshold, 150.0);
+        let v = variants(with_latency(slow), Aggregate::default());
+        assert!(matches!(assess(&window(&v), std::slice::from_ref(&g)).verdict, Verdict::Regression { .. }));
+    }
+
+    #[test]
+    fn the_most_severe_action_wins_and_alerts_do_not_hide_it() {
+        let mut alert = guard("error_rate", Compare::Relative, 0.1);
+        alert.name = "errors-alert".into();
+        alert.action = Action::Alert;
+        let mut rollback = guard("error_rate", Compare::Relative, 0.2);
+        rollback.action = Action::Rollback;
+        let v = variants(arm(5_000, 150), arm(95_000, 950));
+        let got = assess(&window(&v), &[alert, rollback]);
+        assert_eq!(
+            got.verdict,
+            Verdict::Regression { action: Action::Rollback, guards: vec!["errors-alert".into(), "error_rate".into()] }
+        );
+    }
+
+    #[test]
+    fn no_treatment_traffic_waits_and_goes_overdue_past_the_deadline() {
+        let mut g = guard("error_rate", Compare::Relative, 0.5);
+        g.data_deadline = Some("30s".into());
+        let v = BTreeMap::from([("off".to_owned(), arm(1_000, 1))]);
+        let got = assess(&window(&v), std::slice::from_ref(&g));
+        assert_eq!(got.verdict, Verdict::Waiting);
+        assert_eq!(got.overdue, vec![g.name.clone()]);
+    }
+
+    #[test]
+    fn sample_ratio_mismatch_is_detected_only_when_real() {
+        assert!(!sample_ratio(500, 9_500, 0.05).unwrap().mismatch);
+        assert!(sample_ratio(800, 9_200, 0.05).unwrap().mismatch);
+        assert_eq!(sample_ratio(5, 95, 0.05), None);
+        // erfc against known values.
+        assert!((erfc(0.0) - 1.0).abs() < 1e-7);
+        assert!((erfc(1.0) - 0.157_299_207).abs() < 1e-7);
+        assert!((erfc(2.0) - 0.004_677_735).abs() < 1e-7);
+    }
+
+    #[test]
+    fn bad_guards_are_named() {
+        let mut g = guard("error_rate", Compare::Threshold, 2.0);
+        assert_eq!(validate(std::slice::from_ref(&g)).unwrap_err().field, "max");
+        g.max = 0.1;
+        g.metric = "latency_p100".into();
+        assert_eq!(validate(std::slice::from_ref(&g)).unwrap_err().field, "metric");
+        g.metric = "event:".into();
+        assert_eq!(validate(std::slice::from_ref(&g)).unwrap_err().field, "metric");
+        g.metric = "latency_p95".into();
+        g.data_deadline = Some("soon".into());
+        assert_eq!(validate(std::slice::from_ref(&g)).unwrap_err().field, "data_deadline");
+        g.data_deadline = None;
+        assert_eq!(
+            validate(&[g.clone(), g.clone()]).unwrap_err(),
+            GuardError { index: 1, field: "name", reason: "\"error_rate\" is used by an earlier guard".into() }
+        );
+        assert_eq!(validate(&[g]), Ok(()));
+    }
+
+    #[test]
+    fn the_statistic_grows_with_evidence_and_is_zero_without_it() {
+        assert_eq!(msprt_log_lr(0.01, 0.0, 0.0, 1e-4), 0.0);
+        let weak = msprt_log_lr(0.01, 0.0, 1e-5, 1e-4);
+        let strong = msprt_log_lr(0.01, 0.0, 1e-6, 1e-4);
+        assert!(strong > weak);
+    }
+}

@@ -1,0 +1,358 @@
+//! The guard loop: each pass reads every guarded window from the store, asks the pure
+//! [`crate::guard::assess`] for a verdict, applies it through the release service (dial-down,
+//! rollback, pause or alert only), then lets healthy plans progress. A second, slower loop rolls
+//! the outcome metrics up.
+//!
+//! Several replicas may run this loop at once: an action is recorded with
+//! `Store::guard_event_once` before it is applied, so exactly one replica applies it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dimmer_engine::model::EnvironmentConfig;
+use dimmer_engine::model::{FULL_WEIGHT, OFF, ON};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::guard::{self, Action, Assessment, FindingStatus, Guard, Verdict};
+use crate::metrics::Metrics;
+use crate::outcomes::{BUCKET_MS, Retention, bucket_of, totals};
+use crate::release::{Clock, Command, Health, Status};
+use crate::rollout::{ReleaseError, Releases};
+use crate::store::{ChangeMeta, FlagRecord, PlanRecord, Store};
+use crate::webhooks::{Event, Notifier};
+
+/// The guard loop's state: what it reads from and acts through.
+#[derive(Debug)]
+pub struct Guardian {
+    store: Arc<dyn Store>,
+    releases: Arc<Releases>,
+    notifier: Arc<Notifier>,
+    metrics: Arc<Metrics>,
+}
+
+/// What a window is judged over, and the key its events are recorded under.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The window's start, Unix milliseconds.
+    pub since_ms: i64,
+    /// Names the window in event keys: a verdict acts once per window.
+    pub key: String,
+    /// For people: "stage 2 of 6" or "standing guards".
+    pub label: String,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Windows judged.
+    pub judged: usize,
+    /// Actions applied (alerts included).
+    pub acted: usize,
+    /// Plans that advanced.
+    pub advanced: usize,
+}
+
+impl Guardian {
+    /// The loop over `store`, acting through `releases`.
+    pub fn new(store: Arc<dyn Store>, releases: Arc<Releases>, notifier: Arc<Notifier>, metrics: Arc<Metrics>) -> Self {
+        Self { store, releases, notifier, metrics }
+    }
+
+    fn now(&self) -> i64 {
+        self.releases.clock().now_ms()
+    }
+
+    /// The window of a running plan's current stage.
+    pub fn plan_scope(plan: &PlanRecord) -> Scope {
+        Scope {
+            // The first bucket that lies wholly inside the stage: the one before mixes in the
+            // previous stage's exposure.
+            since_ms: bucket_of(plan.state.entered_at_ms + BUCKET_MS - 1, BUCKET_MS),
+            key: format!("plan:{}:{}", plan.state.entered_at_ms, plan.state.stage),
+            label: format!("stage {} of {}", plan.state.stage + 1, plan.plan.stages.len()),
+        }
+    }
+
+    /// Judges `guards` on a flag in an environment over `scope`.
+    pub async fn assess(
+        &self,
+        record: &FlagRecord,
+        environment: &str,
+        guards: &[Guard],
+        scope: &Scope,
+    ) -> Result<Assessment, ReleaseError> {
+        let now = self.now();
+        let rows = self.store.metric_rows(environment, &record.key, scope.since_ms, now + BUCKET_MS).await?;
+        let variants = totals(&rows, scope.since_ms, now + BUCKET_MS);
+        let cfg = record.flag.environments.get(environment);
+        let control = cfg.and_then(|c| c.off_variant.clone()).unwrap_or_else(|| OFF.to_owned());
+        let window = guard::Window {
+            variants: &variants,
+            control: &control,
+            age_ms: now - scope.since_ms,
+            expected_treatment_share: cfg.and_then(|c| expected_treatment_share(c, &control)),
+        };
+        Ok(guard::assess(&window, guards))
+    }
+
+    /// One pass: judge every running guarded plan and every standing guard, act on the verdicts,
+    /// then advance the plans whose guards allow it.
+    pub async fn pass(&self) -> Result<PassReport, ReleaseError> {
+        let mut report = PassReport::default();
+        let mut health: HashMap<(String, String), Health> = HashMap::new();
+        for plan in self.store.list_plans().await? {
+            if plan.state.status != Status::Running || plan.plan.guards.is_empty() {
+                continue;
+            }
+            let Some(record) = self.store.get_flag(&plan.flag).await?.filter(|r| !r.archived) else { continue };
+            let scope = Self::plan_scope(&plan);
+            let assessment = self.assess(&record, &plan.environment, &plan.plan.guards, &scope).await?;
+            report.judged += 1;
+            health.insert((plan.flag.clone(), plan.environment.clone()), health_of(&assessment.verdict));
+            report.acted += self.act(&record, &plan.environment, &plan.plan.guards, &scope, &assessment).await;
+        }
+        for standing in self.store.list_standing_guards().await? {
+            let Some(record) = self.store.get_flag(&standing.flag).await?.filter(|r| !r.archived) else { continue };
+            if !record.flag.environments.get(&standing.environment).is_some_and(|c| c.enabled) {
+                continue;
+            }
+            // A standing guard judges the flag as it is now: any change to the flag or to the
+            // guards starts a new window.
+            let since = record.updated_at.max(standing.updated_at_ms);
+            let scope = Scope {
+                since_ms: bucket_of(since + BUCKET_MS - 1, BUCKET_MS),
+                key: format!("standing:{}:{}", record.version, standing.updated_at_ms),
+                label: "standing guards".into(),
+            };
+            let assessment = self.assess(&record, &standing.environment, &standing.guards, &scope).await?;
+            report.judged += 1;
+            report.acted += self.act(&record, &standing.environment, &standing.guards, &scope, &assessment).await;
+        }
+        let health_of_plan = move |p: &PlanRecord| {
+            health.get(&(p.flag.clone(), p.environment.clone())).copied().unwrap_or(Health::Healthy)
+        };
+        report.advanced = self.releases.tick(&health_of_plan).await?;
+        Ok(report)
+    }
+
+    /// Applies an assessment: a regression's action, and alerts for a sample-ratio mismatch
+    /// and for guards short of data past their deadline. Each once per window. Returns how many
+    /// events were acted on here.
+    async fn act(
+        &self,
+        record: &FlagRecord,
+        environment: &str,
+        guards: &[Guard],
+        scope: &Scope,
+        assessment: &Assessment,
+    ) -> usize {
+        let mut acted = 0;
+        if let Verdict::Regression { action, guards: fired } = &assessment.verdict {
+            let findings: Vec<&guard::Finding> =
+                assessment.findings.iter().filter(|f| f.status == FindingStatus::Regression).collect();
+            let summary = findings.iter().map(|f| describe(f, guards)).collect::<Vec<_>>().join("; ");
+            let reason = format!("guard {} saw a regression ({}): {summary}", fired.join(", "), scope.label);
+            let details = json!({
+                "guards": fired, "action": action.as_str(), "window": scope.label, "since_ms": scope.since_ms,
+                "findings": findings,
+            });
+            if self
+                .once(record, environment, &format!("{}:regression", scope.key), "guard.regression", &details, &reason)
+                .await
+            {
+                acted += 1;
+                self.metrics.guard_event("regression", action.as_str());
+                self.apply(*action, &record.key, environment, &reason).await;
+                self.alert(record, environment, "guard.regression", &reason, details);
+            }
+        }
+        if let Some(srm) = assessment.sample_ratio.as_ref().filter(|s| s.mismatch) {
+            let reason = format!(
+                "sample-ratio mismatch on {} in {environment} ({}): {:.2}% of evaluations on treatment, {:.2}% expected (p = {:.2e}); the comparison is not trustworthy",
+                record.key,
+                scope.label,
+                srm.observed * 100.0,
+                srm.expected * 100.0,
+                srm.p_value
+            );
+            let details = json!({"window": scope.label, "sample_ratio": srm});
+            if self
+                .once(record, environment, &format!("{}:srm", scope.key), "guard.sample_ratio", &details, &reason)
+                .await
+            {
+                acted += 1;
+                self.metrics.guard_event("sample_ratio", "alert");
+                self.alert(record, environment, "guard.sample_ratio", &reason, details);
+            }
+        }
+        if !assessment.overdue.is_empty() {
+            let reason = format!(
+                "not enough data for guard {} on {} in {environment} ({}) past its deadline: is the SDK reporting outcomes?",
+                assessment.overdue.join(", "),
+                record.key,
+                scope.label
+            );
+            let details = json!({"window": scope.label, "guards": assessment.overdue});
+            if self
+                .once(record, environment, &format!("{}:no-data", scope.key), "guard.no_data", &details, &reason)
+                .await
+            {
+                acted += 1;
+                self.metrics.guard_event("no_data", "alert");
+                self.alert(record, environment, "guard.no_data", &reason, details);
+            }
+        }
+        acted
+    }
+
+    /// Records the event unless another pass (or replica) already did; true when it is ours.
+    async fn once(
+        &self,
+        record: &FlagRecord,
+        environment: &str,
+        key: &str,
+        action: &str,
+        details: &Value,
+        reason: &str,
+    ) -> bool {
+        let meta = ChangeMeta { actor: "guard".into(), reason: Some(reason.to_owned()) };
+        match self.store.guard_event_once(&record.key, environment, key, action, details, &meta).await {
+            Ok(ours) => ours,
+            Err(e) => {
+                tracing::warn!(flag = %record.key, environment, error = %e, "guard event not recorded");
+                false
+            }
+        }
+    }
+
+    async fn apply(&self, action: Action, flag: &str, environment: &str, reason: &str) {
+        let meta = ChangeMeta { actor: "guard".into(), reason: Some(reason.to_owned()) };
+        let applied = match action {
+            Action::Alert => return,
+            Action::DialDown => self.releases.dial_down(flag, environment, 0, &meta).await,
+            Action::Rollback => {
+                self.releases.command(flag, environment, Command::Rollback { to_zero: false }, &meta).await
+            }
+            Action::Pause => self.releases.command(flag, environment, Command::Pause, &meta).await,
+        };
+        if let Err(e) = applied {
+            // Recorded and alerted, but not applied: say so loudly; people must act.
+            tracing::error!(flag, environment, action = action.as_str(), error = %e, "guard action failed");
+            self.metrics.guard_event("action_failed", action.as_str());
+        }
+    }
+
+    fn alert(&self, record: &FlagRecord, environment: &str, event: &str, message: &str, details: Value) {
+        let cfg = record.flag.environments.get(environment);
+        let exposure = crate::release::weight_percent(crate::release::exposure_weight(cfg));
+        self.notifier.notify(Event {
+            event: event.to_owned(),
+            flag: record.key.clone(),
+            environment: environment.to_owned(),
+            actor: "guard".into(),
+            reason: Some(message.to_owned()),
+            at: self.now(),
+            exposure_before: exposure,
+            exposure_after: exposure,
+            plan: None,
+            message: format!(":rotating_light: {message}"),
+            details: Some(details),
+        });
+    }
+
+    /// The loop: a [`Self::pass`] every `every` until shutdown.
+    pub async fn run_loop(self: Arc<Self>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {
+                    if let Err(e) = self.pass().await {
+                        tracing::warn!(error = %e, "guard and plan pass failed");
+                    }
+                }
+                _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return,
+            }
+        }
+    }
+
+    /// The rollup loop: merges, coarsens and expires outcome rows every `every`.
+    pub async fn run_rollup(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        retention: Retention,
+        every: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {
+                    if let Err(e) = store.roll_up_metrics(clock.now_ms(), &retention).await {
+                        tracing::warn!(error = %e, "metrics rollup failed");
+                    }
+                }
+                _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return,
+            }
+        }
+    }
+}
+
+/// The plan's health from a verdict. An alert-only regression alerts and lets the plan go on;
+/// any other regression holds it (its action has been applied besides).
+pub fn health_of(verdict: &Verdict) -> Health {
+    match verdict {
+        Verdict::Healthy | Verdict::Regression { action: Action::Alert, .. } => Health::Healthy,
+        Verdict::Waiting => Health::Unknown,
+        Verdict::Regression { .. } => Health::Unhealthy,
+    }
+}
+
+/// The share of evaluations expected on treatment variants, when the configuration makes it
+/// predictable: no targets, rules or prerequisites, a default serving one treatment variant,
+/// and an exposure without canary segments. Otherwise who gets what depends on the users.
+pub fn expected_treatment_share(cfg: &EnvironmentConfig, control: &str) -> Option<f64> {
+    if !cfg.enabled || !cfg.targets.is_empty() || !cfg.rules.is_empty() || !cfg.prerequisites.is_empty() {
+        return None;
+    }
+    let variant = match &cfg.default {
+        Some(serve) if serve.rollout.is_none() => serve.variant.clone()?,
+        None => ON.to_owned(),
+        _ => return None,
+    };
+    if variant == control {
+        return None;
+    }
+    let exposure = cfg.exposure.as_ref()?;
+    if !exposure.segments.is_empty() {
+        return None;
+    }
+    let total = exposure.total.unwrap_or(FULL_WEIGHT);
+    Some(f64::from(exposure.weight.min(total)) / f64::from(total.max(1)))
+}
+
+/// One finding in words: "error_rate on on: 2.10% vs control 1.00% (limit 1.50%, 12000 vs
+/// 228000 outcomes, log LR 9.1 >= 4.6)".
+fn describe(f: &guard::Finding, guards: &[Guard]) -> String {
+    let metric = guards.iter().find(|g| g.name == f.guard).map_or("", |g| g.metric.as_str());
+    let value = |v: Option<f64>| match v {
+        None => "n/a".to_owned(),
+        Some(v) if metric == "error_rate" || metric.starts_with("event:") => format!("{:.2}%", v * 100.0),
+        Some(v) => format!("{v:.1} ms"),
+    };
+    format!(
+        "{} on {}: {} vs control {} (limit {}, {} vs {} samples, log LR {:.1} >= {:.1})",
+        f.guard,
+        f.variant,
+        value(f.treatment),
+        value(f.control),
+        value(f.limit),
+        f.treatment_n,
+        f.control_n,
+        f.log_likelihood_ratio,
+        f.log_threshold
+    )
+}
