@@ -266,11 +266,13 @@ impl Shared {
         self.metrics.register(loaded.counters.clone());
         self.current.store(Some(loaded.clone()));
         let revision = loaded.revision();
+        // Listeners first, status second: whoever wakes on the status (say `wait_ready`) and
+        // subscribes then must not receive the event of the change it already sees.
+        self.notify(ChangeEvent { revision, source, flags_changed });
         self.status.send_modify(|s| {
             s.source = source;
             s.revision = Some(revision);
         });
-        self.notify(ChangeEvent { revision, source, flags_changed });
         loaded
     }
 
