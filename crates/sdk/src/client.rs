@@ -430,10 +430,11 @@ impl Client {
         let Some(loaded) = guard.as_deref() else { return f(None).0 };
         let eval = evaluate(&loaded.compiled, key, context);
         let (out, served) = f(Some((loaded, &eval)));
-        if served && self.shared().metrics.enabled {
-            if let Some(variant) = eval.variant {
-                loaded.counters.count(key, variant);
-            }
+        if served
+            && self.shared().metrics.enabled
+            && let Some(variant) = eval.variant
+        {
+            loaded.counters.count(key, variant);
         }
         out
     }

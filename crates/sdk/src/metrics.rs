@@ -44,6 +44,9 @@ fn shard_of_thread() -> usize {
     })
 }
 
+/// Flag → its variants and their slots.
+type ByName = HashMap<Box<str>, Vec<(Box<str>, u32)>, FixedState>;
+
 /// Evaluation counters for one compiled configuration: a slot per (flag, variant), one copy of
 /// the slots per shard.
 #[derive(Debug)]
@@ -53,7 +56,7 @@ pub(crate) struct CounterTable {
     /// that very `&str`, so the lookup hashes an integer instead of two strings.
     by_address: HashMap<usize, u32, FixedState>,
     /// The slow path, by flag then variant, for addresses that are not unique (e.g. empty keys).
-    by_name: HashMap<Box<str>, Vec<(Box<str>, u32)>, FixedState>,
+    by_name: ByName,
     shards: Box<[Box<[Line]>]>,
 }
 
@@ -63,7 +66,7 @@ impl CounterTable {
         let mut names = Vec::new();
         let mut by_address: HashMap<usize, u32, FixedState> = HashMap::default();
         let mut ambiguous = Vec::new();
-        let mut by_name: HashMap<Box<str>, Vec<(Box<str>, u32)>, FixedState> = HashMap::default();
+        let mut by_name = ByName::default();
         for key in compiled.keys() {
             for (variant, _) in compiled.variants(key).into_iter().flatten() {
                 let Ok(slot) = u32::try_from(names.len()) else { break };

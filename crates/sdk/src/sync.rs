@@ -265,12 +265,8 @@ impl Synchronizer {
                             return StreamEnd::Dropped { events: 0 };
                         }
                     },
-                    "patch" => {
-                        if !self.take_patch(&event.data).await {
-                            // Without a base to apply it to, start over from a snapshot.
-                            return StreamEnd::Dropped { events: 0 };
-                        }
-                    }
+                    // Without a base to apply it to, start over from a snapshot.
+                    "patch" if !self.take_patch(&event.data).await => return StreamEnd::Dropped { events: 0 },
                     "shutdown" => return StreamEnd::Dropped { events },
                     _ => {}
                 }
