@@ -124,25 +124,27 @@ fn engine_vs_client(c: &mut Criterion) {
 fn threads(c: &mut Criterion) {
     let s = setup(true);
     let mut group = c.benchmark_group("sdk/threads");
-    for n in [1usize, 2, 4] {
-        // Each of `n` threads does `iters` evaluations at once; the wall time is the time per
-        // evaluation on one thread: flat means linear scaling.
-        group.bench_function(format!("client-{n}"), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                std::thread::scope(|scope| {
-                    for t in 0..n {
-                        let (client, contexts) = (&s.client, &s.contexts);
-                        scope.spawn(move || {
-                            for i in 0..iters as usize {
-                                black_box(client.bool_value(KEY, &contexts[(i + t * 97) % USERS], false));
-                            }
-                        });
+    // Each of `n` threads does `iters` evaluations at once; the wall time is the time per
+    // evaluation on one thread: flat means linear scaling. The bare engine, which shares nothing
+    // mutable, shows what the machine allows; the client should track it.
+    fn parallel(n: usize, iters: u64, eval: &(dyn Fn(usize) -> bool + Sync)) -> Duration {
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for t in 0..n {
+                scope.spawn(move || {
+                    for i in 0..iters as usize {
+                        black_box(eval(i + t * 97));
                     }
                 });
-                start.elapsed()
-            })
+            }
         });
+        start.elapsed()
+    }
+    let engine = |i: usize| evaluate(&s.engine, KEY, &s.contexts[i % USERS]).value == Some(&Value::Bool(true));
+    let client = |i: usize| s.client.bool_value(KEY, &s.contexts[i % USERS], false);
+    for n in [1usize, 2, 4] {
+        group.bench_function(format!("engine-{n}"), |b| b.iter_custom(|iters| parallel(n, iters, &engine)));
+        group.bench_function(format!("client-{n}"), |b| b.iter_custom(|iters| parallel(n, iters, &client)));
     }
     group.finish();
 }

@@ -161,6 +161,8 @@ impl ClientBuilder {
         let (changes, _) = broadcast::channel(64);
         let shared = Arc::new(Shared {
             current: ArcSwapOption::empty(),
+            id: NEXT_CLIENT.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
             metrics,
             status,
             changes,
@@ -239,9 +241,29 @@ pub struct ListenerId(u64);
 
 type Listener = Arc<dyn Fn(&ChangeEvent) + Send + Sync>;
 
+/// Numbers clients, for the per-thread cache of the current configuration.
+static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
+
+/// A thread's copy of one client's current configuration, valid while the client's generation
+/// is unchanged. It saves a getter the shared load (a write to a debt slot and a re-check) on
+/// every call: checking the generation reads one rarely written word. A thread that evaluates
+/// for several clients in turn reloads on every switch, which is still correct.
+struct Cached {
+    client: u64,
+    generation: u64,
+    loaded: Option<Arc<Loaded>>,
+}
+
+thread_local! {
+    static CURRENT: std::cell::RefCell<Option<Cached>> = const { std::cell::RefCell::new(None) };
+}
+
 /// What the client, its getters and its background tasks share.
 pub(crate) struct Shared {
     pub(crate) current: ArcSwapOption<Loaded>,
+    /// Bumped after every swap of `current`; getters compare it with their thread's copy.
+    generation: AtomicU64,
+    id: u64,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) status: watch::Sender<Status>,
     changes: broadcast::Sender<ChangeEvent>,
@@ -265,6 +287,7 @@ impl Shared {
         let loaded = Arc::new(Loaded::new(snapshot, self.shards));
         self.metrics.register(loaded.counters.clone());
         self.current.store(Some(loaded.clone()));
+        self.generation.fetch_add(1, Ordering::Release);
         let revision = loaded.revision();
         // Listeners first, status second: whoever wakes on the status (say `wait_ready`) and
         // subscribes then must not receive the event of the change it already sees.
@@ -426,17 +449,31 @@ impl Client {
         context: &Context,
         f: impl FnOnce(Option<(&Loaded, &Evaluation<'_>)>) -> (R, bool),
     ) -> R {
-        let guard = self.shared().current.load();
-        let Some(loaded) = guard.as_deref() else { return f(None).0 };
-        let eval = evaluate(&loaded.compiled, key, context);
-        let (out, served) = f(Some((loaded, &eval)));
-        if served
-            && self.shared().metrics.enabled
-            && let Some(variant) = eval.variant
-        {
-            loaded.counters.count(key, variant);
-        }
-        out
+        let shared = self.shared();
+        let run = |loaded: Option<&Loaded>| {
+            let Some(loaded) = loaded else { return f(None).0 };
+            let eval = evaluate(&loaded.compiled, key, context);
+            let (out, served) = f(Some((loaded, &eval)));
+            if served
+                && shared.metrics.enabled
+                && let Some(variant) = eval.variant
+            {
+                loaded.counters.count(key, variant);
+            }
+            out
+        };
+        let generation = shared.generation.load(Ordering::Acquire);
+        CURRENT.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut cached) => {
+                let fresh = cached.as_ref().is_some_and(|c| c.client == shared.id && c.generation == generation);
+                if !fresh {
+                    *cached = Some(Cached { client: shared.id, generation, loaded: shared.current.load_full() });
+                }
+                run(cached.as_ref().and_then(|c| c.loaded.as_deref()))
+            }
+            // Not reachable (nothing evaluates inside an evaluation), but never worth a panic.
+            Err(_) => run(shared.current.load().as_deref()),
+        })
     }
 
     fn value<T>(&self, key: &str, context: &Context, default: T, convert: fn(&Value) -> Option<T>) -> T {

@@ -86,17 +86,27 @@ impl CounterTable {
         CounterTable { names, by_address, by_name, shards }
     }
 
-    /// Counts one evaluation of `flag` that served `variant`, a key borrowed from the compiled
-    /// flags this table was built from.
+    /// Counts one evaluation of `flag` that served `variant`: the variant key as the engine
+    /// returned it, borrowed from the compiled flags this table was built from, so that its
+    /// address alone names the flag and variant.
     #[inline]
     pub(crate) fn count(&self, flag: &str, variant: &str) {
-        let slot = match self.by_address.get(&(variant.as_ptr() as usize)) {
-            Some(&slot) if self.names.get(slot as usize).is_some_and(|n| *n.0 == *flag && *n.1 == *variant) => slot,
-            _ => match self.by_name.get(flag).and_then(|vs| vs.iter().find(|(v, _)| **v == *variant)) {
-                Some(&(_, slot)) => slot,
-                None => return,
-            },
-        };
+        match self.by_address.get(&(variant.as_ptr() as usize)) {
+            Some(&slot) => self.add(slot),
+            None => self.count_named(flag, variant),
+        }
+    }
+
+    /// Counts by name: for addresses shared by several keys (empty ones), or foreign strings.
+    #[cold]
+    pub(crate) fn count_named(&self, flag: &str, variant: &str) {
+        if let Some(&(_, slot)) = self.by_name.get(flag).and_then(|vs| vs.iter().find(|(v, _)| **v == *variant)) {
+            self.add(slot);
+        }
+    }
+
+    #[inline]
+    fn add(&self, slot: u32) {
         let shard = &self.shards[shard_of_thread() & (self.shards.len() - 1)];
         if let Some(line) = shard.get(slot as usize / 8) {
             line.0[slot as usize % 8].fetch_add(1, Ordering::Relaxed);
@@ -495,7 +505,7 @@ mod tests {
             }
         });
         // A variant string that did not come from the table still counts, by name.
-        table.count("b", &String::from("y"));
+        table.count_named("b", &String::from("y"));
         let p = pending(&m);
         assert_eq!(p[&("a".to_owned(), "on".to_owned())].evaluations, 4000);
         assert_eq!(p[&("b".to_owned(), "y".to_owned())].evaluations, 1);
