@@ -285,7 +285,10 @@ impl Shared {
         let old = self.current.load_full();
         let flags_changed = state::changed_flags(old.as_ref().map(|l| &l.snapshot), &snapshot);
         let loaded = Arc::new(Loaded::new(snapshot, self.shards));
-        self.metrics.register(loaded.counters.clone());
+        if self.metrics.enabled {
+            // Only the flusher retires tables: without it they would pile up.
+            self.metrics.register(loaded.counters.clone());
+        }
         self.current.store(Some(loaded.clone()));
         self.generation.fetch_add(1, Ordering::Release);
         let revision = loaded.revision();

@@ -21,13 +21,18 @@ use crate::state::{self, Patch, Snapshot, Source};
 enum StreamEnd {
     /// The client is closing.
     Shutdown,
-    /// The connection was open; `events` arrived before it ended.
-    Dropped { events: usize },
+    /// The connection was open; `healthy` when it carried something (an event, a heartbeat)
+    /// or lasted, rather than being cut at once (as some proxies do with event streams).
+    Dropped { healthy: bool },
     /// The server refused the stream (an HTTP status other than 200).
     Refused(StatusCode),
     /// No connection.
     Unreachable,
 }
+
+/// A stream open this long was not refused, even if nothing came through it (a client that is
+/// current gets nothing until the next change or heartbeat).
+const HEALTHY_STREAM: Duration = Duration::from_secs(1);
 
 /// After falling back to polling, try the stream again every this many polls.
 const POLLS_BEFORE_STREAM_RETRY: u32 = 10;
@@ -96,11 +101,11 @@ impl Synchronizer {
             let delay = if self.streaming && stream_failures < self.failures_before_polling {
                 match self.stream_once().await {
                     StreamEnd::Shutdown => return,
-                    StreamEnd::Dropped { events } if events > 0 => {
+                    StreamEnd::Dropped { healthy: true } => {
                         stream_failures = 0;
                         self.backoff.reset();
                     }
-                    StreamEnd::Dropped { .. } | StreamEnd::Refused(_) => stream_failures += 1,
+                    StreamEnd::Dropped { healthy: false } | StreamEnd::Refused(_) => stream_failures += 1,
                     // The server is away: keep knocking at the stream, it is what comes back.
                     StreamEnd::Unreachable => {}
                 }
@@ -236,7 +241,9 @@ impl Synchronizer {
         }
         let mut body = response.bytes_stream();
         let mut parser = SseParser::new();
-        let mut events = 0usize;
+        let opened = tokio::time::Instant::now();
+        let mut got_bytes = false;
+        let healthy = |got_bytes: bool| got_bytes || opened.elapsed() >= HEALTHY_STREAM;
         loop {
             let chunk = tokio::select! {
                 c = tokio::time::timeout(self.idle_timeout, body.next()) => c,
@@ -246,28 +253,28 @@ impl Synchronizer {
                 Ok(Some(Ok(bytes))) => bytes,
                 Ok(Some(Err(e))) => {
                     tracing::debug!(error = %e, "stream broke");
-                    return StreamEnd::Dropped { events };
+                    return StreamEnd::Dropped { healthy: healthy(got_bytes) };
                 }
-                Ok(None) => return StreamEnd::Dropped { events },
+                Ok(None) => return StreamEnd::Dropped { healthy: healthy(got_bytes) },
                 Err(_) => {
                     tracing::info!("stream silent for too long; reconnecting");
-                    return StreamEnd::Dropped { events };
+                    return StreamEnd::Dropped { healthy: true };
                 }
             };
+            got_bytes |= !bytes.is_empty();
             for item in parser.feed(&bytes) {
                 let SseItem::Event(event) = item else { continue };
-                events += 1;
                 match event.event.as_str() {
                     "snapshot" => match serde_json::from_str::<Snapshot>(&event.data) {
                         Ok(snapshot) => self.take_snapshot(snapshot).await,
                         Err(e) => {
                             tracing::warn!(error = %e, "unexpected snapshot event");
-                            return StreamEnd::Dropped { events: 0 };
+                            return StreamEnd::Dropped { healthy: false };
                         }
                     },
                     // Without a base to apply it to, start over from a snapshot.
-                    "patch" if !self.take_patch(&event.data).await => return StreamEnd::Dropped { events: 0 },
-                    "shutdown" => return StreamEnd::Dropped { events },
+                    "patch" if !self.take_patch(&event.data).await => return StreamEnd::Dropped { healthy: false },
+                    "shutdown" => return StreamEnd::Dropped { healthy: true },
                     _ => {}
                 }
             }
