@@ -3,6 +3,7 @@
 mod eval;
 mod import;
 mod lint;
+mod metrics;
 mod release;
 mod remote;
 mod serve;
@@ -55,6 +56,8 @@ enum Command {
     DialDown(release::DialDownArgs),
     /// Undo the kills and dial-downs since the last restore.
     Restore(release::RestoreArgs),
+    /// A flag's outcome metrics per variant and what its guards say.
+    Metrics(metrics::MetricsArgs),
     /// List or create release-plan templates.
     #[command(subcommand)]
     Template(release::TemplateCommand),
@@ -76,6 +79,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::DialDown(args) => release::dial_down(&cli.remote, args),
         Command::Restore(args) => release::restore(&cli.remote, args),
         Command::Template(cmd) => release::template(&cli.remote, cmd),
+        Command::Metrics(args) => metrics::run(&cli.remote, args),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&dimmer_engine::model::flag_set_schema())?);
             Ok(ExitCode::SUCCESS)
