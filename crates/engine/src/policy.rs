@@ -120,7 +120,9 @@ pub struct KindFile {
     /// Days before a flag of this kind is stale, or `permanent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifetime_days: Option<Lifetime>,
-    /// The release-plan template `plan start` uses for this kind when none is named.
+    /// The release-plan template `plan start` uses for this kind when none is named. Left out:
+    /// the template whose `default_for` lists the kind (built in: `standard` for release and
+    /// experiment, `quick` for operational, `careful` for kill-switch and permission).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
 }
@@ -219,8 +221,9 @@ impl RequiredField {
 pub struct KindPolicy {
     /// Days before stale; `None` for permanent kinds.
     pub lifetime_days: Option<u32>,
-    /// The default release-plan template.
-    pub template: String,
+    /// The default release-plan template, when the policy names one (otherwise the server's
+    /// templates decide through their `default_for`).
+    pub template: Option<String>,
 }
 
 /// Where a release plan is required.
@@ -249,8 +252,9 @@ pub struct Policy {
 }
 
 impl Default for Policy {
-    /// The policy when none is given: the lifetimes (release and experiment 40 days,
-    /// operational 7, kill-switch and permission permanent), the built-in templates per kind,
+    /// The policy when none is given: lifetimes of 40 days for release and experiment flags, 7
+    /// for operational ones, kill-switch and permission flags permanent; the templates' own
+    /// `default_for` per kind;
     /// stale after 14 days released and untouched or 30 days without evaluations — and no
     /// naming, required-field or release-plan rule, so that adopting Dimmer (or upgrading it)
     /// never starts refusing flags that were accepted before. Those rules are opted into with a
@@ -259,13 +263,12 @@ impl Default for Policy {
         let kinds = KINDS
             .into_iter()
             .map(|kind| {
-                let (lifetime_days, template) = match kind {
-                    FlagKind::Release => (Some(40), "standard"),
-                    FlagKind::Experiment => (Some(40), "standard"),
-                    FlagKind::Operational => (Some(7), "quick"),
-                    FlagKind::KillSwitch | FlagKind::Permission => (None, "careful"),
+                let lifetime_days = match kind {
+                    FlagKind::Release | FlagKind::Experiment => Some(40),
+                    FlagKind::Operational => Some(7),
+                    FlagKind::KillSwitch | FlagKind::Permission => None,
                 };
-                (kind, KindPolicy { lifetime_days, template: template.to_owned() })
+                (kind, KindPolicy { lifetime_days, template: None })
             })
             .collect();
         Self {
@@ -374,7 +377,7 @@ impl Policy {
                 if t.trim().is_empty() {
                     errors.push(err(format!("kinds.{name}.template"), "must name a template"));
                 } else {
-                    entry.template = t.clone();
+                    entry.template = Some(t.clone());
                 }
             }
         }
@@ -437,7 +440,7 @@ impl Policy {
                     };
                     (
                         kind_name(*kind).to_owned(),
-                        KindFile { lifetime_days: Some(lifetime), template: Some(k.template.clone()) },
+                        KindFile { lifetime_days: Some(lifetime), template: k.template.clone() },
                     )
                 })
                 .collect(),
@@ -456,7 +459,7 @@ impl Policy {
     /// A kind's rules.
     pub fn kind(&self, kind: FlagKind) -> KindPolicy {
         // Every kind is filled in by `default()` and never removed; the fallback is unreachable.
-        self.kinds.get(&kind).cloned().unwrap_or(KindPolicy { lifetime_days: None, template: "standard".into() })
+        self.kinds.get(&kind).cloned().unwrap_or(KindPolicy { lifetime_days: None, template: None })
     }
 
     /// The release-plan rules.
@@ -878,7 +881,7 @@ mod tests {
             "operational": {"lifetime_days": "permanent"},
         }}))
         .unwrap();
-        assert_eq!(p.kind(FlagKind::Release), KindPolicy { lifetime_days: Some(90), template: "careful".into() });
+        assert_eq!(p.kind(FlagKind::Release), KindPolicy { lifetime_days: Some(90), template: Some("careful".into()) });
         assert_eq!(p.kind(FlagKind::Operational).lifetime_days, None);
         assert_eq!(p.kind(FlagKind::Experiment).lifetime_days, Some(40));
     }

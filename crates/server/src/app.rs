@@ -27,11 +27,18 @@ pub struct Options {
     pub webhooks: Vec<Target>,
     /// How often the release-plan loop looks for plans to advance.
     pub plan_interval: Duration,
+    /// The flag policy enforced on writes and shown at `GET /api/v1/policy`.
+    pub policy: crate::policy::ServerPolicy,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { clock: Arc::new(SystemClock), webhooks: Vec::new(), plan_interval: Duration::from_secs(1) }
+        Self {
+            clock: Arc::new(SystemClock),
+            webhooks: Vec::new(),
+            plan_interval: Duration::from_secs(1),
+            policy: crate::policy::ServerPolicy::default(),
+        }
     }
 }
 
@@ -40,6 +47,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("webhooks", &self.webhooks.len())
             .field("plan_interval", &self.plan_interval)
+            .field("policy", &self.policy.source)
             .finish_non_exhaustive()
     }
 }
@@ -73,6 +81,8 @@ pub fn app(store: Arc<dyn Store>, options: &Options, shutdown: watch::Receiver<b
         store,
         tokens: Arc::new(TokenCache::default()),
         metrics: Arc::new(Metrics::default()),
+        policy: options.policy.clone(),
+        clock: options.clock.clone(),
         shutdown,
     };
     (crate::api::router(state.clone()), state, worker)

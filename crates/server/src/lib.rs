@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod policy;
 pub mod release;
 pub mod rollout;
 pub mod state;

@@ -9,6 +9,7 @@
 mod api;
 mod ofrep;
 mod openapi;
+mod policy;
 mod release;
 mod store_contract;
 mod stream;

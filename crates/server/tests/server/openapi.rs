@@ -48,6 +48,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/flags/{key}/environments/{env}/restore"),
     ("GET", "/api/v1/templates"),
     ("POST", "/api/v1/templates"),
+    // policy.rs
+    ("GET", "/api/v1/policy"),
+    ("GET", "/api/v1/lifecycle"),
     // sdk.rs
     ("GET", "/api/v1/sdk/config"),
     ("GET", "/api/v1/sdk/stream"),
