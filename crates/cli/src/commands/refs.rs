@@ -22,7 +22,8 @@ use crate::client::Client;
 use crate::files;
 
 /// Evaluation calls whose first string argument is a flag key, across the common SDKs
-/// (Dimmer, OpenFeature, LaunchDarkly, Unleash, Flagsmith, Split). Matched without regard to case.
+/// (Dimmer, OpenFeature, LaunchDarkly, Unleash, Flagsmith, Split). Matched without regard to case
+/// or underscores, so each style of a name is listed once.
 const CALLS: &[&str] = &[
     "bool_value",
     "string_value",
@@ -32,7 +33,6 @@ const CALLS: &[&str] = &[
     "json_value",
     "object_value",
     "is_enabled",
-    "isEnabled",
     "enabled",
     "variation",
     "variation_detail",
@@ -42,24 +42,15 @@ const CALLS: &[&str] = &[
     "float_variation",
     "json_variation",
     "get_variant",
-    "getVariant",
     "get_boolean_value",
-    "getBooleanValue",
     "get_string_value",
-    "getStringValue",
     "get_number_value",
-    "getNumberValue",
     "get_integer_value",
-    "getIntegerValue",
     "get_float_value",
     "get_object_value",
-    "getObjectValue",
     "get_boolean_details",
-    "getBooleanDetails",
     "has_feature",
-    "hasFeature",
     "get_treatment",
-    "getTreatment",
 ];
 
 /// What makes `refs` exit with 1.
@@ -152,8 +143,14 @@ fn in_call(before: &str, calls: &[String]) -> bool {
     let before = if before.ends_with('>') { before.rsplit_once('<').map_or(before, |(b, _)| b) } else { before };
     let before = before.trim_end_matches(':');
     let name_start = before.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
-    let name = &before[name_start..];
-    !name.is_empty() && calls.iter().any(|c| c.eq_ignore_ascii_case(name))
+    let name = normalise(&before[name_start..]);
+    !name.is_empty() && calls.iter().any(|c| normalise(c) == name)
+}
+
+/// A call name without case or underscores: `bool_variation`, `boolVariation` and
+/// `BoolVariation` are one name.
+fn normalise(name: &str) -> String {
+    name.chars().filter(|c| *c != '_').map(|c| c.to_ascii_lowercase()).collect()
 }
 
 /// Scans one file's text.
