@@ -497,11 +497,11 @@ impl Policy {
         if let Some((pattern, re)) = &self.pattern
             && !re.is_match(name)
         {
-            let what = if name.len() == key.len() { "key" } else { "name after the team prefix" };
+            let what = if name.len() == key.len() { String::new() } else { " (after the team prefix)".to_owned() };
             out.push(Violation {
                 path: "key".into(),
                 rule: rules::KEY_PATTERN,
-                message: format!("{what} \"{name}\" does not match the naming pattern {pattern}"),
+                message: format!("\"{name}\"{what} does not match the naming pattern {pattern}"),
             });
         }
         out

@@ -271,8 +271,9 @@ pub fn run(remote: &Remote, args: RefsArgs) -> Result<ExitCode> {
         }
         let count = |f: Finding| findings.iter().filter(|r| r.finding == Some(f)).count();
         println!(
-            "{} files scanned; {} references to {} flags; {} unknown, {} archived, {} stale",
+            "{} file{} scanned; {} references to {} flags; {} unknown, {} archived, {} stale",
             scanned,
+            if scanned == 1 { "" } else { "s" },
             per_flag.values().sum::<usize>(),
             per_flag.len(),
             count(Finding::Unknown),

@@ -37,7 +37,7 @@ fn lint_rejects_a_badly_named_flag_and_a_flag_without_owner_naming_each_rule() {
     let policy = example_policy();
     let (code, _, err) = run(&["lint", &file, "--policy", &policy]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains(&format!("{file}: error: flags.New_Checkout: key \"New_Checkout\" does not match")), "{err}");
+    assert!(err.contains(&format!("{file}: error: flags.New_Checkout: \"New_Checkout\" does not match")), "{err}");
     assert!(err.contains("[key_pattern]"), "{err}");
     assert!(err.contains(&format!("{file}: error: flags.search-v2.owner: required by the policy")), "{err}");
     assert!(err.contains("[owner_required]"), "{err}");
