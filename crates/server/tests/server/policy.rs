@@ -7,7 +7,7 @@ use std::sync::Arc;
 use dimmer_server::app::Options;
 use dimmer_server::policy::ServerPolicy;
 use dimmer_server::release::ManualClock;
-use dimmer_server::store;
+use dimmer_server::store::{self, Store};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -33,6 +33,10 @@ fn now_ms() -> i64 {
 async fn server(policy: Option<&str>, clock: Arc<ManualClock>) -> TestServer {
     let dir = TempDir::new("policy");
     let store = store::open(None, &dir.0).await.expect("sqlite");
+    server_on(store, dir, policy, clock).await
+}
+
+async fn server_on(store: Arc<dyn Store>, dir: TempDir, policy: Option<&str>, clock: Arc<ManualClock>) -> TestServer {
     let policy = match policy {
         Some(text) => ServerPolicy {
             policy: Arc::new(dimmer_server::policy::parse(text).expect("test policy")),
@@ -193,9 +197,21 @@ fn entry(key: &str, state: &str, reasons: &[&str]) -> (String, String, Vec<Strin
 }
 
 #[tokio::test]
-async fn lifecycle_follows_exposure_and_age_and_names_why_a_flag_is_stale() {
+async fn lifecycle_follows_exposure_and_age_and_names_why_a_flag_is_stale_on_sqlite() {
     let clock = Arc::new(ManualClock::new(now_ms()));
-    let server = server(None, clock.clone()).await;
+    lifecycle_scenario(server(None, clock.clone()).await, &clock).await;
+}
+
+#[tokio::test]
+async fn lifecycle_follows_exposure_and_age_and_names_why_a_flag_is_stale_on_postgres() {
+    let Some(pg) = crate::store_contract::PgSchema::new() else { return };
+    let clock = Arc::new(ManualClock::new(now_ms()));
+    let server = server_on(pg.store().await, TempDir::new("policy-pg"), None, clock.clone()).await;
+    lifecycle_scenario(server, &clock).await;
+    pg.drop_schema().await;
+}
+
+async fn lifecycle_scenario(server: TestServer, clock: &ManualClock) {
     for (key, kind, env) in [
         ("fresh", "release", json!({})),
         ("ramping", "release", json!({"staging": {"enabled": true, "exposure": {"weight": 10000}}})),
@@ -215,6 +231,12 @@ async fn lifecycle_follows_exposure_and_age_and_names_why_a_flag_is_stale() {
     assert_eq!(s, StatusCode::OK, "{v}");
     let never = json!({"key": "never-on", "kind": "operational"});
     assert_eq!(server.admin(Method::POST, "/api/v1/flags", Some(never)).await.0, StatusCode::CREATED);
+    // Released by a plan: exposure set by release operations, recorded as summaries in the audit log.
+    let planned = json!({"key": "planned", "environments": {"staging": {}}});
+    assert_eq!(server.admin(Method::POST, "/api/v1/flags", Some(planned)).await.0, StatusCode::CREATED);
+    let plan = "/api/v1/flags/planned/environments/staging/plan";
+    let (s, v) = server.admin(Method::POST, plan, Some(json!({"stages": "100%"}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
 
     let mut today = lifecycle(&server, "").await;
     today.sort();
@@ -226,6 +248,7 @@ async fn lifecycle_follows_exposure_and_age_and_names_why_a_flag_is_stale() {
             entry("gone", "archived", &[]),
             entry("never-on", "new", &[]),
             entry("panic-button", "released", &[]),
+            entry("planned", "released", &[]),
             entry("ramping", "rolling-out", &[]),
         ]
     );
@@ -241,6 +264,7 @@ async fn lifecycle_follows_exposure_and_age_and_names_why_a_flag_is_stale() {
     clock.advance_ms(7 * DAY);
     let stale = lifecycle(&server, "?state=stale").await;
     assert!(stale.contains(&entry("done", "stale", &["released_untouched"])), "{stale:?}");
+    assert!(stale.contains(&entry("planned", "stale", &["released_untouched"])), "{stale:?}");
 
     // Forty-one days: every release flag is past its lifetime; the kill switch is permanent.
     clock.advance_ms(26 * DAY);
@@ -254,6 +278,7 @@ async fn lifecycle_follows_exposure_and_age_and_names_why_a_flag_is_stale() {
             entry("gone", "archived", &[]),
             entry("never-on", "stale", &["past_lifetime"]),
             entry("panic-button", "released", &[]),
+            entry("planned", "stale", &["past_lifetime", "released_untouched"]),
             entry("ramping", "stale", &["past_lifetime"]),
         ]
     );
@@ -262,4 +287,5 @@ async fn lifecycle_follows_exposure_and_age_and_names_why_a_flag_is_stale() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let (s, _) = server.admin(Method::GET, "/api/v1/lifecycle?env=nowhere", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    server.stop().await;
 }
