@@ -3,4 +3,5 @@
 #![allow(clippy::expect_used, reason = "test helpers: a failed set-up should stop the test")]
 
 mod offline;
+mod policy;
 mod serve;

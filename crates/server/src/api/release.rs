@@ -198,6 +198,14 @@ async fn start_plan(
             if body.dwell.is_some() {
                 return Err(invalid("dwell", "only applies with stages (a template has its own dwells)"));
             }
+            // Unnamed: the policy's template for the flag's kind, if it names one.
+            let name = match name {
+                Some(n) => Some(n.clone()),
+                None => match state.store.get_flag(&key).await? {
+                    Some(r) => state.policy.policy.kind(r.flag.kind).template,
+                    None => None,
+                },
+            };
             let template = state.releases.template_for(name.as_deref(), &key).await?;
             Plan { stages: template.stages, template: Some(template.name), guards: Vec::new() }
         }
