@@ -145,6 +145,14 @@ pub struct PlanRuleFile {
     pub environments: Vec<String>,
     /// Exposure above this percentage (0 to 100) needs a running plan.
     pub above_percent: f64,
+    /// Whether that plan must carry guards (default: yes). A plan without guards is then
+    /// refused at start when one of its stages goes above the percentage.
+    #[serde(default = "yes")]
+    pub require_guards: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `stale:` as written.
@@ -235,6 +243,8 @@ pub struct PlanRule {
     pub above_percent: f64,
     /// The same, as a weight out of [`FULL_WEIGHT`].
     pub above_weight: u32,
+    /// Whether the plan must carry guards.
+    pub require_guards: bool,
 }
 
 /// A validated policy: regexes compiled, kinds resolved, defaults filled in.
@@ -396,6 +406,7 @@ impl Policy {
                 environments: rule.environments.clone(),
                 above_percent: p,
                 above_weight,
+                require_guards: rule.require_guards,
             });
         }
         for (field, value, slot) in [
@@ -447,7 +458,11 @@ impl Policy {
             release_plans: self
                 .plan_rules
                 .iter()
-                .map(|r| PlanRuleFile { environments: r.environments.clone(), above_percent: r.above_percent })
+                .map(|r| PlanRuleFile {
+                    environments: r.environments.clone(),
+                    above_percent: r.above_percent,
+                    require_guards: r.require_guards,
+                })
                 .collect(),
             stale: StaleFile {
                 released_untouched_days: Some(self.released_untouched_days),
@@ -576,6 +591,26 @@ impl Policy {
             }
         }
         out
+    }
+}
+
+impl Policy {
+    /// Checks a release plan about to start in `environment`: where a plan rule requires
+    /// guards, a plan whose stages go above its percentage must carry at least one.
+    pub fn check_plan(&self, environment: &str, highest_weight: u32, has_guards: bool) -> Vec<Violation> {
+        self.plan_rules
+            .iter()
+            .filter(|r| r.require_guards && !has_guards && highest_weight > r.above_weight)
+            .filter(|r| r.environments.iter().any(|e| e == environment))
+            .map(|r| Violation {
+                path: "guards".into(),
+                rule: rules::PLAN_REQUIRED_ABOVE,
+                message: format!(
+                    "a release plan in {environment} that goes above {}% needs guards (--guard error_rate:relative:25%)",
+                    r.above_percent
+                ),
+            })
+            .collect()
     }
 }
 

@@ -147,7 +147,8 @@ pub(super) enum Check<'a> {
 }
 
 /// The policy's violations of a write, as `{path, rule, message}` (the shape of
-/// `details.errors`). A release plan counts as running when it is running or paused.
+/// `details.errors`). A release plan counts as running when it is running or paused (and carries
+/// guards, where the rule requires them).
 pub(super) async fn violations(
     state: &AppState,
     key: &str,
@@ -168,6 +169,7 @@ pub(super) async fn violations(
             for env in &rule.environments {
                 if let Some(plan) = state.store.get_plan(key, env).await?
                     && matches!(plan.state.status, Status::Running | Status::Paused)
+                    && (!rule.require_guards || !plan.plan.guards.is_empty())
                 {
                     running.push(env.clone());
                 }

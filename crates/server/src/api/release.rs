@@ -211,6 +211,11 @@ async fn start_plan(
         }
     };
     plan.guards = body.guards;
+    let highest = plan.stages.iter().map(|s| s.weight).max().unwrap_or(0);
+    let refused = state.policy.policy.check_plan(&env, highest, !plan.guards.is_empty());
+    super::policy::refuse(
+        refused.into_iter().map(|v| json!({"path": v.path, "rule": v.rule, "message": v.message})).collect(),
+    )?;
     let meta = meta(&principal, &headers, body.reason.as_deref());
     answer(&state, state.releases.start(&key, &env, plan, &meta).await).await
 }

@@ -118,7 +118,7 @@ async fn an_update_that_drops_the_owner_is_refused_and_the_flag_keeps_its_versio
 }
 
 #[tokio::test]
-async fn raising_production_exposure_past_the_threshold_needs_a_running_plan_and_switching_off_never_does() {
+async fn raising_production_exposure_past_the_threshold_needs_a_running_guarded_plan_and_switching_off_never_does() {
     let server = server(Some(STRICT), Arc::new(ManualClock::new(now_ms()))).await;
     let flag = json!({"key": "search-v2", "owner": "team-search", "description": "New ranking"});
     assert_eq!(server.admin(Method::POST, "/api/v1/flags", Some(flag)).await.0, StatusCode::CREATED);
@@ -139,9 +139,14 @@ async fn raising_production_exposure_past_the_threshold_needs_a_running_plan_and
     let staging = "/api/v1/flags/search-v2/environments/staging/toggle";
     assert_eq!(server.admin(Method::POST, staging, Some(json!({"enabled": true}))).await.0, StatusCode::OK);
 
-    // With a running plan the same change goes through; the policy's template for the kind is used.
+    // A plan going past the threshold must carry guards; with a guarded running plan the same
+    // change goes through, and the policy's template for the kind is used.
     let plan = "/api/v1/flags/search-v2/environments/production/plan";
-    let (s, p) = server.admin(Method::POST, plan, Some(json!({}))).await;
+    let (s, v) = server.admin(Method::POST, plan, Some(json!({}))).await;
+    assert_eq!((s, rules(&v)), (StatusCode::UNPROCESSABLE_ENTITY, vec!["plan_required_above".to_owned()]));
+    assert_eq!(v["error"]["details"]["errors"][0]["path"], "guards");
+    let guards = json!([{"name": "errors", "metric": "error_rate", "compare": "relative", "max": 0.25}]);
+    let (s, p) = server.admin(Method::POST, plan, Some(json!({"guards": guards}))).await;
     assert_eq!(s, StatusCode::OK, "{p}");
     assert_eq!(p["plan"]["template"], "quick", "{p}");
     let (s, v) =
