@@ -28,6 +28,7 @@ pub mod hash;
 pub mod import;
 pub mod model;
 pub mod ops;
+pub mod policy;
 pub mod semver;
 
 pub use compile::{CompiledFlags, Diagnostic, Severity, compile, validate};

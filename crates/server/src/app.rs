@@ -33,6 +33,8 @@ pub struct Options {
     pub retention: Retention,
     /// How often outcome metrics are rolled up.
     pub rollup_interval: Duration,
+    /// The flag policy enforced on writes and shown at `GET /api/v1/policy`.
+    pub policy: crate::policy::ServerPolicy,
 }
 
 impl Default for Options {
@@ -43,6 +45,7 @@ impl Default for Options {
             plan_interval: Duration::from_secs(1),
             retention: Retention::default(),
             rollup_interval: Duration::from_secs(60),
+            policy: crate::policy::ServerPolicy::default(),
         }
     }
 }
@@ -52,6 +55,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("webhooks", &self.webhooks.len())
             .field("plan_interval", &self.plan_interval)
+            .field("policy", &self.policy.source)
             .finish_non_exhaustive()
     }
 }
@@ -89,6 +93,8 @@ pub fn app(store: Arc<dyn Store>, options: &Options, shutdown: watch::Receiver<b
         store,
         tokens: Arc::new(TokenCache::default()),
         metrics,
+        policy: options.policy.clone(),
+        clock: options.clock.clone(),
         shutdown,
     };
     (crate::api::router(state.clone()), state, worker)

@@ -31,6 +31,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Receivers of release events.
     pub webhooks: Vec<crate::webhooks::Target>,
+    /// The flag policy enforced on writes (the default policy when no file is given).
+    pub policy: crate::policy::ServerPolicy,
 }
 
 impl std::fmt::Debug for Config {
@@ -44,6 +46,7 @@ impl std::fmt::Debug for Config {
             .field("log_format", &self.log_format)
             // Webhook URLs often embed a secret (Slack's do): only their number is shown.
             .field("webhooks", &self.webhooks.len())
+            .field("policy", &self.policy.source)
             .finish()
     }
 }
@@ -64,6 +67,8 @@ pub struct Layer {
     pub log_format: Option<String>,
     /// `webhooks`: URLs, each optionally prefixed with `slack=`.
     pub webhooks: Option<Vec<String>>,
+    /// `policy`: a policy file (`dimmer-policy.yaml`).
+    pub policy: Option<PathBuf>,
 }
 
 impl Layer {
@@ -75,12 +80,13 @@ impl Layer {
             admin_token: self.admin_token.or(base.admin_token),
             log_format: self.log_format.or(base.log_format),
             webhooks: self.webhooks.or(base.webhooks),
+            policy: self.policy.or(base.policy),
         }
     }
 
     /// The layer from environment variables (`DIMMER_LISTEN`, `DIMMER_DATA_DIR`,
     /// `DIMMER_DATABASE_URL`, `DIMMER_ADMIN_TOKEN`, `DIMMER_LOG_FORMAT`, `DIMMER_WEBHOOKS` as a
-    /// comma-separated list), read through `var`.
+    /// comma-separated list, `DIMMER_POLICY`), read through `var`.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Layer {
         Layer {
             listen: var("DIMMER_LISTEN"),
@@ -90,6 +96,7 @@ impl Layer {
             log_format: var("DIMMER_LOG_FORMAT"),
             webhooks: var("DIMMER_WEBHOOKS")
                 .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()),
+            policy: var("DIMMER_POLICY").filter(|p| !p.is_empty()).map(PathBuf::from),
         }
     }
 }
@@ -172,9 +179,15 @@ pub fn load(file: Option<&Path>, env: Layer, flags: Layer) -> Result<Config, Con
         .map(|w| crate::webhooks::Target::parse(w))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|message| ConfigError::Invalid { setting: "webhooks", message })?;
+    // Read and validated once, here: a bad policy file is a startup error naming its field.
+    let policy = match &merged.policy {
+        Some(path) => crate::policy::load(path)?,
+        None => crate::policy::ServerPolicy::default(),
+    };
     Ok(Config {
         listen,
         webhooks,
+        policy,
         data_dir: merged.data_dir.unwrap_or_else(|| PathBuf::from("dimmer-data")),
         database_url,
         admin_token: merged.admin_token,
@@ -205,5 +218,23 @@ mod tests {
         assert_eq!(load(None, hooks, Layer::default()).unwrap().webhooks.len(), 2);
         let bad = Layer { webhooks: Some(vec!["mailto:x".into()]), ..Layer::default() };
         assert!(load(None, bad, Layer::default()).unwrap_err().to_string().starts_with("webhooks:"));
+    }
+
+    #[test]
+    fn a_policy_file_is_loaded_once_and_a_bad_one_names_the_setting_and_the_field() {
+        let dir = std::env::temp_dir().join(format!("dimmer-config-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.yaml");
+        std::fs::write(&good, "required: [owner]\n").unwrap();
+        let bad = dir.join("bad.yaml");
+        std::fs::write(&bad, "naming:\n  pattern: \"([a-z\"\n").unwrap();
+        let env = Layer::from_env(|n| (n == "DIMMER_POLICY").then(|| good.display().to_string()));
+        let c = load(None, env, Layer::default()).unwrap();
+        assert_eq!(c.policy.source.as_deref(), Some(good.as_path()));
+        let flags = Layer { policy: Some(bad), ..Layer::default() };
+        let e = load(None, Layer::default(), flags).unwrap_err().to_string();
+        assert!(e.starts_with("policy:") && e.contains("naming.pattern"), "{e}");
+        assert!(load(None, Layer::default(), Layer::default()).unwrap().policy.source.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -13,6 +13,7 @@ pub mod guard;
 pub mod guarding;
 pub mod metrics;
 pub mod outcomes;
+pub mod policy;
 pub mod release;
 pub mod rollout;
 pub mod state;

@@ -32,6 +32,10 @@ pub struct AppState {
     pub guardian: Arc<crate::guarding::Guardian>,
     /// Release-event webhooks (its counters feed `/metrics`).
     pub notifier: Arc<crate::webhooks::Notifier>,
+    /// The flag policy enforced on writes.
+    pub policy: crate::policy::ServerPolicy,
+    /// Where time comes from (lifecycle ages; a manual clock in tests).
+    pub clock: Arc<dyn crate::release::Clock>,
     /// Flips to true at shutdown: streams end cleanly.
     pub shutdown: watch::Receiver<bool>,
 }

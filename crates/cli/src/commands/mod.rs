@@ -3,9 +3,13 @@
 mod eval;
 mod import;
 mod lint;
+mod metrics;
+mod refs;
 mod release;
 mod remote;
 mod serve;
+mod stale;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +34,8 @@ enum Command {
     /// Convert another tool's flags into Dimmer flags (JSON on standard output).
     #[command(subcommand)]
     Import(import::ImportCommand),
-    /// Check flag files and list every problem with its path.
+    /// Check flag files against the engine and the flag policy; list every problem with its path
+    /// and rule.
     Lint(lint::LintArgs),
     /// Print the JSON Schema of a flags file.
     Schema,
@@ -55,9 +60,19 @@ enum Command {
     DialDown(release::DialDownArgs),
     /// Undo the kills and dial-downs since the last restore.
     Restore(release::RestoreArgs),
+    /// A flag's outcome metrics per variant and what its guards say.
+    Metrics(metrics::MetricsArgs),
     /// List or create release-plan templates.
     #[command(subcommand)]
     Template(release::TemplateCommand),
+    /// List stale flags with the reason and the owner (exit 1 with --fail-on stale).
+    Stale(stale::StaleArgs),
+    /// Find flag keys in source code: unknown keys, archived and stale flags, with file:line.
+    Refs(refs::RefsArgs),
+    /// Print the server's flags and segments as a flags file (YAML; JSON with --json).
+    Export(sync::ExportArgs),
+    /// Make the server match a flags file: show the diff, then write what changed.
+    Apply(sync::ApplyArgs),
 }
 
 /// Runs the parsed command line.
@@ -65,7 +80,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Eval(args) => eval::run(args),
         Command::Import(cmd) => import::run(cmd),
-        Command::Lint(args) => lint::run(args),
+        Command::Lint(args) => lint::run(args, cli.remote.json),
         Command::Serve(args) => serve::run(args),
         Command::Token(cmd) => remote::token(&cli.remote, cmd),
         Command::Flag(cmd) => remote::flag(&cli.remote, cmd),
@@ -76,6 +91,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::DialDown(args) => release::dial_down(&cli.remote, args),
         Command::Restore(args) => release::restore(&cli.remote, args),
         Command::Template(cmd) => release::template(&cli.remote, cmd),
+        Command::Metrics(args) => metrics::run(&cli.remote, args),
+        Command::Stale(args) => stale::run(&cli.remote, args),
+        Command::Refs(args) => refs::run(&cli.remote, args),
+        Command::Export(args) => sync::export(&cli.remote, args),
+        Command::Apply(args) => sync::apply(&cli.remote, args),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&dimmer_engine::model::flag_set_schema())?);
             Ok(ExitCode::SUCCESS)

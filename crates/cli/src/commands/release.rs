@@ -36,6 +36,10 @@ pub enum PlanCommand {
         /// The minimum time in each stage, e.g. 30m (with --stages; default 1h).
         #[arg(long, requires = "stages")]
         dwell: Option<String>,
+        /// A guard on every stage: METRIC:COMPARE:MAX[:ACTION[:MIN_SAMPLE]], e.g.
+        /// error_rate:relative:25% or latency_p95:threshold:300:rollback (repeatable).
+        #[arg(long = "guard")]
+        guards: Vec<String>,
         /// Why (recorded in the audit log).
         #[arg(long)]
         reason: Option<String>,
@@ -198,8 +202,10 @@ pub fn plan(remote: &Remote, cmd: PlanCommand) -> Result<ExitCode> {
                 let p = client.send(Method::GET, &format!("{}/plan", base(&t)), None, &[]).await?;
                 return print(remote, &p, plan_text);
             }
-            PlanCommand::Start { target, template, stages, dwell, reason } => {
-                let body = json!({"template": template, "stages": stages, "dwell": dwell, "reason": reason});
+            PlanCommand::Start { target, template, stages, dwell, guards, reason } => {
+                let guards = guards.iter().map(|g| super::metrics::parse_guard(g)).collect::<Result<Vec<_>>>()?;
+                let body =
+                    json!({"template": template, "stages": stages, "dwell": dwell, "guards": guards, "reason": reason});
                 let path = format!("{}/plan", base(&target));
                 let v = client.send(Method::POST, &path, Some(&body), &[]).await?;
                 return print(remote, &v, |v| {

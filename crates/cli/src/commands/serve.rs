@@ -20,13 +20,17 @@ pub struct ServeArgs {
     #[arg(long)]
     database_url: Option<String>,
     /// A JSON configuration file (listen, data_dir, database_url, admin_token, log_format,
-    /// webhooks).
+    /// webhooks, policy).
     #[arg(long)]
     config: Option<PathBuf>,
     /// A receiver of release events (repeatable): URL for generic JSON, slack=URL for a
     /// Slack-compatible payload [env DIMMER_WEBHOOKS, comma-separated].
     #[arg(long = "webhook")]
     webhooks: Vec<String>,
+    /// A flag policy file (dimmer-policy.yaml; docs/POLICY.md) enforced on flag writes
+    /// [default: the default policy; env DIMMER_POLICY].
+    #[arg(long)]
+    policy: Option<PathBuf>,
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
@@ -35,6 +39,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         data_dir: args.data_dir,
         database_url: args.database_url,
         webhooks: (!args.webhooks.is_empty()).then_some(args.webhooks),
+        policy: args.policy,
         ..Layer::default()
     };
     // The one place the server's settings are read from the environment.
@@ -83,7 +88,11 @@ async fn serve(config: config::Config) -> Result<()> {
         println!("admin token (shown once, keep it safe): {token}");
     }
     tracing::info!(%addr, "serving");
-    let options = dimmer_server::app::Options { webhooks: config.webhooks.clone(), ..Default::default() };
+    let options = dimmer_server::app::Options {
+        webhooks: config.webhooks.clone(),
+        policy: config.policy.clone(),
+        ..Default::default()
+    };
     dimmer_server::app::run_with(listener, store, options, shutdown_signal()).await.context("serving HTTP")?;
     Ok(())
 }

@@ -3,5 +3,6 @@
 #![allow(clippy::expect_used, reason = "test helpers: a failed set-up should stop the test")]
 
 mod offline;
+mod policy;
 mod sdk;
 mod serve;

@@ -8,17 +8,24 @@ use std::process::{Child, Command, Stdio};
 use serde_json::{Value, json};
 
 /// A `dimmer serve` process on a data directory, with its address and (first start) token.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    base: String,
-    token: Option<String>,
+    pub(crate) base: String,
+    pub(crate) token: Option<String>,
 }
 
 impl Served {
-    fn start(data_dir: &Path) -> Served {
+    pub(crate) fn start(data_dir: &Path) -> Served {
+        Served::start_with(data_dir, &[])
+    }
+
+    /// Starts with more arguments for `dimmer serve` (e.g. `--policy FILE`).
+    pub(crate) fn start_with(data_dir: &Path, extra: &[&str]) -> Served {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dimmer"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(extra)
+            .env_remove("DIMMER_POLICY")
             .env_remove("DIMMER_ADMIN_TOKEN")
             .env_remove("DIMMER_DATABASE_URL")
             .stdout(Stdio::piped())
@@ -47,21 +54,21 @@ impl Served {
         Served { child, base, token }
     }
 
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         // SIGKILL: no shutdown path runs.
         self.child.kill().expect("kill");
         let _ = self.child.wait();
     }
 }
 
-fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let dir = std::env::temp_dir().join(format!("dimmer-serve-{}-{name}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
 
-fn dimmer(base: &str, token: &str, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn dimmer(base: &str, token: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_dimmer"))
         .args(["--server", base, "--token", token])
         .args(args)

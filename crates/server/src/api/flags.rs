@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::openapi::schemas as doc;
+use super::policy::Check;
 use crate::auth::Principal;
 use crate::error::{ApiError, Code, Json};
 use crate::state::AppState;
@@ -134,10 +135,11 @@ fn check_key(key: &str) -> Result<(), ApiError> {
 }
 
 /// Validates `flag` as it would be stored: known environments, and the engine's compile step
-/// in every environment against the other flags and the segments.
-async fn validate(state: &AppState, key: &str, flag: &Flag) -> Result<(), ApiError> {
+/// in every environment against the other flags and the segments. `policy_errors` (the flag
+/// policy's violations) come first in one 422 with the rest, so a caller sees every problem.
+async fn validate(state: &AppState, key: &str, flag: &Flag, policy_errors: Vec<Value>) -> Result<(), ApiError> {
     let envs = state.store.list_environments().await?;
-    let mut errors = Vec::new();
+    let mut errors = policy_errors;
     for name in flag.environments.keys() {
         if !envs.iter().any(|e| &e.name == name) {
             errors.push(
@@ -162,14 +164,7 @@ async fn validate(state: &AppState, key: &str, flag: &Flag) -> Result<(), ApiErr
             errors.push(entry);
         }
     }
-    if errors.is_empty() {
-        return Ok(());
-    }
-    let summary: Vec<String> = errors
-        .iter()
-        .map(|e| format!("{}: {}", e["path"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or("")))
-        .collect();
-    Err(ApiError::new(Code::ValidationFailed, summary.join("; ")).with_details(json!({ "errors": errors })))
+    super::policy::refuse(errors)
 }
 
 /// Creates a flag at version 1; a new boolean flag is off everywhere.
@@ -201,13 +196,15 @@ async fn create(
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
     principal.require_write()?;
+    let kind_declared = dimmer_engine::policy::declares_kind(&body);
     let (key, reason, flag) = super::split_document::<Flag>(body)?;
     let key = key.ok_or_else(|| {
         ApiError::new(Code::ValidationFailed, "key: required")
             .with_details(json!({"errors": [{"path": "key", "message": "required"}]}))
     })?;
     check_key(&key)?;
-    validate(&state, &key, &flag).await?;
+    let policy = super::policy::violations(&state, &key, &flag, Check::Create { kind_declared }).await?;
+    validate(&state, &key, &flag, policy).await?;
     let meta = principal.meta(super::reason(&headers, reason.as_deref()));
     let record = state.store.create_flag(&key, &flag, &meta).await?;
     super::publish(&state).await;
@@ -250,6 +247,7 @@ async fn update(
 ) -> Result<Response, ApiError> {
     principal.require_write()?;
     let expected = super::require_if_match(&headers)?;
+    let kind_declared = dimmer_engine::policy::declares_kind(&body);
     let (body_key, reason, flag) = super::split_document::<Flag>(body)?;
     if body_key.as_deref().is_some_and(|k| k != key) {
         return Err(ApiError::new(
@@ -257,7 +255,10 @@ async fn update(
             "key: the body's key differs from the URL's; keys cannot change",
         ));
     }
-    validate(&state, &key, &flag).await?;
+    let before = state.store.get_flag(&key).await?.ok_or_else(|| ApiError::not_found("flag", &key))?;
+    let policy =
+        super::policy::violations(&state, &key, &flag, Check::Update { before: &before.flag, kind_declared }).await?;
+    validate(&state, &key, &flag, policy).await?;
     let meta = principal.meta(super::reason(&headers, reason.as_deref()));
     let record = state.store.update_flag(&key, &flag, expected, &meta).await?;
     super::publish(&state).await;
@@ -404,8 +405,10 @@ async fn put_environment(
     let expected = super::require_if_match(&headers)?;
     let (_, reason, config) = super::split_document::<EnvironmentConfig>(body)?;
     let mut record = state.store.get_flag(&key).await?.ok_or_else(|| ApiError::not_found("flag", &key))?;
+    let before = record.flag.clone();
     record.flag.environments.insert(env, config);
-    validate(&state, &key, &record.flag).await?;
+    let policy = super::policy::violations(&state, &key, &record.flag, Check::Exposure { before: &before }).await?;
+    validate(&state, &key, &record.flag, policy).await?;
     let meta = principal.meta(super::reason(&headers, reason.as_deref()));
     let record = state.store.update_flag(&key, &record.flag, expected, &meta).await?;
     super::publish(&state).await;
@@ -461,11 +464,17 @@ async fn toggle(
     let meta = principal.meta(super::reason(&headers, body.reason.as_deref()));
     for _ in 0..16 {
         let mut record = state.store.get_flag(&key).await?.ok_or_else(|| ApiError::not_found("flag", &key))?;
+        let before = record.flag.clone();
         let config = record.flag.environments.entry(env.clone()).or_default();
         if config.enabled == body.enabled {
             return Ok(flag_response(StatusCode::OK, &record));
         }
         config.enabled = body.enabled;
+        if body.enabled {
+            // Switching on can expose everyone at once; switching off is never refused.
+            let check = Check::Exposure { before: &before };
+            super::policy::refuse(super::policy::violations(&state, &key, &record.flag, check).await?)?;
+        }
         match state.store.update_flag(&key, &record.flag, record.version, &meta).await {
             Ok(updated) => {
                 super::publish(&state).await;

@@ -5,6 +5,7 @@ mod flags;
 mod guards;
 mod ofrep;
 mod openapi;
+mod policy;
 mod release;
 mod sdk;
 mod system;
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ofrep::router())
         .merge(system::router())
         .merge(openapi::router())
+        .merge(policy::router())
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -84,6 +84,8 @@ pub(super) fn router() -> Router<AppState> {
         super::system::healthz,
         super::system::readyz,
         super::system::metrics,
+        super::policy::show,
+        super::policy::list,
         openapi,
     ),
     components(schemas(
@@ -106,6 +108,7 @@ pub(super) fn router() -> Router<AppState> {
         (name = "guards", description = "Outcome metrics per variant, standing guards, and the Alertmanager receiver (docs/guards.md)."),
         (name = "sdk", description = "SDK API: an environment's snapshot and its change stream."),
         (name = "ofrep", description = "OpenFeature Remote Evaluation Protocol (../shared/contracts/ofrep/openapi.yaml)."),
+        (name = "policy", description = "The flag policy (docs/POLICY.md) and each flag's lifecycle; flag writes are checked against the policy."),
         (name = "system", description = "Operations endpoints and this document; no token needed."),
     )
 )]

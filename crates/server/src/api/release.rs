@@ -198,11 +198,24 @@ async fn start_plan(
             if body.dwell.is_some() {
                 return Err(invalid("dwell", "only applies with stages (a template has its own dwells)"));
             }
+            // Unnamed: the policy's template for the flag's kind, if it names one.
+            let name = match name {
+                Some(n) => Some(n.clone()),
+                None => match state.store.get_flag(&key).await? {
+                    Some(r) => state.policy.policy.kind(r.flag.kind).template,
+                    None => None,
+                },
+            };
             let template = state.releases.template_for(name.as_deref(), &key).await?;
             Plan { stages: template.stages, template: Some(template.name), guards: Vec::new() }
         }
     };
     plan.guards = body.guards;
+    let highest = plan.stages.iter().map(|s| s.weight).max().unwrap_or(0);
+    let refused = state.policy.policy.check_plan(&env, highest, !plan.guards.is_empty());
+    super::policy::refuse(
+        refused.into_iter().map(|v| json!({"path": v.path, "rule": v.rule, "message": v.message})).collect(),
+    )?;
     let meta = meta(&principal, &headers, body.reason.as_deref());
     answer(&state, state.releases.start(&key, &env, plan, &meta).await).await
 }

@@ -10,6 +10,7 @@ mod api;
 mod guards;
 mod ofrep;
 mod openapi;
+mod policy;
 mod release;
 mod store_contract;
 mod stream;

@@ -54,6 +54,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/flags/{key}/environments/{env}/guards"),
     ("PUT", "/api/v1/flags/{key}/environments/{env}/guards"),
     ("POST", "/api/v1/alertmanager"),
+    // policy.rs
+    ("GET", "/api/v1/policy"),
+    ("GET", "/api/v1/lifecycle"),
     // sdk.rs
     ("GET", "/api/v1/sdk/config"),
     ("GET", "/api/v1/sdk/stream"),

@@ -1,0 +1,175 @@
+//! The server's side of the flag policy: loading `dimmer-policy.yaml` once at start, and
+//! gathering the facts the engine's pure [`lifecycle`] decides from (a flag's history, replayed
+//! from the audit log; when it was last evaluated).
+//!
+//! The rules themselves live in `dimmer_engine::policy`, so the CLI's offline `lint` and the
+//! server refuse exactly the same flags.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use dimmer_engine::Flag;
+use dimmer_engine::policy::{Facts, Lifecycle, Policy, PolicyFile, history_facts, lifecycle};
+use serde_json::Value;
+
+use crate::config::ConfigError;
+use crate::store::{AuditFilter, FlagRecord, Store, StoreResult};
+
+/// The policy a server enforces, with where it came from. Compared by content, so that
+/// [`crate::config::Config`] stays comparable.
+#[derive(Debug, Clone)]
+pub struct ServerPolicy {
+    /// The validated policy.
+    pub policy: Arc<Policy>,
+    /// The file it was read from; `None` for the default policy.
+    pub source: Option<std::path::PathBuf>,
+}
+
+impl Default for ServerPolicy {
+    fn default() -> Self {
+        Self { policy: Arc::new(Policy::default()), source: None }
+    }
+}
+
+impl PartialEq for ServerPolicy {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source && self.policy.to_file() == other.policy.to_file()
+    }
+}
+
+// Validation keeps the only float (a percentage) in 0..100, never NaN, so equality is total.
+impl Eq for ServerPolicy {}
+
+/// Parses and validates policy text (YAML, or JSON, which YAML includes). The error names the
+/// field: `naming.pattern: not a valid regular expression …`; every problem is listed.
+pub fn parse(text: &str) -> Result<Policy, String> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    let file: PolicyFile = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        if path.is_empty() || path == "." { inner } else { format!("{path}: {inner}") }
+    })?;
+    Policy::from_file(&file).map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+}
+
+/// Reads and validates a policy file at start: a bad file stops the server with the field named.
+pub fn load(path: &Path) -> Result<ServerPolicy, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Invalid { setting: "policy", message: format!("{}: {e}", path.display()) })?;
+    let policy = parse(&text).map_err(|message| ConfigError::Invalid {
+        setting: "policy",
+        message: format!("{}: {message}", path.display()),
+    })?;
+    Ok(ServerPolicy { policy: Arc::new(policy), source: Some(path.to_owned()) })
+}
+
+/// When each flag was last evaluated in any environment, from the SDKs' outcome metrics
+/// (Unix milliseconds). A flag no SDK has reported on is absent: the lifecycle reads that as
+/// "no data", never as "not evaluated", so a server without reporting SDKs marks nothing stale
+/// for want of evaluations.
+pub async fn last_evaluations(store: &dyn Store) -> StoreResult<HashMap<String, i64>> {
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for environment in store.list_environments().await? {
+        for (flag, at) in store.last_evaluations(&environment.name).await? {
+            let slot = last.entry(flag).or_insert(at);
+            *slot = (*slot).max(at);
+        }
+    }
+    Ok(last)
+}
+
+/// Replays a flag's audit entries (oldest first) into its successive definitions. Flag writes
+/// record the whole definition; release operations (plans, kills, dial-downs, restores) record a
+/// summary of one environment (`enabled`, `exposure`), applied to the definition before them.
+pub fn replay(entries: impl Iterator<Item = (i64, Option<String>, Value)>) -> Vec<(i64, Flag)> {
+    let mut history: Vec<(i64, Flag)> = Vec::new();
+    for (at, environment, after) in entries {
+        let Value::Object(mut map) = after else { continue };
+        if map.contains_key("exposure_percent") {
+            let (Some(env), Some((_, last))) = (environment, history.last()) else { continue };
+            let mut flag = last.clone();
+            let config = flag.environments.entry(env).or_default();
+            config.enabled = map.get("enabled").and_then(Value::as_bool).unwrap_or(false);
+            config.exposure = map.remove("exposure").and_then(|e| serde_json::from_value(e).ok());
+            history.push((at, flag));
+        } else {
+            // The stored copy carries bookkeeping beside the model's fields.
+            map.remove("archived");
+            map.remove("version");
+            if let Ok(flag) = serde_json::from_value::<Flag>(Value::Object(map)) {
+                history.push((at, flag));
+            }
+        }
+    }
+    history
+}
+
+/// The lifecycle of every flag (archived included), from the store's records and audit log.
+/// With `environment`, only that environment's configuration counts.
+pub async fn lifecycles(
+    store: &dyn Store,
+    policy: &Policy,
+    now: i64,
+    environment: Option<&str>,
+) -> StoreResult<Vec<(FlagRecord, Lifecycle)>> {
+    let last_evaluated = last_evaluations(store).await?;
+    let mut out = Vec::new();
+    for mut record in store.list_flags(true).await? {
+        // The newest 1000 entries: enough to see the current release's start for any flag
+        // released through a plan; older history only ever makes `released_since` earlier.
+        let filter = AuditFilter { flag: Some(record.key.clone()), limit: 1000, ..AuditFilter::default() };
+        let entries = store.audit(&filter).await?;
+        let mut history = replay(entries.into_iter().rev().filter_map(|e| Some((e.at, e.environment, e.after?))));
+        if let Some(env) = environment {
+            record.flag.environments.retain(|name, _| name == env);
+            for (_, flag) in &mut history {
+                flag.environments.retain(|name, _| name == env);
+            }
+        }
+        let (ever_exposed, released_since) = history_facts(history.iter().map(|(at, f)| (*at, f)));
+        let facts = Facts {
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            archived: record.archived,
+            ever_exposed,
+            released_since,
+            last_evaluated: last_evaluated.get(&record.key).copied(),
+        };
+        let l = lifecycle(&record.flag, &facts, policy, now);
+        out.push((record, l));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_bad_policy_names_the_field() {
+        let e = parse("naming:\n  patern: x\n").unwrap_err();
+        assert!(e.starts_with("naming"), "{e}");
+        let e = parse("required: [owner, colour]\n").unwrap_err();
+        assert!(e.starts_with("required[1]:"), "{e}");
+        assert!(parse("required: [owner]\nkinds:\n  release: {lifetime_days: 30}\n").is_ok());
+        assert!(parse("").is_ok(), "an empty file is the default policy");
+    }
+
+    #[test]
+    fn replay_applies_release_summaries_to_the_definition_before_them() {
+        let created = json!({"kind": "release", "archived": false, "version": 1});
+        let plan = json!({"enabled": true, "exposure_percent": 1.0, "exposure": {"weight": 1000}, "plan": null});
+        let full = json!({"enabled": true, "exposure_percent": 100.0, "exposure": null, "plan": null});
+        let h = replay(
+            [(1, None, created), (2, Some("production".into()), plan), (3, Some("production".into()), full)]
+                .into_iter(),
+        );
+        assert_eq!(h.len(), 3);
+        assert_eq!(h[1].1.environments["production"].exposure.as_ref().unwrap().weight, 1000);
+        assert!(h[2].1.environments["production"].exposure.is_none());
+        assert_eq!(history_facts(h.iter().map(|(at, f)| (*at, f))), (true, Some(3)));
+    }
+}
