@@ -71,6 +71,8 @@ async fn serve(flags: Value) -> String {
 struct Setup {
     engine: CompiledFlags,
     client: Client,
+    /// The same, with outcome metrics off: what counting costs.
+    quiet: Client,
     contexts: Vec<Context>,
     _runtime: tokio::runtime::Runtime,
 }
@@ -81,9 +83,19 @@ fn setup(rollout: bool) -> Setup {
     let (engine, diagnostics) = compile(&set, "production");
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let client = runtime.block_on(async {
+    let connect = |metrics: bool| runtime.block_on(connected(flags.clone(), metrics));
+    let (client, quiet) = (connect(true), connect(false));
+    Setup { engine, client, quiet, contexts: contexts(), _runtime: runtime }
+}
+
+async fn connected(flags: Value, metrics: bool) -> Client {
+    {
         let base = serve(flags).await;
-        let client = Client::builder(base, "bench").metrics_flush_interval(Duration::from_secs(3600)).build().unwrap();
+        let client = Client::builder(base, "bench")
+            .metrics(metrics)
+            .metrics_flush_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap();
         client.wait_ready(Duration::from_secs(10)).await.expect("the client connects");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !client.status().connected {
@@ -91,8 +103,7 @@ fn setup(rollout: bool) -> Setup {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         client
-    });
-    Setup { engine, client, contexts: contexts(), _runtime: runtime }
+    }
 }
 
 fn engine_vs_client(c: &mut Criterion) {
@@ -115,6 +126,12 @@ fn engine_vs_client(c: &mut Criterion) {
             b.iter(|| {
                 i = i.wrapping_add(1);
                 black_box(s.client.bool_value(KEY, &s.contexts[i % USERS], false))
+            })
+        });
+        group.bench_function("client-metrics-off", |b| {
+            b.iter(|| {
+                i = i.wrapping_add(1);
+                black_box(s.quiet.bool_value(KEY, &s.contexts[i % USERS], false))
             })
         });
         group.finish();
