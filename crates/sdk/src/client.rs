@@ -155,7 +155,9 @@ impl ClientBuilder {
         if base.cannot_be_a_base() {
             return Err(Error::InvalidUrl { url: self.base.clone(), reason: "cannot have a path".into() });
         }
-        let shards = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4).clamp(1, 64);
+        // Threads that evaluate get a counter shard of their own up to this many (then share one):
+        // room for a runtime's workers plus a few more threads per core.
+        let shards = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(8).clamp(4, 64);
         let metrics = Arc::new(Metrics::new(shards, self.max_pending_metrics, self.metrics && !self.offline));
         let (status, _) = watch::channel(Status { source: Source::Nothing, revision: None, connected: false });
         let (changes, _) = broadcast::channel(64);

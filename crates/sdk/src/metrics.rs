@@ -9,7 +9,6 @@
 //! one bounded pending aggregate; a batch the server could not take is merged back into it
 //! rather than queued, so an outage costs memory for distinct flag/variant pairs only.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,27 +27,34 @@ pub const SDK_NAME: &str = concat!("dimmer-rust/", env!("CARGO_PKG_VERSION"));
 #[derive(Debug, Default)]
 struct Line([AtomicU64; 8]);
 
-/// Which shard the calling thread counts into: threads are numbered on first use.
-fn shard_of_thread() -> usize {
+/// The calling thread's index: unique among live threads, and handed to a new thread once its
+/// owner has exited. A thread whose index is below a table's shard count owns that shard
+/// alone, which lets it count without a locked instruction.
+fn thread_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    SHARD.with(|s| {
-        let mut id = s.get();
-        if id == usize::MAX {
-            id = NEXT.fetch_add(1, Ordering::Relaxed);
-            s.set(id);
+    static FREE: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+    struct Index(usize);
+    impl Drop for Index {
+        fn drop(&mut self) {
+            lock(&FREE).push(self.0);
         }
-        id
-    })
+    }
+    thread_local! {
+        static INDEX: Index = Index(lock(&FREE).pop().unwrap_or_else(|| NEXT.fetch_add(1, Ordering::Relaxed)));
+    }
+    // During thread teardown the index may be gone: count in the shared shard then.
+    INDEX.try_with(|i| i.0).unwrap_or(usize::MAX)
 }
 
 /// Flag → its variants and their slots.
 type ByName = HashMap<Box<str>, Vec<(Box<str>, u32)>, FixedState>;
 
 /// Evaluation counters for one compiled configuration: a slot per (flag, variant), one copy of
-/// the slots per shard.
+/// the slots per shard. Shard `i` belongs to the thread with index `i` alone, which adds with a
+/// plain load and store; threads beyond the owned shards share the last one with atomic adds.
+/// Counters only grow: the flusher reads them and subtracts what it read last time, so that it
+/// never races an owner's store.
 #[derive(Debug)]
 pub(crate) struct CounterTable {
     names: Vec<(Box<str>, Box<str>)>,
@@ -58,11 +64,14 @@ pub(crate) struct CounterTable {
     /// The slow path, by flag then variant, for addresses that are not unique (e.g. empty keys).
     by_name: ByName,
     shards: Box<[Box<[Line]>]>,
+    /// Per slot, the total the flusher has already taken.
+    taken: Mutex<Vec<u64>>,
 }
 
 impl CounterTable {
-    /// A table for every flag and variant of `compiled`; `shards` is rounded up to a power of two.
-    pub(crate) fn new(compiled: &CompiledFlags, shards: usize) -> CounterTable {
+    /// A table for every flag and variant of `compiled`, with `owned` shards for the first
+    /// threads and one shared shard.
+    pub(crate) fn new(compiled: &CompiledFlags, owned: usize) -> CounterTable {
         let mut names = Vec::new();
         let mut by_address: HashMap<usize, u32, FixedState> = HashMap::default();
         let mut ambiguous = Vec::new();
@@ -81,9 +90,9 @@ impl CounterTable {
             by_address.remove(&address);
         }
         let lines = names.len().div_ceil(8);
-        let shards = shards.max(1).next_power_of_two();
-        let shards = (0..shards).map(|_| (0..lines).map(|_| Line::default()).collect()).collect();
-        CounterTable { names, by_address, by_name, shards }
+        let shards = (0..=owned).map(|_| (0..lines).map(|_| Line::default()).collect()).collect();
+        let taken = Mutex::new(vec![0; names.len()]);
+        CounterTable { names, by_address, by_name, shards, taken }
     }
 
     /// Counts one evaluation of `flag` that served `variant`: the variant key as the engine
@@ -107,23 +116,34 @@ impl CounterTable {
 
     #[inline]
     fn add(&self, slot: u32) {
-        let shard = &self.shards[shard_of_thread() & (self.shards.len() - 1)];
-        if let Some(line) = shard.get(slot as usize / 8) {
-            line.0[slot as usize % 8].fetch_add(1, Ordering::Relaxed);
+        let (line, word) = (slot as usize / 8, slot as usize % 8);
+        let owned = self.shards.len() - 1;
+        let index = thread_index();
+        if index < owned {
+            if let Some(counter) = self.shards[index].get(line).map(|l| &l.0[word]) {
+                // This thread is the shard's only writer: no read-modify-write can interleave.
+                counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+            }
+        } else if let Some(counter) = self.shards[owned].get(line).map(|l| &l.0[word]) {
+            counter.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Takes every count, leaving zeros: `(flag, variant, evaluations)` for non-zero slots.
+    /// Takes the counts added since the last call: `(flag, variant, evaluations)` for each slot
+    /// that grew.
     fn drain(&self, mut each: impl FnMut(&str, &str, u64)) {
+        let mut taken = lock(&self.taken);
         for (slot, (flag, variant)) in self.names.iter().enumerate() {
-            let total: u64 = self
+            let total = self
                 .shards
                 .iter()
                 .filter_map(|shard| shard.get(slot / 8))
-                .map(|line| line.0[slot % 8].swap(0, Ordering::Relaxed))
-                .sum();
-            if total > 0 {
-                each(flag, variant, total);
+                .fold(0u64, |sum, line| sum.wrapping_add(line.0[slot % 8].load(Ordering::Relaxed)));
+            let Some(before) = taken.get_mut(slot) else { continue };
+            let added = total.wrapping_sub(*before);
+            *before = total;
+            if added > 0 {
+                each(flag, variant, added);
             }
         }
     }
@@ -317,7 +337,7 @@ impl Metrics {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let mut shard = lock(&self.outcomes[shard_of_thread() & (self.outcomes.len() - 1)]);
+        let mut shard = lock(&self.outcomes[thread_index() % self.outcomes.len()]);
         // The lookup borrows; only a first recording for a pair allocates its key.
         if let Some(entry) = shard.entries.get_mut(flag).and_then(|vs| vs.get_mut(variant)) {
             f(entry);
@@ -511,6 +531,24 @@ mod tests {
         assert_eq!(p[&("b".to_owned(), "y".to_owned())].evaluations, 1);
         // Drained: the next collection adds nothing.
         assert_eq!(pending(&m)[&("a".to_owned(), "on".to_owned())].evaluations, 4000);
+    }
+
+    #[test]
+    fn threads_beyond_the_owned_shards_share_one_and_nothing_is_lost() {
+        let flags = compiled();
+        let m = Metrics::new(1, 100, true);
+        let table = Arc::new(CounterTable::new(&flags, 1));
+        m.register(table.clone());
+        let variant = flags.variants("b").unwrap().nth(1).unwrap().0;
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| (0..1000).for_each(|_| table.count("b", variant)));
+            }
+        });
+        assert_eq!(pending(&m)[&("b".to_owned(), "y".to_owned())].evaluations, 8000);
+        table.count("b", variant);
+        m.collect();
+        assert_eq!(lock(&m.pending)[&("b".to_owned(), "y".to_owned())].evaluations, 8001, "only the increase is taken");
     }
 
     #[test]
