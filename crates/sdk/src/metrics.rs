@@ -3,8 +3,9 @@
 //! and sent to `POST /api/v1/sdk/metrics` in batches.
 //!
 //! The evaluation counter is on every getter's path, so it takes no lock: each configuration
-//! carries a [`CounterTable`] of atomics, one copy per shard, and a thread adds to its own
-//! shard's cache lines. Outcomes and events are rarer (once per request, not per evaluation)
+//! carries a table of counters, one copy per shard, and a thread adds to its own shard's cache
+//! lines without a locked instruction (threads beyond the owned shards share one, atomically).
+//! Outcomes and events are rarer (once per request, not per evaluation)
 //! and go through a small sharded map under uncontended mutexes. The flusher drains both into
 //! one bounded pending aggregate; a batch the server could not take is merged back into it
 //! rather than queued, so an outage costs memory for distinct flag/variant pairs only.
