@@ -5,3 +5,4 @@
 mod offline;
 mod policy;
 mod serve;
+mod training;
