@@ -399,7 +399,7 @@ struct Statistic {
 /// `log Λ = ½·ln(V/(V+τ²)) + τ²·(d̂ − m)² / (2·V·(V+τ²))`; it is a nonnegative martingale
 /// under the null, so by Ville's inequality `P(sup Λ ≥ 1/α) ≤ α`.
 pub fn msprt_log_lr(estimate: f64, margin: f64, variance: f64, tau2: f64) -> f64 {
-    if !(variance > 0.0 && tau2 > 0.0) || !estimate.is_finite() {
+    if variance <= 0.0 || tau2 <= 0.0 || variance.is_nan() || tau2.is_nan() || !estimate.is_finite() {
         return 0.0;
     }
     let delta = estimate - margin;

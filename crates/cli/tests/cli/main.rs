@@ -6,3 +6,4 @@ mod offline;
 mod policy;
 mod sdk;
 mod serve;
+mod training;
