@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use crate::metrics::{Metrics, MetricsStats, Outcome, OutcomeTimer};
+use crate::metrics::{Metrics, MetricsStats, Outcome, OutcomeTimer, SlotMemo};
 use crate::state::{self, FlagInfo, Loaded, Snapshot, Source};
 use crate::sync::{MetricsFlusher, MetricsSender, Synchronizer};
 use crate::{Error, ErrorCode};
@@ -254,6 +254,8 @@ struct Cached {
     client: u64,
     generation: u64,
     loaded: Option<Arc<Loaded>>,
+    /// Counter slots already found for this configuration.
+    memo: SlotMemo,
 }
 
 thread_local! {
@@ -455,7 +457,7 @@ impl Client {
         f: impl FnOnce(Option<(&Loaded, &Evaluation<'_>)>) -> (R, bool),
     ) -> R {
         let shared = self.shared();
-        let run = |loaded: Option<&Loaded>| {
+        let run = |loaded: Option<&Loaded>, memo: Option<&mut SlotMemo>| {
             let Some(loaded) = loaded else { return f(None).0 };
             let eval = evaluate(&loaded.compiled, key, context);
             let (out, served) = f(Some((loaded, &eval)));
@@ -463,7 +465,10 @@ impl Client {
                 && shared.metrics.enabled
                 && let Some(variant) = eval.variant
             {
-                loaded.counters.count(key, variant);
+                match memo {
+                    Some(memo) => loaded.counters.count_memo(key, variant, memo),
+                    None => loaded.counters.count(key, variant),
+                }
             }
             out
         };
@@ -472,12 +477,16 @@ impl Client {
             Ok(mut cached) => {
                 let fresh = cached.as_ref().is_some_and(|c| c.client == shared.id && c.generation == generation);
                 if !fresh {
-                    *cached = Some(Cached { client: shared.id, generation, loaded: shared.current.load_full() });
+                    let loaded = shared.current.load_full();
+                    *cached = Some(Cached { client: shared.id, generation, loaded, memo: SlotMemo::new() });
                 }
-                run(cached.as_ref().and_then(|c| c.loaded.as_deref()))
+                match cached.as_mut() {
+                    Some(Cached { loaded, memo, .. }) => run(loaded.as_deref(), Some(memo)),
+                    None => run(None, None),
+                }
             }
             // Not reachable (nothing evaluates inside an evaluation), but never worth a panic.
-            Err(_) => run(shared.current.load().as_deref()),
+            Err(_) => run(shared.current.load().as_deref(), None),
         })
     }
 

@@ -48,6 +48,23 @@ fn thread_index() -> usize {
     INDEX.try_with(|i| i.0).unwrap_or(usize::MAX)
 }
 
+/// Entries in a thread's slot memo.
+const MEMO: usize = 64;
+
+/// A thread's memo of counter slots by variant-key address, for one configuration, with the
+/// thread's index. Address 0 is never a key's, so the empty entries never match.
+#[derive(Debug)]
+pub(crate) struct SlotMemo {
+    entries: [(usize, u32); MEMO],
+    index: usize,
+}
+
+impl SlotMemo {
+    pub(crate) fn new() -> SlotMemo {
+        SlotMemo { entries: [(0, 0); MEMO], index: thread_index() }
+    }
+}
+
 /// Flag → its variants and their slots.
 type ByName = HashMap<Box<str>, Vec<(Box<str>, u32)>, FixedState>;
 
@@ -115,11 +132,36 @@ impl CounterTable {
         }
     }
 
+    /// [`count`](Self::count) through a thread's memo of slots by address (which must belong to
+    /// this table's configuration): a hit costs one load and one comparison instead of a hash
+    /// lookup, and the memo carries the thread's index.
+    #[inline]
+    pub(crate) fn count_memo(&self, flag: &str, variant: &str, memo: &mut SlotMemo) {
+        let address = variant.as_ptr() as usize;
+        let entry = &mut memo.entries[((address >> 4) ^ (address >> 10)) % MEMO];
+        let slot = if entry.0 == address {
+            entry.1
+        } else {
+            match self.by_address.get(&address) {
+                Some(&slot) => {
+                    *entry = (address, slot);
+                    slot
+                }
+                None => return self.count_named(flag, variant),
+            }
+        };
+        self.add_for(slot, memo.index);
+    }
+
     #[inline]
     fn add(&self, slot: u32) {
+        self.add_for(slot, thread_index());
+    }
+
+    #[inline]
+    fn add_for(&self, slot: u32, index: usize) {
         let (line, word) = (slot as usize / 8, slot as usize % 8);
         let owned = self.shards.len() - 1;
-        let index = thread_index();
         if index < owned {
             if let Some(counter) = self.shards[index].get(line).map(|l| &l.0[word]) {
                 // This thread is the shard's only writer: no read-modify-write can interleave.
@@ -550,6 +592,23 @@ mod tests {
         table.count("b", variant);
         m.collect();
         assert_eq!(lock(&m.pending)[&("b".to_owned(), "y".to_owned())].evaluations, 8001, "only the increase is taken");
+    }
+
+    #[test]
+    fn the_slot_memo_counts_like_the_table() {
+        let flags = compiled();
+        let m = Metrics::new(1, 100, true);
+        let table = Arc::new(CounterTable::new(&flags, 4));
+        m.register(table.clone());
+        let mut memo = SlotMemo::new();
+        for (variant, _) in flags.variants("b").unwrap().chain(flags.variants("b").unwrap()) {
+            table.count_memo("b", variant, &mut memo);
+        }
+        table.count_memo("b", &String::from("z"), &mut memo);
+        let p = pending(&m);
+        let counts: Vec<u64> =
+            ["x", "y", "z"].iter().map(|v| p[&("b".to_owned(), (*v).to_owned())].evaluations).collect();
+        assert_eq!(counts, [2, 2, 3]);
     }
 
     #[test]
