@@ -2,7 +2,9 @@
 
 #![allow(clippy::expect_used, reason = "test helpers: a failed set-up should stop the test")]
 
+mod demo;
 mod offline;
 mod policy;
+mod sdk;
 mod serve;
 mod training;
