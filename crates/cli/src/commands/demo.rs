@@ -14,6 +14,7 @@ use clap::{Args, ValueEnum};
 use dimmer_sdk::{Client, Context, Outcome};
 use dimmer_server::app::Options;
 use dimmer_server::release::Clock;
+use dimmer_server::simulate::Rng;
 use dimmer_server::store::{ChangeMeta, Scope};
 use serde_json::{Value, json};
 
@@ -66,26 +67,6 @@ impl Clock for FastClock {
     fn now_ms(&self) -> i64 {
         let elapsed = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX / SPEED);
         self.origin_ms + elapsed * SPEED
-    }
-}
-
-/// SplitMix64: seeded simulated users, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform().max(1e-300), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
     }
 }
 
@@ -221,7 +202,7 @@ async fn run_demo(args: &DemoArgs, dir: &std::path::Path, say: &dyn Fn(String)) 
         Scenario::Regression => (0.04, 1.0),
         Scenario::Latency => (0.01, 1.6),
     };
-    let mut rng = Rng(args.seed);
+    let mut rng = Rng::new(args.seed);
     let mut evaluations: u64 = 0;
     let mut points: Vec<Point> = Vec::new();
     let mut last_report = Instant::now();
@@ -234,9 +215,9 @@ async fn run_demo(args: &DemoArgs, dir: &std::path::Path, say: &dyn Fn(String)) 
     while real_start.elapsed() < DEADLINE {
         for _ in 0..per_tick {
             let user = if rng.uniform() < 0.02 {
-                format!("staff-{}", rng.next() % 50)
+                format!("staff-{}", rng.next_u64() % 50)
             } else {
-                format!("user-{}", rng.next() % 1_000_000)
+                format!("user-{}", rng.next_u64() % 1_000_000)
             };
             let details = client.bool_details(FLAG, &Context::with_key(user), false);
             evaluations += 1;
