@@ -13,30 +13,7 @@ use std::collections::BTreeMap;
 use dimmer_protocol::SketchBuilder;
 use dimmer_server::guard::{Action, Compare, Guard, Verdict, Window, assess};
 use dimmer_server::outcomes::Aggregate;
-
-/// SplitMix64: small, fast and good enough for simulation; seeded so that every run of the
-/// bench prints the same tables.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform().max(1e-300), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-    fn binomial(&mut self, n: u64, p: f64) -> u64 {
-        (0..n).filter(|_| self.uniform() < p).count() as u64
-    }
-}
+use dimmer_server::simulate::Rng;
 
 #[derive(Clone, Copy)]
 struct Arm {
@@ -226,7 +203,7 @@ fn main() {
     println!("| scenario | guard | runs | dialed down | rate | median time | p95 time | SRM alerts |");
     println!("|---|---|---|---|---|---|---|---|");
     for (case, (scenario, guards, latency)) in cases.iter().enumerate() {
-        let mut rng = Rng(0xD1_77E5 + case as u64);
+        let mut rng = Rng::new(0xD1_77E5 + case as u64);
         let mut times = Vec::new();
         let mut srm_alerts = 0;
         for _ in 0..runs {

@@ -224,6 +224,24 @@ pub struct Finding {
     pub log_threshold: f64,
 }
 
+impl Finding {
+    /// A finding with nothing to judge yet.
+    fn insufficient(guard: &Guard, variant: &str) -> Self {
+        Finding {
+            guard: guard.name.clone(),
+            variant: variant.to_owned(),
+            status: FindingStatus::Insufficient,
+            treatment: None,
+            control: None,
+            limit: None,
+            treatment_n: 0,
+            control_n: 0,
+            log_likelihood_ratio: 0.0,
+            log_threshold: (1.0 / guard.alpha).ln(),
+        }
+    }
+}
+
 /// A finding's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -295,18 +313,7 @@ pub fn assess(window: &Window<'_>, guards: &[Guard]) -> Assessment {
             treatments.iter().map(|(variant, treatment)| judge(guard, &metric, variant, treatment, control)).collect();
         if guard_findings.is_empty() {
             // Nobody on a treatment variant yet: the guard cannot judge.
-            guard_findings.push(Finding {
-                guard: guard.name.clone(),
-                variant: String::new(),
-                status: FindingStatus::Insufficient,
-                treatment: None,
-                control: None,
-                limit: None,
-                treatment_n: 0,
-                control_n: 0,
-                log_likelihood_ratio: 0.0,
-                log_threshold: (1.0 / guard.alpha).ln(),
-            });
+            guard_findings.push(Finding::insufficient(guard, ""));
         }
         let deadline = guard.data_deadline.as_deref().and_then(|d| crate::release::parse_duration(d).ok());
         if deadline.is_some_and(|d| window.age_ms >= d)
@@ -337,19 +344,8 @@ pub fn assess(window: &Window<'_>, guards: &[Guard]) -> Assessment {
 
 /// One guard on one treatment variant.
 fn judge(guard: &Guard, metric: &Metric, variant: &str, treatment: &Aggregate, control: &Aggregate) -> Finding {
-    let log_threshold = (1.0 / guard.alpha).ln();
-    let mut finding = Finding {
-        guard: guard.name.clone(),
-        variant: variant.to_owned(),
-        status: FindingStatus::Insufficient,
-        treatment: None,
-        control: None,
-        limit: None,
-        treatment_n: 0,
-        control_n: 0,
-        log_likelihood_ratio: 0.0,
-        log_threshold,
-    };
+    let mut finding = Finding::insufficient(guard, variant);
+    let log_threshold = finding.log_threshold;
     let needs_control = guard.compare != Compare::Threshold;
     let test = match metric {
         Metric::ErrorRate => {

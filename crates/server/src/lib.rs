@@ -16,6 +16,7 @@ pub mod outcomes;
 pub mod policy;
 pub mod release;
 pub mod rollout;
+pub mod simulate;
 pub mod state;
 pub mod store;
 pub mod webhooks;

@@ -14,6 +14,7 @@ use clap::{Args, ValueEnum};
 use dimmer_sdk::{Client, Context, Outcome};
 use dimmer_server::app::Options;
 use dimmer_server::release::Clock;
+use dimmer_server::simulate::Rng;
 use dimmer_server::store::{ChangeMeta, Scope};
 use serde_json::{Value, json};
 
@@ -50,6 +51,9 @@ pub struct DemoArgs {
     /// Where to write the SVG chart of exposure and per-variant error rate over time.
     #[arg(long, default_value = "dimmer-demo.svg")]
     chart: PathBuf,
+    /// Send the release and guard events to this webhook too (`URL` or `slack=URL`; repeatable).
+    #[arg(long)]
+    webhook: Vec<String>,
 }
 
 /// Server time, running [`SPEED`] times faster than the wall clock from the demo's start.
@@ -63,26 +67,6 @@ impl Clock for FastClock {
     fn now_ms(&self) -> i64 {
         let elapsed = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX / SPEED);
         self.origin_ms + elapsed * SPEED
-    }
-}
-
-/// SplitMix64: seeded simulated users, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform().max(1e-300), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
     }
 }
 
@@ -135,7 +119,7 @@ async fn demo(args: DemoArgs) -> Result<ExitCode> {
 
 async fn run_demo(args: &DemoArgs, dir: &std::path::Path, say: &dyn Fn(String)) -> Result<Value> {
     let real_start = Instant::now();
-    let origin_ms = dimmer_server::store::now_ms();
+    let origin_ms = dimmer_server::release::SystemClock.now_ms();
     let clock: Arc<dyn Clock> = Arc::new(FastClock { started: real_start, origin_ms });
     let store = dimmer_server::store::open(None, dir).await.context("opening the demo's SQLite store")?;
     dimmer_server::app::first_start(store.as_ref()).await?;
@@ -153,12 +137,21 @@ async fn run_demo(args: &DemoArgs, dir: &std::path::Path, say: &dyn Fn(String)) 
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let options = Options { clock: clock.clone(), plan_interval: Duration::from_millis(200), ..Options::default() };
+    let webhooks = args
+        .webhook
+        .iter()
+        .map(|w| dimmer_server::webhooks::Target::parse(w).map_err(|e| anyhow::anyhow!("--webhook {w}: {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    let options =
+        Options { clock: clock.clone(), webhooks, plan_interval: Duration::from_millis(200), ..Options::default() };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(dimmer_server::app::run_with(listener, store.clone(), options, async move {
         let _ = stop_rx.await;
     }));
-    say(format!("dimmer demo ({:?}, seed {}): server on {base}, time x{SPEED} (a 1h stage lasts 8s)", args.scenario, args.seed));
+    say(format!(
+        "dimmer demo ({:?}, seed {}): server on {base}, time x{SPEED} (a 1h stage lasts 8s)",
+        args.scenario, args.seed
+    ));
 
     let http = reqwest::Client::new();
     let call = |method: reqwest::Method, path: String, body: Value| {
@@ -194,7 +187,9 @@ async fn run_demo(args: &DemoArgs, dir: &std::path::Path, say: &dyn Fn(String)) 
     )
     .await
     .context("starting the plan")?;
-    say(format!("flag {FLAG}: standard plan (internal, 1%, 5%, 25%, 50%, 100%; 1h each) with guards errors (+25%) and latency p95 (+20%)"));
+    say(format!(
+        "flag {FLAG}: standard plan (internal, 1%, 5%, 25%, 50%, 100%; 1h each) with guards errors (+25%) and latency p95 (+20%)"
+    ));
 
     let client = Client::builder(&base, &sdk_token)
         .metrics_flush_interval(Duration::from_millis(100))
@@ -207,10 +202,11 @@ async fn run_demo(args: &DemoArgs, dir: &std::path::Path, say: &dyn Fn(String)) 
         Scenario::Regression => (0.04, 1.0),
         Scenario::Latency => (0.01, 1.6),
     };
-    let mut rng = Rng(args.seed);
+    let mut rng = Rng::new(args.seed);
     let mut evaluations: u64 = 0;
     let mut points: Vec<Point> = Vec::new();
     let mut last_report = Instant::now();
+    let mut samples: u64 = 0;
     let mut dialed_down_at: Option<f64> = None;
     let mut released = false;
     let plan_started = clock.now_ms();
@@ -219,9 +215,9 @@ async fn run_demo(args: &DemoArgs, dir: &std::path::Path, say: &dyn Fn(String)) 
     while real_start.elapsed() < DEADLINE {
         for _ in 0..per_tick {
             let user = if rng.uniform() < 0.02 {
-                format!("staff-{}", rng.next() % 50)
+                format!("staff-{}", rng.next_u64() % 50)
             } else {
-                format!("user-{}", rng.next() % 1_000_000)
+                format!("user-{}", rng.next_u64() % 1_000_000)
             };
             let details = client.bool_details(FLAG, &Context::with_key(user), false);
             evaluations += 1;
@@ -232,20 +228,26 @@ async fn run_demo(args: &DemoArgs, dir: &std::path::Path, say: &dyn Fn(String)) 
             client.record_outcome(&details, outcome, Some(Duration::from_secs_f64(latency_ms / 1000.0)));
         }
         tokio::time::sleep(tick).await;
-        if last_report.elapsed() < Duration::from_millis(1000) {
+        // A chart point four times a second; a progress line every second.
+        if last_report.elapsed() < Duration::from_millis(250) {
             continue;
         }
         last_report = Instant::now();
+        samples += 1;
         let view = call(reqwest::Method::GET, format!("/api/v1/flags/{FLAG}/metrics?env={ENV}&window=1h"), Value::Null)
             .await
             .unwrap_or(Value::Null);
         let plan = call(reqwest::Method::GET, format!("/api/v1/flags/{FLAG}/environments/{ENV}/plan"), Value::Null)
             .await
             .unwrap_or(Value::Null);
-        let flag = call(reqwest::Method::GET, format!("/api/v1/flags/{FLAG}"), Value::Null).await.unwrap_or(Value::Null);
+        let flag =
+            call(reqwest::Method::GET, format!("/api/v1/flags/{FLAG}"), Value::Null).await.unwrap_or(Value::Null);
         let exposure = exposure_percent(&flag["environments"][ENV]);
         let rate = |variant: &str| {
-            view["variants"].as_array().and_then(|vs| vs.iter().find(|v| v["variant"] == variant)).and_then(|v| v["error_rate"].as_f64())
+            view["variants"]
+                .as_array()
+                .and_then(|vs| vs.iter().find(|v| v["variant"] == variant))
+                .and_then(|v| v["error_rate"].as_f64())
         };
         let simulated = (clock.now_ms() - plan_started) as f64 / 1000.0;
         let point = Point {
@@ -255,17 +257,24 @@ async fn run_demo(args: &DemoArgs, dir: &std::path::Path, say: &dyn Fn(String)) 
             control_error_rate: rate("off"),
         };
         points.push(point);
-        say(format!(
-            "  t={:>5.1}h  stage {}/{} {:<8}  exposure {:>5.1}%  evaluations {:>7}  errors on {} / off {}",
-            simulated / 3600.0,
-            plan["stage"].as_u64().unwrap_or(0) + 1,
-            plan["stages"].as_array().map_or(6, Vec::len),
-            plan["status"].as_str().unwrap_or("?"),
-            exposure,
-            evaluations,
-            percent(point.treatment_error_rate),
-            percent(point.control_error_rate),
-        ));
+        let finished = plan["status"] == "released" || (plan["status"] == "paused" && exposure == 0.0);
+        if samples.is_multiple_of(4) || finished {
+            let canary = flag["environments"][ENV]["exposure"]["segments"].as_array().is_some_and(|s| !s.is_empty());
+            say(format!(
+                "  t={:>5.1}h  stage {}/{} {:<8}  exposure {:>5.1}%{}  evaluations {:>7}  errors on {} / off {}  p95 on {} / off {}",
+                simulated / 3600.0,
+                plan["stage"].as_u64().unwrap_or(0) + 1,
+                plan["stages"].as_array().map_or(6, Vec::len),
+                plan["status"].as_str().unwrap_or("?"),
+                exposure,
+                if canary { " + internal" } else { "           " },
+                evaluations,
+                percent(point.treatment_error_rate),
+                percent(point.control_error_rate),
+                millis(&view, "on"),
+                millis(&view, "off"),
+            ));
+        }
         if plan["status"] == "released" {
             released = true;
             break;
@@ -282,7 +291,9 @@ async fn run_demo(args: &DemoArgs, dir: &std::path::Path, say: &dyn Fn(String)) 
         }
     }
     client.close().await;
-    let audit = call(reqwest::Method::GET, format!("/api/v1/audit?flag={FLAG}&limit=50"), Value::Null).await.unwrap_or(Value::Null);
+    let audit = call(reqwest::Method::GET, format!("/api/v1/audit?flag={FLAG}&limit=50"), Value::Null)
+        .await
+        .unwrap_or(Value::Null);
     let regression = audit
         .as_array()
         .or_else(|| audit["entries"].as_array())
@@ -326,6 +337,14 @@ fn exposure_percent(cfg: &Value) -> f64 {
     }
 }
 
+fn millis(view: &Value, variant: &str) -> String {
+    view["variants"]
+        .as_array()
+        .and_then(|vs| vs.iter().find(|v| v["variant"] == variant))
+        .and_then(|v| v["latency_ms"]["p95"].as_f64())
+        .map_or("  -  ".into(), |ms| format!("{ms:>3.0} ms"))
+}
+
 fn percent(rate: Option<f64>) -> String {
     rate.map_or("   -  ".into(), |r| format!("{:>5.2}%", r * 100.0))
 }
@@ -335,19 +354,19 @@ fn percent(rate: Option<f64>) -> String {
 fn chart(points: &[Point], scenario: Scenario) -> String {
     let (w, h, left, right, top, bottom) = (760.0, 360.0, 60.0, 60.0, 40.0, 40.0);
     let max_t = points.iter().map(|p| p.simulated_seconds).fold(1.0, f64::max);
-    let max_rate = points
-        .iter()
-        .flat_map(|p| [p.treatment_error_rate, p.control_error_rate])
-        .flatten()
-        .fold(0.02, f64::max)
-        * 1.2;
+    let max_rate =
+        points.iter().flat_map(|p| [p.treatment_error_rate, p.control_error_rate]).flatten().fold(0.02, f64::max) * 1.2;
     let x = |t: f64| left + (w - left - right) * t / max_t;
     let y = |fraction: f64| top + (h - top - bottom) * (1.0 - fraction);
     let line = |values: Vec<(f64, f64)>, color: &str, dash: &str| {
         let path: Vec<String> = values.iter().map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v))).collect();
-        format!(r#"<polyline fill="none" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}" points="{}"/>"#, path.join(" "))
+        format!(
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}" points="{}"/>"#,
+            path.join(" ")
+        )
     };
-    let exposure = line(points.iter().map(|p| (p.simulated_seconds, p.exposure_percent / 100.0)).collect(), "#2b6cb0", "");
+    let exposure =
+        line(points.iter().map(|p| (p.simulated_seconds, p.exposure_percent / 100.0)).collect(), "#2b6cb0", "");
     let treatment = line(
         points.iter().filter_map(|p| p.treatment_error_rate.map(|r| (p.simulated_seconds, r / max_rate))).collect(),
         "#c53030",
@@ -362,7 +381,7 @@ fn chart(points: &[Point], scenario: Scenario) -> String {
     for i in 0..=4 {
         let f = f64::from(i) / 4.0;
         ticks.push_str(&format!(
-            r#"<text x="{:.0}" y="{:.0}" text-anchor="end" font-size="11">{:.0}%</text><text x="{:.0}" y="{:.0}" font-size="11">{:.1}%</text><line x1="{left}" x2="{:.0}" y1="{:.0}" y2="{:.0}" stroke="#e2e8f0"/>"#,
+            r##"<text x="{:.0}" y="{:.0}" text-anchor="end" font-size="11">{:.0}%</text><text x="{:.0}" y="{:.0}" font-size="11">{:.1}%</text><line x1="{left}" x2="{:.0}" y1="{:.0}" y2="{:.0}" stroke="#e2e8f0"/>"##,
             left - 6.0,
             y(f) + 4.0,
             f * 100.0,

@@ -1,5 +1,6 @@
 //! The command line: one subcommand per module, each a thin layer over the engine.
 
+mod demo;
 mod eval;
 mod import;
 mod lint;
@@ -60,6 +61,8 @@ enum Command {
     DialDown(release::DialDownArgs),
     /// Undo the kills and dial-downs since the last restore.
     Restore(release::RestoreArgs),
+    /// A guarded release in under a minute: embedded server, simulated users, the guard at work.
+    Demo(demo::DemoArgs),
     /// A flag's outcome metrics per variant and what its guards say.
     Metrics(metrics::MetricsArgs),
     /// List or create release-plan templates.
@@ -92,6 +95,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restore(args) => release::restore(&cli.remote, args),
         Command::Template(cmd) => release::template(&cli.remote, cmd),
         Command::Metrics(args) => metrics::run(&cli.remote, args),
+        Command::Demo(args) => demo::run(args),
         Command::Stale(args) => stale::run(&cli.remote, args),
         Command::Refs(args) => refs::run(&cli.remote, args),
         Command::Export(args) => sync::export(&cli.remote, args),

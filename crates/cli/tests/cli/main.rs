@@ -2,6 +2,7 @@
 
 #![allow(clippy::expect_used, reason = "test helpers: a failed set-up should stop the test")]
 
+mod demo;
 mod offline;
 mod policy;
 mod sdk;
