@@ -7,35 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dimmer_protocol::LatencySketch;
-use dimmer_server::app::Options;
 use dimmer_server::release::ManualClock;
-use dimmer_server::store::{self, AuditFilter};
+use dimmer_server::store::AuditFilter;
 use dimmer_server::webhooks::Target;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{TempDir, TestServer};
+use crate::release::{create_flag, plan, production, server};
+use crate::support::TestServer;
 
 const PATH: &str = "/api/v1/flags/checkout/environments/production";
-
-async fn server(clock: &Arc<ManualClock>, webhooks: Vec<Target>) -> TestServer {
-    let dir = TempDir::new("guards");
-    let store = store::open(None, &dir.0).await.expect("sqlite");
-    let options =
-        Options { clock: clock.clone(), webhooks, plan_interval: Duration::from_millis(10), ..Options::default() };
-    TestServer::start_with_options(store, dir, options).await
-}
-
-async fn create_flag(server: &TestServer) {
-    let (s, v) = server
-        .admin(
-            Method::POST,
-            "/api/v1/flags",
-            Some(json!({"key": "checkout", "owner": "team-pay", "environments": {"production": {"default": {"variant": "off"}}}})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-}
 
 /// One SDK flush: `(variant, evaluations, errors, latency values)` per entry.
 fn batch(entries: &[(&str, u64, u64, &[f64])]) -> Value {
@@ -147,15 +128,6 @@ async fn until<F: Fn() -> bool>(what: &str, check: F) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("never happened: {what}");
-}
-
-async fn production(server: &TestServer) -> Value {
-    let (_, v) = server.admin(Method::GET, "/api/v1/flags/checkout", None).await;
-    v["environments"]["production"].clone()
-}
-
-async fn plan(server: &TestServer) -> Value {
-    server.admin(Method::GET, &format!("{PATH}/plan"), None).await.1
 }
 
 #[tokio::test]

@@ -23,13 +23,13 @@ fn options(clock: &Arc<ManualClock>, webhooks: Vec<Target>) -> Options {
     Options { clock: clock.clone(), webhooks, plan_interval: Duration::from_millis(10), ..Options::default() }
 }
 
-async fn server(clock: &Arc<ManualClock>, webhooks: Vec<Target>) -> TestServer {
+pub(crate) async fn server(clock: &Arc<ManualClock>, webhooks: Vec<Target>) -> TestServer {
     let dir = TempDir::new("release");
     let store = store::open(None, &dir.0).await.expect("sqlite");
     TestServer::start_with_options(store, dir, options(clock, webhooks)).await
 }
 
-async fn create_flag(server: &TestServer) {
+pub(crate) async fn create_flag(server: &TestServer) {
     let (s, v) = server
         .admin(
             Method::POST,
@@ -44,7 +44,7 @@ async fn post(server: &TestServer, path: &str, body: Value) -> (StatusCode, Valu
     server.admin(Method::POST, &format!("{PATH}{path}"), Some(body)).await
 }
 
-async fn plan(server: &TestServer) -> Value {
+pub(crate) async fn plan(server: &TestServer) -> Value {
     let (s, v) = server.admin(Method::GET, &format!("{PATH}/plan"), None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v
@@ -62,7 +62,7 @@ async fn until_stage(server: &TestServer, stage: u64, status: &str) -> Value {
     panic!("the plan never reached stage {stage} ({status}): {}", plan(server).await);
 }
 
-async fn production(server: &TestServer) -> Value {
+pub(crate) async fn production(server: &TestServer) -> Value {
     let (_, v) = server.admin(Method::GET, "/api/v1/flags/checkout", None).await;
     v["environments"]["production"].clone()
 }
