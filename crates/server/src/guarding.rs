@@ -101,7 +101,9 @@ impl Guardian {
     /// then advance the plans whose guards allow it.
     pub async fn pass(&self) -> Result<PassReport, ReleaseError> {
         let mut report = PassReport::default();
-        let mut health: HashMap<(String, String), Health> = HashMap::new();
+        // Keyed by the window (flag, environment, when the stage began): a plan that moved or
+        // started after it was judged has no entry, and waits for the next pass.
+        let mut health: HashMap<(String, String, i64), Health> = HashMap::new();
         for plan in self.store.list_plans().await? {
             if plan.state.status != Status::Running || plan.plan.guards.is_empty() {
                 continue;
@@ -110,7 +112,10 @@ impl Guardian {
             let scope = Self::plan_scope(&plan);
             let assessment = self.assess(&record, &plan.environment, &plan.plan.guards, &scope).await?;
             report.judged += 1;
-            health.insert((plan.flag.clone(), plan.environment.clone()), health_of(&assessment.verdict));
+            health.insert(
+                (plan.flag.clone(), plan.environment.clone(), plan.state.entered_at_ms),
+                health_of(&assessment.verdict),
+            );
             report.acted += self.act(&record, &plan.environment, &plan.plan.guards, &scope, &assessment).await;
         }
         for standing in self.store.list_standing_guards().await? {
@@ -131,7 +136,11 @@ impl Guardian {
             report.acted += self.act(&record, &standing.environment, &standing.guards, &scope, &assessment).await;
         }
         let health_of_plan = move |p: &PlanRecord| {
-            health.get(&(p.flag.clone(), p.environment.clone())).copied().unwrap_or(Health::Healthy)
+            if p.plan.guards.is_empty() {
+                return Health::Healthy;
+            }
+            let key = (p.flag.clone(), p.environment.clone(), p.state.entered_at_ms);
+            health.get(&key).copied().unwrap_or(Health::Unknown)
         };
         report.advanced = self.releases.tick(&health_of_plan).await?;
         Ok(report)
