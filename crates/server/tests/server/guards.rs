@@ -305,3 +305,76 @@ async fn alertmanager_alerts_dial_down_the_flag_their_labels_name() {
     assert_eq!(entry.reason.as_deref(), Some("Alertmanager alert CheckoutErrors fired: 5xx above 2% for 5m"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn two_postgres_replicas_see_the_same_regression_and_exactly_one_acts() {
+    use crate::store_contract::PgSchema;
+    use crate::support::TempDir;
+    use dimmer_server::app::Options;
+    use dimmer_server::store::Store;
+
+    let Some(pg) = PgSchema::new() else { return };
+    let outcome = tokio::spawn({
+        let (url, schema) = (pg.url.clone(), pg.schema.clone());
+        async move {
+            let clock = Arc::new(ManualClock::new(1_000_000_000));
+            let (hook, got) = receiver().await;
+            let connect = || async {
+                let s =
+                    dimmer_server::store::postgres::PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+                Arc::new(s) as Arc<dyn Store>
+            };
+            let options = || Options {
+                clock: clock.clone(),
+                webhooks: vec![Target::parse(&hook).unwrap()],
+                plan_interval: Duration::from_millis(2),
+                ..Options::default()
+            };
+            let a = TestServer::start_with_options(connect().await, TempDir::new("pg-guard-a"), options()).await;
+            let b = TestServer::start_with_options(connect().await, TempDir::new("pg-guard-b"), options()).await;
+            create_flag(&a).await;
+            let sdk = a.token("svc", "sdk", Some("production")).await;
+            let guards = json!([{"name": "errors", "metric": "error_rate", "compare": "relative", "max": 0.5,
+                "min_sample": 500}]);
+            let (s, v) = a
+                .admin(
+                    Method::POST,
+                    &format!("{PATH}/plan"),
+                    Some(json!({"stages": "5%,100%", "dwell": "10m", "guards": guards})),
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            for i in 0..30 {
+                clock.advance_ms(10_000);
+                // Batches arrive at both replicas, as behind a load balancer.
+                let replica = if i % 2 == 0 { &a } else { &b };
+                send(replica, &sdk, batch(&[("on", 500, 20, &[]), ("off", 9_500, 95, &[])])).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if production(&a).await["exposure"]["weight"] == 0 {
+                    break;
+                }
+            }
+            assert_eq!(production(&b).await["exposure"]["weight"], 0, "the guard never acted");
+            // Both loops keep looking; give them every chance to act twice.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let audit = a
+                .store
+                .audit(&AuditFilter { flag: Some("checkout".into()), limit: 50, ..AuditFilter::default() })
+                .await
+                .unwrap();
+            let count = |action: &str| audit.iter().filter(|e| e.action == action && e.actor == "guard").count();
+            assert_eq!((count("guard.regression"), count("release.dial_down")), (1, 1), "{audit:#?}");
+            until("the alert", || got.lock().unwrap().iter().any(|e| e["event"] == "guard.regression")).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let alerts = got.lock().unwrap().iter().filter(|e| e["event"] == "guard.regression").count();
+            assert_eq!(alerts, 1, "one replica alerts");
+            a.stop().await;
+            b.stop().await;
+        }
+    })
+    .await;
+    pg.drop_schema().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
