@@ -1,10 +1,11 @@
-//! `dimmer metrics`: a flag's outcome metrics per variant, and what its guards say; and the
-//! `--guard` shorthand that `plan start` takes.
+//! `dimmer metrics`: a flag's outcome metrics per variant, and what its guards say;
+//! `dimmer guards`: the guards standing on a flag; and the `--guard` shorthand they and
+//! `plan start` take.
 
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use clap::Args;
+use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -34,6 +35,69 @@ pub fn run(remote: &Remote, args: MetricsArgs) -> Result<ExitCode> {
         );
         let v = client.send(Method::GET, &path, None, &[]).await?;
         print(remote, &v, text)
+    })
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GuardsCommand {
+    /// Show the guards standing on a flag in an environment.
+    Show {
+        /// The flag key.
+        key: String,
+        /// The environment.
+        #[arg(long)]
+        env: String,
+    },
+    /// Replace them: METRIC:COMPARE:MAX[:ACTION[:MIN_SAMPLE]] (repeatable; none removes them).
+    Set {
+        /// The flag key.
+        key: String,
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        /// A guard, e.g. error_rate:threshold:0.02:alert.
+        #[arg(long = "guard")]
+        guards: Vec<String>,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+pub fn guards(remote: &Remote, command: GuardsCommand) -> Result<ExitCode> {
+    let client = Client::new(&remote.server, remote.token.clone())?;
+    runtime()?.block_on(async {
+        let (method, key, env, body) = match command {
+            GuardsCommand::Show { key, env } => (Method::GET, key, env, None),
+            GuardsCommand::Set { key, env, guards, reason } => {
+                let guards = guards.iter().map(|g| parse_guard(g)).collect::<Result<Vec<_>>>()?;
+                (Method::PUT, key, env, Some(json!({"guards": guards, "reason": reason})))
+            }
+        };
+        let path = format!("/api/v1/flags/{}/environments/{}/guards", segment(&key), segment(&env));
+        let v = client.send(method, &path, body.as_ref(), &[]).await?;
+        print(remote, &v, |v| {
+            let list: Vec<String> = v["guards"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|g| {
+                    format!(
+                        "  {}: {} {} {} -> {}",
+                        g["name"].as_str().unwrap_or_default(),
+                        g["metric"].as_str().unwrap_or_default(),
+                        g["compare"].as_str().unwrap_or_default(),
+                        g["max"],
+                        g["action"].as_str().unwrap_or("dial_down")
+                    )
+                })
+                .collect();
+            if list.is_empty() {
+                format!("no guards stand on {key} in {env}")
+            } else {
+                format!("guards standing on {key} in {env}:\n{}", list.join("\n"))
+            }
+        })
     })
 }
 

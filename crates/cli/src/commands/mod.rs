@@ -63,6 +63,9 @@ enum Command {
     Restore(release::RestoreArgs),
     /// A guarded release in under a minute: embedded server, simulated users, the guard at work.
     Demo(demo::DemoArgs),
+    /// Show or set the guards standing on a flag in an environment.
+    #[command(subcommand)]
+    Guards(metrics::GuardsCommand),
     /// A flag's outcome metrics per variant and what its guards say.
     Metrics(metrics::MetricsArgs),
     /// List or create release-plan templates.
@@ -95,6 +98,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restore(args) => release::restore(&cli.remote, args),
         Command::Template(cmd) => release::template(&cli.remote, cmd),
         Command::Metrics(args) => metrics::run(&cli.remote, args),
+        Command::Guards(cmd) => metrics::guards(&cli.remote, cmd),
         Command::Demo(args) => demo::run(args),
         Command::Stale(args) => stale::run(&cli.remote, args),
         Command::Refs(args) => refs::run(&cli.remote, args),

@@ -1,7 +1,8 @@
 //! `dimmer demo` end to end, as a real process: an embedded server, simulated users through the
 //! Rust SDK reporting outcomes, and the guard. In the regression scenario the injected
 //! regression must be dialed down by the guard and the alert must reach a local HTTP listener;
-//! in the healthy scenario the plan must run to 100%.
+//! in the healthy scenario the plan must run to 100%. Also the verbs that read outcome metrics and
+//! set standing guards, against a real `dimmer serve`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -102,4 +103,41 @@ fn the_healthy_demo_runs_the_standard_plan_to_full_exposure() {
     assert_eq!(summary["dialed_down"], false, "{summary:#}");
     assert_eq!(summary["released"], true, "{summary:#}");
     assert_eq!(summary["final_percent"], 100.0);
+}
+
+#[test]
+fn guards_and_metrics_verbs_against_a_real_server() {
+    use crate::serve::{Served, dimmer};
+    let dir = scratch("guards-verbs");
+    let served = Served::start(&dir);
+    let admin = served.token.clone().expect("first start prints the admin token");
+    let create =
+        ["flag", "create", "checkout", "--kind", "release", "--owner", "team-pay", "--description", "Checkout"];
+    let (ok, _, err) = dimmer(&served.base, &admin, &create);
+    assert!(ok, "{err}");
+
+    let set = ["guards", "set", "checkout", "--env", "production", "--guard", "error_rate:threshold:2%:alert"];
+    let (ok, out, err) = dimmer(&served.base, &admin, &[&set[..], &["--reason", "errors under 2%"]].concat());
+    assert!(ok, "{err}");
+    assert!(out.contains("error_rate: error_rate threshold 0.02 -> alert"), "{out}");
+    let (ok, out, err) = dimmer(&served.base, &admin, &["--json", "guards", "show", "checkout", "--env", "production"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["guards"][0]["max"], 0.02);
+    assert_eq!(v["guards"][0]["action"], "alert");
+    // A bad shorthand is refused before anything is sent; a bad guard by the server, naming the field.
+    let (ok, _, err) =
+        dimmer(&served.base, &admin, &["guards", "set", "checkout", "--env", "production", "--guard", "error_rate"]);
+    assert!(!ok && err.contains("METRIC:COMPARE:MAX"), "{err}");
+    let bad = ["guards", "set", "checkout", "--env", "production", "--guard", "latency_p100:relative:0.2"];
+    let (ok, _, err) = dimmer(&served.base, &admin, &bad);
+    assert!(!ok && err.contains("guards[0].metric"), "{err}");
+
+    let (ok, out, err) = dimmer(&served.base, &admin, &["metrics", "checkout", "--env", "production"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("no outcome metrics yet"), "{out}");
+    let (ok, _, err) =
+        dimmer(&served.base, &admin, &["metrics", "checkout", "--env", "production", "--window", "forever"]);
+    assert!(!ok && err.contains("window"), "{err}");
+    served.kill();
 }
