@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::outcomes::{BUCKET_MS, Retention, bucket_of, totals};
 use crate::release::{Clock, Command, Health, Status};
 use crate::rollout::{ReleaseError, Releases};
-use crate::store::{ChangeMeta, FlagRecord, PlanRecord, Store};
+use crate::store::{ChangeMeta, FlagRecord, PlanRecord, StandingGuards, Store};
 use crate::webhooks::{Event, Notifier};
 
 /// The guard loop's state: what it reads from and acts through.
@@ -75,6 +75,17 @@ impl Guardian {
         }
     }
 
+    /// The window of standing guards: a standing guard judges the flag as it is now, so any
+    /// change to the flag or to the guards starts a new window.
+    pub fn standing_scope(record: &FlagRecord, standing: &StandingGuards) -> Scope {
+        let since = record.updated_at.max(standing.updated_at_ms);
+        Scope {
+            since_ms: bucket_of(since + BUCKET_MS - 1, BUCKET_MS),
+            key: format!("standing:{}:{}", record.version, standing.updated_at_ms),
+            label: "standing guards".into(),
+        }
+    }
+
     /// Judges `guards` on a flag in an environment over `scope`.
     pub async fn assess(
         &self,
@@ -123,14 +134,7 @@ impl Guardian {
             if !record.flag.environments.get(&standing.environment).is_some_and(|c| c.enabled) {
                 continue;
             }
-            // A standing guard judges the flag as it is now: any change to the flag or to the
-            // guards starts a new window.
-            let since = record.updated_at.max(standing.updated_at_ms);
-            let scope = Scope {
-                since_ms: bucket_of(since + BUCKET_MS - 1, BUCKET_MS),
-                key: format!("standing:{}:{}", record.version, standing.updated_at_ms),
-                label: "standing guards".into(),
-            };
+            let scope = Self::standing_scope(&record, &standing);
             let assessment = self.assess(&record, &standing.environment, &standing.guards, &scope).await?;
             report.judged += 1;
             report.acted += self.act(&record, &standing.environment, &standing.guards, &scope, &assessment).await;

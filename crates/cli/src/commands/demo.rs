@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, ValueEnum};
+use dimmer_engine::model::EnvironmentConfig;
 use dimmer_sdk::{Client, Context, Outcome};
 use dimmer_server::app::Options;
 use dimmer_server::release::Clock;
@@ -327,14 +328,10 @@ async fn run_demo(args: &DemoArgs, dir: &std::path::Path, say: &dyn Fn(String)) 
     }))
 }
 
+/// The exposure the server's own release code reports for an environment's configuration.
 fn exposure_percent(cfg: &Value) -> f64 {
-    if cfg["enabled"] == false {
-        return 0.0;
-    }
-    match cfg.get("exposure") {
-        None | Some(Value::Null) => 100.0,
-        Some(e) => e["weight"].as_f64().unwrap_or(0.0) / e["total"].as_f64().unwrap_or(100_000.0) * 100.0,
-    }
+    let cfg = serde_json::from_value::<EnvironmentConfig>(cfg.clone()).ok();
+    dimmer_server::release::weight_percent(dimmer_server::release::exposure_weight(cfg.as_ref()))
 }
 
 fn millis(view: &Value, variant: &str) -> String {

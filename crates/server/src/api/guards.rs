@@ -234,12 +234,7 @@ async fn guard_assessments(state: &AppState, record: &crate::store::FlagRecord, 
     if let Some(standing) =
         state.store.list_standing_guards().await?.into_iter().find(|s| s.flag == record.key && s.environment == env)
     {
-        let since = record.updated_at.max(standing.updated_at_ms);
-        let scope = Scope {
-            since_ms: bucket_of(since + BUCKET_MS - 1, BUCKET_MS),
-            key: String::new(),
-            label: "standing guards".into(),
-        };
+        let scope = Guardian::standing_scope(record, &standing);
         let a = state.guardian.assess(record, env, &standing.guards, &scope).await?;
         out.insert("standing".into(), assessment_view(&scope, &a));
     }
