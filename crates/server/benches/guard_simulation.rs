@@ -1,5 +1,5 @@
 //! Evidence for the guards by simulation: seeded rollouts through the real decision function
-//! (`dimmer_server::guard::assess`), judged every 10 seconds as the loop sees SDK flushes.
+//! (`dimmer_domain::guard::assess`), judged every 10 seconds as the loop sees SDK flushes.
 //!
 //! A/A: no real difference, so every dial-down is a false alarm. Regression: the treatment's
 //! error rate doubles (1% → 2%) or its latency grows by half, at 5% exposure; how often and how
@@ -10,10 +10,10 @@
 
 use std::collections::BTreeMap;
 
+use dimmer_domain::guard::{Action, Compare, Guard, Verdict, Window, assess};
+use dimmer_domain::outcomes::Aggregate;
+use dimmer_domain::simulate::Rng;
 use dimmer_protocol::SketchBuilder;
-use dimmer_server::guard::{Action, Compare, Guard, Verdict, Window, assess};
-use dimmer_server::outcomes::Aggregate;
-use dimmer_server::simulate::Rng;
 
 #[derive(Clone, Copy)]
 struct Arm {

@@ -13,12 +13,12 @@ use tokio::sync::watch;
 use crate::auth::TokenCache;
 use crate::guarding::Guardian;
 use crate::metrics::Metrics;
-use crate::outcomes::Retention;
-use crate::release::{Clock, SystemClock};
 use crate::rollout::Releases;
 use crate::state::{AppState, Hub};
-use crate::store::Store;
 use crate::webhooks::{Notifier, Target, Worker};
+use dimmer_domain::outcomes::Retention;
+use dimmer_domain::{Clock, SystemClock};
+use dimmer_store::Store;
 
 /// What the server is run with beyond its store.
 #[derive(Clone)]
@@ -62,9 +62,9 @@ impl std::fmt::Debug for Options {
 
 /// Prepares a store for serving: the default environments and, on the very first start, an
 /// empty `internal` segment for the canary stage of the built-in plan templates.
-pub async fn first_start(store: &dyn Store) -> crate::store::StoreResult<()> {
+pub async fn first_start(store: &dyn Store) -> dimmer_store::StoreResult<()> {
     let fresh = store.list_environments().await?.is_empty();
-    store.ensure_environments(&crate::store::DEFAULT_ENVIRONMENTS).await?;
+    store.ensure_environments(&dimmer_store::DEFAULT_ENVIRONMENTS).await?;
     if fresh && store.get_segment("internal").await?.is_none() {
         let segment = dimmer_engine::Segment {
             description: "Your organisation's own users, exposed first by the standard release plans: add their \
@@ -72,7 +72,7 @@ pub async fn first_start(store: &dyn Store) -> crate::store::StoreResult<()> {
                 .into(),
             ..dimmer_engine::Segment::default()
         };
-        let meta = crate::store::ChangeMeta { actor: "system".into(), reason: Some("first start".into()) };
+        let meta = dimmer_store::ChangeMeta { actor: "system".into(), reason: Some("first start".into()) };
         store.create_segment("internal", &segment, &meta).await?;
     }
     Ok(())

@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
-use crate::store::{ChangeMeta, Scope, Store, StoreError, TokenRecord};
+use dimmer_store::{ChangeMeta, Scope, Store, StoreError, TokenRecord};
 
 /// Every token starts with this, so that secret scanners can recognise leaked ones.
 pub const TOKEN_PREFIX: &str = "dmr_";
@@ -153,7 +153,7 @@ pub async fn create_token(
         scope,
         environment,
         hash: hash_token(&token),
-        created_at: crate::store::now_ms(),
+        created_at: dimmer_store::now_ms(),
         revoked: false,
     };
     store.create_token(&record, meta).await?;
@@ -175,7 +175,7 @@ pub async fn bootstrap_admin(store: &dyn Store, configured: Option<&str>) -> Res
             scope: Scope::Admin,
             environment: None,
             hash,
-            created_at: crate::store::now_ms(),
+            created_at: dimmer_store::now_ms(),
             revoked: false,
         };
         store.create_token(&record, &system).await?;
@@ -190,7 +190,7 @@ pub async fn bootstrap_admin(store: &dyn Store, configured: Option<&str>) -> Res
         scope: Scope::Admin,
         environment: None,
         hash: hash_token(&token),
-        created_at: crate::store::now_ms(),
+        created_at: dimmer_store::now_ms(),
         revoked: false,
     };
     store.create_token(&record, &system).await?;

@@ -1,5 +1,5 @@
 //! The guard loop: each pass reads every guarded window from the store, asks the pure
-//! [`crate::guard::assess`] for a verdict, applies it through the release service (dial-down,
+//! [`dimmer_domain::guard::assess`] for a verdict, applies it through the release service (dial-down,
 //! rollback, pause or alert only), then lets healthy plans progress. A second, slower loop rolls
 //! the outcome metrics up.
 //!
@@ -15,13 +15,14 @@ use dimmer_engine::model::{FULL_WEIGHT, OFF, ON};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::guard::{self, Action, Assessment, FindingStatus, Guard, Verdict};
 use crate::metrics::Metrics;
-use crate::outcomes::{BUCKET_MS, Retention, bucket_of, totals};
-use crate::release::{Clock, Command, Health, Status};
 use crate::rollout::{ReleaseError, Releases};
-use crate::store::{ChangeMeta, FlagRecord, PlanRecord, StandingGuards, Store};
 use crate::webhooks::{Event, Notifier};
+use dimmer_domain::Clock;
+use dimmer_domain::guard::{self, Action, Assessment, FindingStatus, Guard, Verdict};
+use dimmer_domain::outcomes::{BUCKET_MS, Retention, bucket_of, totals};
+use dimmer_domain::release::{Command, Health, Status};
+use dimmer_store::{ChangeMeta, FlagRecord, PlanRecord, StandingGuards, Store};
 
 /// The guard loop's state: what it reads from and acts through.
 #[derive(Debug)]
@@ -259,7 +260,7 @@ impl Guardian {
 
     fn alert(&self, record: &FlagRecord, environment: &str, event: &str, message: &str, details: Value) {
         let cfg = record.flag.environments.get(environment);
-        let exposure = crate::release::weight_percent(crate::release::exposure_weight(cfg));
+        let exposure = dimmer_domain::release::weight_percent(dimmer_domain::release::exposure_weight(cfg));
         self.notifier.notify(Event {
             event: event.to_owned(),
             flag: record.key.clone(),

@@ -14,7 +14,7 @@ use dimmer_engine::policy::{Facts, Lifecycle, Policy, PolicyFile, history_facts,
 use serde_json::Value;
 
 use crate::config::ConfigError;
-use crate::store::{AuditFilter, FlagRecord, Store, StoreResult};
+use dimmer_store::{AuditFilter, FlagRecord, Store, StoreResult};
 
 /// The policy a server enforces, with where it came from. Compared by content, so that
 /// [`crate::config::Config`] stays comparable.

@@ -1,5 +1,5 @@
 //! Applies release decisions: plan start and commands, kill, dial-down and restore, and the thin
-//! progression loop. The decisions themselves are pure ([`crate::release`]); this module reads
+//! progression loop. The decisions themselves are pure ([`dimmer_domain::release`]); this module reads
 //! the store, asks them, writes the outcome in one transaction, then tells people (webhooks).
 //!
 //! Every operation is a read-decide-write on optimistic versions: a concurrent flag edit makes
@@ -13,11 +13,12 @@ use dimmer_engine::model::EnvironmentConfig;
 use dimmer_engine::{Flag, FlagSet};
 use serde_json::{Value, json};
 
-use crate::release::{
-    self, Clock, Command, Decision, Health, Plan, PlanError, PlanState, RestorePoint, Status, Template,
-};
-use crate::store::{ChangeMeta, FlagRecord, PlanRecord, ReleaseWrite, RestoreWrite, Store, StoreError};
 use crate::webhooks::{Event, Notifier};
+use dimmer_domain::Clock;
+use dimmer_domain::release::{
+    self, Command, Decision, Health, Plan, PlanError, PlanState, RestorePoint, Status, Template,
+};
+use dimmer_store::{ChangeMeta, FlagRecord, PlanRecord, ReleaseWrite, RestoreWrite, Store, StoreError};
 
 /// A user-driven operation is decided again at most this many times when concurrent writes
 /// keep moving the flag under it.
@@ -113,7 +114,7 @@ pub fn plan_view(record: &PlanRecord) -> Value {
         "flag": record.flag,
         "environment": record.environment,
         "template": record.plan.template,
-        "status": crate::store::status_text(state.status),
+        "status": state.status.as_str(),
         "stage": state.stage,
         "stage_label": record.plan.stages.get(state.stage).map(stage_label),
         "entered_at": state.entered_at_ms,
@@ -147,7 +148,7 @@ fn summary(cfg: Option<&EnvironmentConfig>, plan: Option<&PlanState>) -> Value {
         "enabled": cfg.is_some_and(|c| c.enabled),
         "exposure_percent": release::weight_percent(release::exposure_weight(cfg)),
         "exposure": cfg.and_then(|c| c.exposure.as_ref()),
-        "plan": plan.map(|p| json!({"stage": p.stage, "status": crate::store::status_text(p.status)})),
+        "plan": plan.map(|p| json!({"stage": p.stage, "status": p.status.as_str()})),
     })
 }
 
@@ -267,9 +268,9 @@ impl Releases {
             at: now,
             exposure_before: release::weight_percent(before),
             exposure_after: release::weight_percent(after),
-            plan: plan_after.as_ref().map(|p| {
-                json!({"stage": p.state.stage, "stages": p.plan.stages.len(), "status": crate::store::status_text(p.state.status)})
-            }),
+            plan: plan_after.as_ref().map(
+                |p| json!({"stage": p.state.stage, "stages": p.plan.stages.len(), "status": p.state.status.as_str()}),
+            ),
             message: message(step.action, &record.key, environment, meta, before, after, plan_after.as_ref()),
             details: None,
         });
@@ -365,7 +366,7 @@ impl Releases {
             if let Some(p) = existing.filter(|p| matches!(p.state.status, Status::Running | Status::Paused)) {
                 return Err(ReleaseError::Conflict(format!(
                     "flag \"{key}\" already has a {} plan in {environment} (stage {} of {}): roll it back first",
-                    crate::store::status_text(p.state.status),
+                    p.state.status.as_str(),
                     p.state.stage + 1,
                     p.plan.stages.len()
                 )));
@@ -551,7 +552,7 @@ fn message(
                 p.state.stage + 1,
                 p.plan.stages.len(),
                 stage_label(s),
-                crate::store::status_text(p.state.status)
+                p.state.status.as_str()
             )
         })
         .unwrap_or_default();

@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, watch};
 use crate::auth::TokenCache;
 use serde_json::json;
 
-use crate::store::{ChangedItem, Snapshot, Store, StoreError};
+use dimmer_store::{ChangedItem, Snapshot, Store, StoreError};
 
 /// Everything request handlers share.
 #[derive(Clone)]
@@ -35,7 +35,7 @@ pub struct AppState {
     /// The flag policy enforced on writes.
     pub policy: crate::policy::ServerPolicy,
     /// Where time comes from (lifecycle ages; a manual clock in tests).
-    pub clock: Arc<dyn crate::release::Clock>,
+    pub clock: Arc<dyn dimmer_domain::Clock>,
     /// Flips to true at shutdown: streams end cleanly.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -192,7 +192,7 @@ impl Hub {
     /// Follows the store's change notifications until `shutdown` flips, reloading snapshots.
     pub async fn run_refresher(
         self: Arc<Self>,
-        mut changes: broadcast::Receiver<crate::store::Change>,
+        mut changes: broadcast::Receiver<dimmer_store::Change>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, ValueEnum};
+use dimmer_domain::Clock;
+use dimmer_domain::simulate::Rng;
 use dimmer_engine::model::EnvironmentConfig;
 use dimmer_sdk::{Client, Context, Outcome};
 use dimmer_server::app::Options;
-use dimmer_server::release::Clock;
-use dimmer_server::simulate::Rng;
-use dimmer_server::store::{ChangeMeta, Scope};
+use dimmer_store::{ChangeMeta, Scope};
 use serde_json::{Value, json};
 
 /// Simulated time per real second.
@@ -120,9 +120,9 @@ async fn demo(args: DemoArgs) -> Result<ExitCode> {
 
 async fn run_demo(args: &DemoArgs, dir: &std::path::Path, say: &dyn Fn(String)) -> Result<Value> {
     let real_start = Instant::now();
-    let origin_ms = dimmer_server::release::SystemClock.now_ms();
+    let origin_ms = dimmer_domain::SystemClock.now_ms();
     let clock: Arc<dyn Clock> = Arc::new(FastClock { started: real_start, origin_ms });
-    let store = dimmer_server::store::open(None, dir).await.context("opening the demo's SQLite store")?;
+    let store = dimmer_store::open(None, dir).await.context("opening the demo's SQLite store")?;
     dimmer_server::app::first_start(store.as_ref()).await?;
     let admin = dimmer_server::auth::generate_token().context("generating a token")?;
     dimmer_server::auth::bootstrap_admin(store.as_ref(), Some(&admin)).await?;
@@ -331,7 +331,7 @@ async fn run_demo(args: &DemoArgs, dir: &std::path::Path, say: &dyn Fn(String)) 
 /// The exposure the server's own release code reports for an environment's configuration.
 fn exposure_percent(cfg: &Value) -> f64 {
     let cfg = serde_json::from_value::<EnvironmentConfig>(cfg.clone()).ok();
-    dimmer_server::release::weight_percent(dimmer_server::release::exposure_weight(cfg.as_ref()))
+    dimmer_domain::release::weight_percent(dimmer_domain::release::exposure_weight(cfg.as_ref()))
 }
 
 fn millis(view: &Value, variant: &str) -> String {

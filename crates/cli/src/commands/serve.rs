@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use dimmer_server::config::{self, Layer, LogFormat};
-use dimmer_server::store;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -69,7 +68,8 @@ async fn serve(config: config::Config) -> Result<()> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     }
-    let store = store::open(config.database_url.as_deref(), &config.data_dir).await.context("opening storage")?;
+    let store =
+        dimmer_store::open(config.database_url.as_deref(), &config.data_dir).await.context("opening storage")?;
     dimmer_server::app::first_start(store.as_ref()).await.context("creating the default environments")?;
     let generated = dimmer_server::auth::bootstrap_admin(store.as_ref(), config.admin_token.as_deref())
         .await

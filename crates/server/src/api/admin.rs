@@ -13,7 +13,7 @@ use super::openapi::schemas as doc;
 use crate::auth::{self, Principal};
 use crate::error::{ApiError, Code, Json};
 use crate::state::AppState;
-use crate::store::{AuditFilter, Environment, Scope, SegmentRecord};
+use dimmer_store::{AuditFilter, Environment, Scope, SegmentRecord};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()

@@ -17,7 +17,7 @@ use super::policy::Check;
 use crate::auth::Principal;
 use crate::error::{ApiError, Code, Json};
 use crate::state::AppState;
-use crate::store::{FlagRecord, StoreError};
+use dimmer_store::{FlagRecord, StoreError};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()

@@ -1,6 +1,6 @@
 //! Outcome metrics and guards API: SDKs' metric batches in, per-variant views out, standing
 //! guards on a flag, and the Prometheus Alertmanager receiver that dials flags down. Handlers
-//! only translate HTTP; the statistics are in `crate::guard`, the loop in `crate::guarding`.
+//! only translate HTTP; the statistics are in `dimmer_domain::guard`, the loop in `crate::guarding`.
 
 use std::collections::BTreeMap;
 
@@ -17,13 +17,13 @@ use super::openapi::schemas as doc;
 use super::sdk::environment_of;
 use crate::auth::Principal;
 use crate::error::{ApiError, Code, Json};
-use crate::guard::{self, Assessment, Guard};
 use crate::guarding::{Guardian, Scope};
-use crate::outcomes::{Aggregate, BUCKET_MS, COARSE_BUCKET_MS, MetricRow, bucket_of, merge_rows, totals};
-use crate::release::{Status, parse_duration};
 use crate::rollout::ReleaseError;
 use crate::state::AppState;
-use crate::store::StandingGuards;
+use dimmer_domain::guard::{self, Assessment, Guard};
+use dimmer_domain::outcomes::{Aggregate, BUCKET_MS, COARSE_BUCKET_MS, MetricRow, bucket_of, merge_rows, totals};
+use dimmer_domain::release::{Status, parse_duration};
+use dimmer_store::StandingGuards;
 
 /// The longest window a view may ask for: the default retention.
 const MAX_WINDOW_MS: i64 = 30 * 24 * 3_600_000;
@@ -69,7 +69,7 @@ async fn ingest(
     Query(query): Query<EnvQuery>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    if principal.scope == crate::store::Scope::Reader {
+    if principal.scope == dimmer_store::Scope::Reader {
         return Err(ApiError::new(Code::Forbidden, "a reader token cannot report metrics"));
     }
     let env = environment_of(&principal, query.env)?;
@@ -221,7 +221,7 @@ fn variant_view(name: &str, a: &Aggregate) -> Value {
 }
 
 /// What the plan's guards (while it runs) and the standing guards say now.
-async fn guard_assessments(state: &AppState, record: &crate::store::FlagRecord, env: &str) -> Result<Value, ApiError> {
+async fn guard_assessments(state: &AppState, record: &dimmer_store::FlagRecord, env: &str) -> Result<Value, ApiError> {
     let mut out = serde_json::Map::new();
     if let Some(plan) = state.store.get_plan(&record.key, env).await?
         && plan.state.status == Status::Running

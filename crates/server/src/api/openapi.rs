@@ -317,7 +317,7 @@ pub(crate) mod schemas {
     use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
     use crate::error::Code;
-    use crate::store::{AuditEntry, Environment, Scope, TokenRecord};
+    use dimmer_store::{AuditEntry, Environment, Scope, TokenRecord};
 
     /// Declares a type whose schema [`super::document`] takes from the engine's JSON Schema;
     /// utoipa only sees a placeholder (and makes every use a `$ref` to it).

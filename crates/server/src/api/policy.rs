@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 use super::openapi::schemas as doc;
 use crate::auth::Principal;
 use crate::error::{ApiError, Code, Json};
-use crate::release::Status;
 use crate::state::AppState;
-use crate::store::Scope;
+use dimmer_domain::release::Status;
+use dimmer_store::Scope;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/api/v1/policy", get(show)).route("/api/v1/lifecycle", get(list))

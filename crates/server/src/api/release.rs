@@ -1,6 +1,6 @@
 //! Release API: plans (start, status, advance, pause, resume, rollback), the dial-down fast
 //! path (kill, dial-down, restore) and plan templates. Handlers only translate HTTP; the
-//! decisions are in `crate::release` and their application in `crate::rollout`.
+//! decisions are in `dimmer_domain::release` and their application in `crate::rollout`.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 use super::openapi::schemas as doc;
 use crate::auth::Principal;
 use crate::error::{ApiError, Code, Json};
-use crate::release::{self, Command, Plan, Template};
 use crate::rollout::{Outcome, ReleaseError, plan_view};
 use crate::state::AppState;
-use crate::store::ChangeMeta;
+use dimmer_domain::release::{self, Command, Plan, Template};
+use dimmer_store::ChangeMeta;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -141,7 +141,7 @@ pub(crate) struct StartPlan {
     /// Guards on every stage (see docs/guards.md): the plan advances only while they are
     /// healthy, and a regression applies the guard's action at once.
     #[serde(default)]
-    guards: Vec<crate::guard::Guard>,
+    guards: Vec<dimmer_domain::guard::Guard>,
     /// Why, for the audit log.
     #[serde(default)]
     reason: Option<String>,
@@ -180,7 +180,7 @@ async fn start_plan(
 ) -> Result<Response, ApiError> {
     principal.require_write()?;
     let body: StartPlan = optional_body(&body)?;
-    crate::guard::validate(&body.guards)
+    dimmer_domain::guard::validate(&body.guards)
         .map_err(|e| invalid(&format!("guards[{}].{}", e.index, e.field), &e.reason))?;
     let mut plan = match (&body.template, &body.stages) {
         (Some(_), Some(_)) => {

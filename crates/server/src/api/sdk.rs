@@ -25,7 +25,7 @@ use super::openapi::schemas as doc;
 use crate::auth::Principal;
 use crate::error::{ApiError, Code};
 use crate::state::{AppState, EnvSnapshot, Patch, patches};
-use crate::store::Scope;
+use dimmer_store::Scope;
 
 /// How often an idle stream sends a comment, so that proxies and clients see it alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);

@@ -78,13 +78,13 @@ async fn release_metrics(state: &AppState, out: &mut String) {
         (Ok(flags), Ok(envs)) => {
             for record in &flags {
                 for env in &envs {
-                    let weight = crate::release::exposure_weight(record.flag.environments.get(&env.name));
+                    let weight = dimmer_domain::release::exposure_weight(record.flag.environments.get(&env.name));
                     let _ = writeln!(
                         out,
                         "dimmer_flag_exposure_percent{{flag=\"{}\",environment=\"{}\"}} {}",
                         escape(&record.key),
                         escape(&env.name),
-                        crate::release::weight_percent(weight)
+                        dimmer_domain::release::weight_percent(weight)
                     );
                 }
             }

@@ -6,10 +6,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dimmer_domain::ManualClock;
 use dimmer_protocol::LatencySketch;
-use dimmer_server::release::ManualClock;
-use dimmer_server::store::AuditFilter;
 use dimmer_server::webhooks::Target;
+use dimmer_store::AuditFilter;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -308,10 +308,10 @@ async fn alertmanager_alerts_dial_down_the_flag_their_labels_name() {
 
 #[tokio::test]
 async fn two_postgres_replicas_see_the_same_regression_and_exactly_one_acts() {
-    use crate::store_contract::PgSchema;
     use crate::support::TempDir;
     use dimmer_server::app::Options;
-    use dimmer_server::store::Store;
+    use dimmer_store::Store;
+    use dimmer_store::testing::PgSchema;
 
     let Some(pg) = PgSchema::new() else { return };
     let outcome = tokio::spawn({
@@ -320,8 +320,7 @@ async fn two_postgres_replicas_see_the_same_regression_and_exactly_one_acts() {
             let clock = Arc::new(ManualClock::new(1_000_000_000));
             let (hook, got) = receiver().await;
             let connect = || async {
-                let s =
-                    dimmer_server::store::postgres::PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+                let s = dimmer_store::postgres::PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
                 Arc::new(s) as Arc<dyn Store>
             };
             let options = || Options {

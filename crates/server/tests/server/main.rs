@@ -12,6 +12,5 @@ mod ofrep;
 mod openapi;
 mod policy;
 mod release;
-mod store_contract;
 mod stream;
 mod support;

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use dimmer_domain::ManualClock;
 use dimmer_server::app::Options;
 use dimmer_server::policy::ServerPolicy;
-use dimmer_server::release::ManualClock;
-use dimmer_server::store::{self, Store};
+use dimmer_store::Store;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -32,7 +32,7 @@ fn now_ms() -> i64 {
 
 async fn server(policy: Option<&str>, clock: Arc<ManualClock>) -> TestServer {
     let dir = TempDir::new("policy");
-    let store = store::open(None, &dir.0).await.expect("sqlite");
+    let store = dimmer_store::open(None, &dir.0).await.expect("sqlite");
     server_on(store, dir, policy, clock).await
 }
 
@@ -209,9 +209,10 @@ async fn lifecycle_follows_exposure_and_age_and_names_why_a_flag_is_stale_on_sql
 
 #[tokio::test]
 async fn lifecycle_follows_exposure_and_age_and_names_why_a_flag_is_stale_on_postgres() {
-    let Some(pg) = crate::store_contract::PgSchema::new() else { return };
+    let Some(pg) = dimmer_store::testing::PgSchema::new() else { return };
     let clock = Arc::new(ManualClock::new(now_ms()));
-    let server = server_on(pg.store().await, TempDir::new("policy-pg"), None, clock.clone()).await;
+    let server =
+        server_on(pg.store().await.expect("postgres store"), TempDir::new("policy-pg"), None, clock.clone()).await;
     lifecycle_scenario(server, &clock).await;
     pg.drop_schema().await;
 }

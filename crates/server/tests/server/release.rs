@@ -5,15 +5,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dimmer_domain::ManualClock;
 use dimmer_server::app::Options;
-use dimmer_server::release::ManualClock;
-use dimmer_server::store::{self, AuditFilter, Store};
 use dimmer_server::webhooks::Target;
+use dimmer_store::{AuditFilter, Store};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::store_contract::PgSchema;
 use crate::support::{SseClient, TempDir, TestServer};
+use dimmer_store::testing::PgSchema;
 
 const MIN: i64 = 60_000;
 const PATH: &str = "/api/v1/flags/checkout/environments/production";
@@ -25,7 +25,7 @@ fn options(clock: &Arc<ManualClock>, webhooks: Vec<Target>) -> Options {
 
 pub(crate) async fn server(clock: &Arc<ManualClock>, webhooks: Vec<Target>) -> TestServer {
     let dir = TempDir::new("release");
-    let store = store::open(None, &dir.0).await.expect("sqlite");
+    let store = dimmer_store::open(None, &dir.0).await.expect("sqlite");
     TestServer::start_with_options(store, dir, options(clock, webhooks)).await
 }
 
@@ -314,7 +314,7 @@ async fn a_restart_in_the_middle_of_a_plan_resumes_without_skipping_or_repeating
     let path = dir.0.clone();
     // The first server gets a throwaway directory to own: the database outlives it.
     let first = TestServer::start_with_options(
-        store::open(None, &path).await.unwrap(),
+        dimmer_store::open(None, &path).await.unwrap(),
         TempDir::new("unused"),
         options(&clock, vec![]),
     )
@@ -328,7 +328,8 @@ async fn a_restart_in_the_middle_of_a_plan_resumes_without_skipping_or_repeating
     clock.advance_ms(15 * MIN);
 
     let second =
-        TestServer::start_with_options(store::open(None, &path).await.unwrap(), dir, options(&clock, vec![])).await;
+        TestServer::start_with_options(dimmer_store::open(None, &path).await.unwrap(), dir, options(&clock, vec![]))
+            .await;
     let resumed = until_stage(&second, 2, "running").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(plan(&second).await["stage"], 2, "one stage per dwell, not one per missed dwell");
@@ -355,8 +356,7 @@ async fn two_postgres_replicas_advance_a_plan_exactly_once() {
         async move {
             let clock = Arc::new(ManualClock::new(0));
             let connect = || async {
-                let s =
-                    dimmer_server::store::postgres::PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+                let s = dimmer_store::postgres::PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
                 Arc::new(s) as Arc<dyn Store>
             };
             let fast = |clock: &Arc<ManualClock>| Options {

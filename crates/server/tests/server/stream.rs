@@ -62,9 +62,13 @@ async fn last_event_id_resumes_with_only_the_missed_changes() {
 
 #[tokio::test]
 async fn two_replicas_on_postgres_stream_each_others_changes_within_a_second() {
-    let Some(pg) = crate::store_contract::PgSchema::new() else { return };
-    let one = TestServer::start_with(pg.store().await, crate::support::TempDir::new("replica-one")).await;
-    let two = TestServer::start_with(pg.store().await, crate::support::TempDir::new("replica-two")).await;
+    let Some(pg) = dimmer_store::testing::PgSchema::new() else { return };
+    let one =
+        TestServer::start_with(pg.store().await.expect("postgres store"), crate::support::TempDir::new("replica-one"))
+            .await;
+    let two =
+        TestServer::start_with(pg.store().await.expect("postgres store"), crate::support::TempDir::new("replica-two"))
+            .await;
     let (status, v) = one.admin(Method::POST, "/api/v1/flags", Some(json!({"key": "shared"}))).await;
     assert_eq!(status.as_u16(), 201, "{v}");
     let sdk = one.token("svc", "sdk", Some("production")).await;

@@ -1,10 +1,10 @@
 //! A real server for tests: SQLite in a temporary directory, bound to 127.0.0.1:0, with a known
 //! admin token; stopped cleanly when dropped.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use dimmer_server::store::{self, Store};
+use dimmer_store::Store;
+pub use dimmer_store::testing::TempDir;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -22,29 +22,10 @@ pub struct TestServer {
     _dir: TempDir,
 }
 
-/// A directory removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> Self {
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!("dimmer-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 impl TestServer {
     pub async fn start() -> Self {
         let dir = TempDir::new("server");
-        let store = store::open(None, &dir.0).await.expect("open SQLite store");
+        let store = dimmer_store::open(None, &dir.0).await.expect("open SQLite store");
         Self::start_with(store, dir).await
     }
 

@@ -6,21 +6,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dimmer_domain::guard::{Action, Compare, Guard};
+use dimmer_domain::outcomes::{Aggregate, BUCKET_MS, COARSE_BUCKET_MS, MetricRow, Retention, totals};
+use dimmer_domain::release::{Plan, PlanState, RestorePoint, Status, Template, parse_stages};
 use dimmer_engine::{Flag, Segment};
 use dimmer_protocol::{EventStat, LatencySketch};
-use dimmer_server::guard::{Action, Compare, Guard};
-use dimmer_server::outcomes::{Aggregate, BUCKET_MS, COARSE_BUCKET_MS, MetricRow, Retention, totals};
-use dimmer_server::release::{Plan, PlanState, RestorePoint, Status, Template, parse_stages};
-use dimmer_server::store::StandingGuards;
-use dimmer_server::store::postgres::PostgresStore;
-use dimmer_server::store::sqlite::SqliteStore;
-use dimmer_server::store::{
+use dimmer_store::StandingGuards;
+use dimmer_store::sqlite::SqliteStore;
+use dimmer_store::{
     AuditFilter, Change, ChangeMeta, DEFAULT_ENVIRONMENTS, ReleaseWrite, RestoreWrite, Scope, Store, StoreError,
     TokenRecord,
 };
 use serde_json::json;
 
-use crate::support::TempDir;
+use dimmer_store::testing::{PgSchema, TempDir};
 
 fn meta(actor: &str, reason: Option<&str>) -> ChangeMeta {
     ChangeMeta { actor: actor.into(), reason: reason.map(str::to_owned) }
@@ -35,47 +34,6 @@ async fn sqlite() -> (Arc<dyn Store>, TempDir) {
     let store = SqliteStore::open(&dir.0.join("dimmer.db")).await.expect("sqlite");
     store.ensure_environments(&DEFAULT_ENVIRONMENTS).await.expect("environments");
     (Arc::new(store), dir)
-}
-
-/// A fresh schema on the test database, dropped by [`PgSchema::drop_schema`].
-pub struct PgSchema {
-    pub url: String,
-    pub schema: String,
-}
-
-impl PgSchema {
-    pub fn new() -> Option<PgSchema> {
-        let Ok(url) = std::env::var("DIMMER_TEST_DATABASE_URL") else {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "DIMMER_TEST_DATABASE_URL is not set: CI must run the PostgreSQL contract tests (.ci/run sets it)"
-                );
-            }
-            eprintln!(
-                "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-                 !! PostgreSQL tests NOT RUN: set DIMMER_TEST_DATABASE_URL, for example\n\
-                 !!   DIMMER_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test\n\
-                 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-            );
-            return None;
-        };
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        Some(PgSchema { url, schema: format!("dimmer_test_{}_{nanos}", std::process::id()) })
-    }
-
-    pub async fn store(&self) -> Arc<dyn Store> {
-        let store = PostgresStore::connect_with_schema(&self.url, &self.schema).await.expect("postgres");
-        store.ensure_environments(&DEFAULT_ENVIRONMENTS).await.expect("environments");
-        Arc::new(store)
-    }
-
-    pub async fn drop_schema(&self) {
-        use sqlx::Connection;
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.url).await {
-            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)).execute(&mut conn).await;
-        }
-    }
 }
 
 macro_rules! contract {
@@ -94,7 +52,7 @@ macro_rules! contract {
                 #[tokio::test]
                 async fn $name() {
                     let Some(pg) = super::PgSchema::new() else { return };
-                    let store = pg.store().await;
+                    let store = pg.store().await.expect("postgres store");
                     // Run in a task so that a failing test still drops its schema.
                     let outcome = tokio::spawn(super::$name(store)).await;
                     pg.drop_schema().await;
@@ -302,8 +260,8 @@ async fn concurrent_writers_of_one_version_produce_exactly_one_winner(store: Arc
 #[tokio::test]
 async fn postgres_replicas_hear_each_others_commits() {
     let Some(pg) = PgSchema::new() else { return };
-    let a = pg.store().await;
-    let b = pg.store().await;
+    let a = pg.store().await.expect("postgres store");
+    let b = pg.store().await.expect("postgres store");
     let mut rx = b.subscribe();
     a.create_flag("from-a", &flag(""), &meta("x", None)).await.unwrap();
     let revision = a.snapshot("production").await.unwrap().revision;
@@ -443,7 +401,11 @@ async fn next(rx: &mut tokio::sync::broadcast::Receiver<Change>) -> Change {
 async fn postgres_notifications_stay_within_their_schema() {
     let (Some(x), Some(y)) = (PgSchema::new(), PgSchema::new()) else { return };
     let y = PgSchema { schema: format!("{}_y", y.schema), ..y };
-    let (x_store, y_writer, y_replica) = (x.store().await, y.store().await, y.store().await);
+    let (x_store, y_writer, y_replica) = (
+        x.store().await.expect("postgres store"),
+        y.store().await.expect("postgres store"),
+        y.store().await.expect("postgres store"),
+    );
     let outcome = tokio::spawn(async move {
         let mut rx = y_replica.subscribe();
         y_writer.create_flag("y1", &flag(""), &meta("y", None)).await.unwrap();
@@ -474,7 +436,7 @@ async fn postgres_notifications_stay_within_their_schema() {
 #[tokio::test]
 async fn postgres_replicas_writing_at_once_share_one_gapless_revision_sequence() {
     let Some(pg) = PgSchema::new() else { return };
-    let (a, b) = (pg.store().await, pg.store().await);
+    let (a, b) = (pg.store().await.expect("postgres store"), pg.store().await.expect("postgres store"));
     let outcome = tokio::spawn(async move {
         let mut tasks = Vec::new();
         for i in 0..20 {

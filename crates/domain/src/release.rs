@@ -3,50 +3,10 @@
 //! argument (a [`Clock`] at the edge), so a thin loop applies decisions and tests drive plans
 //! through every stage without sleeping.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-
 use serde::{Deserialize, Serialize};
 
 use dimmer_engine::FlagKind;
 use dimmer_engine::model::{EnvironmentConfig, Exposure, FULL_WEIGHT, Flag, OFF, ON, Rollout, Serve, WeightedVariant};
-
-/// Where the current time comes from; injected so that progression is testable.
-pub trait Clock: Send + Sync {
-    /// Unix milliseconds.
-    fn now_ms(&self) -> i64;
-}
-
-/// The system clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        crate::store::now_ms()
-    }
-}
-
-/// A clock that moves only when told to (tests, simulations, `dimmer demo`).
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    /// A clock at `start_ms`.
-    pub fn new(start_ms: i64) -> Self {
-        Self(AtomicI64::new(start_ms))
-    }
-
-    /// Moves the clock forward.
-    pub fn advance_ms(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// One stage: who is exposed, and for how long at least.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,21 +55,9 @@ pub enum PlanError {
     },
 }
 
-/// Parses a duration: a number and a unit (`ms`, `s`, `m`, `h`, `d`).
+/// Parses a duration (see [`crate::duration::parse`]), or says which text was not one.
 pub fn parse_duration(text: &str) -> Result<i64, PlanError> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: i64 = number.parse().map_err(|_| PlanError::BadDuration(text.to_owned()))?;
-    let factor = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(PlanError::BadDuration(text.to_owned())),
-    };
-    n.checked_mul(factor).ok_or_else(|| PlanError::BadDuration(text.to_owned()))
+    crate::duration::parse(text).ok_or_else(|| PlanError::BadDuration(text.trim().to_owned()))
 }
 
 /// Parses a percentage such as `5%` or `0.125%` into weight (1/1000 of a percent).
@@ -171,6 +119,23 @@ pub enum Status {
     Released,
     /// Rolled back to no exposure; the plan is over.
     RolledBack,
+}
+
+impl Status {
+    /// How the status is written (in the store, the API and the CLI).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Released => "released",
+            Status::RolledBack => "rolled-back",
+        }
+    }
+
+    /// A status from its written form.
+    pub fn parse(text: &str) -> Option<Status> {
+        [Status::Running, Status::Paused, Status::Released, Status::RolledBack].into_iter().find(|s| s.as_str() == text)
+    }
 }
 
 /// A plan's durable state.
@@ -466,6 +431,7 @@ pub struct RestorePoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{Clock, ManualClock};
 
     const MIN: i64 = 60_000;
 

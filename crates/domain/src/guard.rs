@@ -25,7 +25,8 @@ pub const SRM_P_VALUE: f64 = 0.001;
 pub const SRM_MIN_EVALUATIONS: u64 = 1000;
 
 /// A guard, as configured on a plan or standing on a flag.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Guard {
     /// A name for people and for audit entries, unique within its plan or flag.
@@ -62,7 +63,8 @@ fn default_alpha() -> f64 {
 }
 
 /// How a guard compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Compare {
     /// Treatment against control, as a relative worsening.
@@ -74,7 +76,8 @@ pub enum Compare {
 }
 
 /// What a guard's regression does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Tell people; change nothing.
@@ -174,10 +177,10 @@ pub fn validate(guards: &[Guard]) -> Result<(), GuardError> {
             return fail(index, "min_sample", "must be at least 1".into());
         }
         if let Some(d) = &g.data_deadline {
-            crate::release::parse_duration(d).map_err(|e| GuardError {
+            crate::duration::parse(d).ok_or_else(|| GuardError {
                 index,
                 field: "data_deadline",
-                reason: e.to_string(),
+                reason: format!("\"{}\" is not a duration such as 90s, 30m, 2h or 1d", d.trim()),
             })?;
         }
     }
@@ -200,7 +203,8 @@ pub struct Window<'a> {
 }
 
 /// One guard's finding for one treatment variant.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Finding {
     /// The guard.
     pub guard: String,
@@ -243,7 +247,8 @@ impl Finding {
 }
 
 /// A finding's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FindingStatus {
     /// Enough data and no evidence of a regression.
@@ -255,7 +260,8 @@ pub enum FindingStatus {
 }
 
 /// A sample-ratio mismatch.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SampleRatio {
     /// The expected share of evaluations on treatment variants.
     pub expected: f64,
@@ -270,7 +276,8 @@ pub struct SampleRatio {
 }
 
 /// What the guards say about a window.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Assessment {
     /// One finding per guard and treatment variant.
     pub findings: Vec<Finding>,
@@ -283,7 +290,8 @@ pub struct Assessment {
 }
 
 /// The verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
     /// Every guard has enough data and none sees a regression.
@@ -315,7 +323,7 @@ pub fn assess(window: &Window<'_>, guards: &[Guard]) -> Assessment {
             // Nobody on a treatment variant yet: the guard cannot judge.
             guard_findings.push(Finding::insufficient(guard, ""));
         }
-        let deadline = guard.data_deadline.as_deref().and_then(|d| crate::release::parse_duration(d).ok());
+        let deadline = guard.data_deadline.as_deref().and_then(|d| crate::duration::parse(d));
         if deadline.is_some_and(|d| window.age_ms >= d)
             && guard_findings.iter().any(|f| f.status == FindingStatus::Insufficient)
         {

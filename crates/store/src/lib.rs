@@ -1,5 +1,5 @@
-//! Storage: one trait, a SQLite and a PostgreSQL implementation, migrations per backend. Only
-//! this module knows SQL.
+//! Dimmer's storage: the [`Store`] trait, the records it speaks, migrations per backend, and the
+//! SQLite and PostgreSQL implementations. The only crate that knows SQL; it knows nothing of HTTP.
 //!
 //! Every write is one transaction that changes the data, appends an audit entry, bumps the
 //! revision of every environment it affects and records those revisions in the change feed, so
@@ -9,6 +9,7 @@
 
 pub mod postgres;
 pub mod sqlite;
+pub mod testing;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,9 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use crate::guard::Guard;
-use crate::outcomes::{Aggregate, MetricRow, Retention, RollupStats};
-use crate::release::{Plan, PlanState, RestorePoint, Status, Template};
+use dimmer_domain::guard::Guard;
+use dimmer_domain::outcomes::{Aggregate, MetricRow, Retention, RollupStats};
+use dimmer_domain::release::{Plan, PlanState, RestorePoint, Template};
 
 /// The environments created on first start.
 pub const DEFAULT_ENVIRONMENTS: [&str; 3] = ["development", "staging", "production"];
@@ -105,7 +106,8 @@ pub struct SegmentRecord {
 }
 
 /// An environment and its revision (bumped by every change that affects it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Environment {
     /// The environment name.
     pub name: String,
@@ -147,7 +149,8 @@ pub struct ChangedItem {
 }
 
 /// One audit-log entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     /// Increasing id.
     pub id: i64,
@@ -187,7 +190,8 @@ pub struct AuditFilter {
 }
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Everything.
@@ -218,7 +222,8 @@ impl Scope {
 }
 
 /// A stored token: never the token itself, only its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenRecord {
     /// A unique name, used as the actor in the audit log.
     pub name: String,
@@ -520,23 +525,6 @@ pub(crate) fn single_changed_environment(before: &Flag, after: &Flag) -> Option<
     }
 }
 
-/// How a plan status is stored.
-pub(crate) fn status_text(status: Status) -> &'static str {
-    match status {
-        Status::Running => "running",
-        Status::Paused => "paused",
-        Status::Released => "released",
-        Status::RolledBack => "rolled-back",
-    }
-}
-
-pub(crate) fn parse_status(text: &str) -> StoreResult<Status> {
-    [Status::Running, Status::Paused, Status::Released, Status::RolledBack]
-        .into_iter()
-        .find(|s| status_text(*s) == text)
-        .ok_or_else(|| StoreError::Corrupt(format!("plan status \"{text}\"")))
-}
-
 pub(crate) fn flag_json(r: &FlagRecord) -> serde_json::Value {
     let mut v = serde_json::to_value(&r.flag).unwrap_or(serde_json::Value::Null);
     if let serde_json::Value::Object(map) = &mut v {
@@ -547,7 +535,7 @@ pub(crate) fn flag_json(r: &FlagRecord) -> serde_json::Value {
 }
 
 /// The current time in Unix milliseconds. The store stamps records; the engine never reads time.
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -1,0 +1,3 @@
+//! The store's integration tests: one contract suite run against SQLite and PostgreSQL.
+
+mod contract;
