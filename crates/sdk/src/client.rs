@@ -18,10 +18,10 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use crate::error::{Error, ErrorCode};
 use crate::metrics::{Metrics, MetricsStats, Outcome, OutcomeTimer, SlotMemo};
 use crate::state::{self, FlagInfo, Loaded, Snapshot, Source};
 use crate::sync::{MetricsFlusher, MetricsSender, Synchronizer};
-use crate::{Error, ErrorCode};
 
 /// Options for a [`Client`]; start with [`Client::builder`].
 #[derive(Debug, Clone)]

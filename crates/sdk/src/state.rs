@@ -12,7 +12,7 @@ use dimmer_engine::model::Flag;
 use dimmer_engine::{CompiledFlags, FlagSet, Segment};
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::error::Error;
 use crate::metrics::CounterTable;
 
 /// Where the configuration being served came from.
