@@ -18,6 +18,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use crate::disk;
 use crate::error::{Error, ErrorCode};
 use crate::metrics::{Metrics, MetricsStats, Outcome, OutcomeTimer, SlotMemo};
 use crate::state::{self, FlagInfo, Loaded, Snapshot, Source};
@@ -175,7 +176,7 @@ impl ClientBuilder {
         });
 
         // Last-known-good from the server first, then what the application shipped.
-        let cached = self.cache_path.as_deref().and_then(|path| match state::read_file(path, None) {
+        let cached = self.cache_path.as_deref().and_then(|path| match disk::read_file(path, None) {
             Ok(snapshot) => Some(snapshot),
             Err(e) => {
                 if path.exists() {
@@ -187,7 +188,7 @@ impl ClientBuilder {
         let initial = match (cached, self.bootstrap.clone(), self.bootstrap_file.as_deref()) {
             (Some(snapshot), _, _) => Some((snapshot, Source::Cache)),
             (None, Some(snapshot), _) => Some((snapshot, Source::Bootstrap)),
-            (None, None, Some(path)) => Some((state::read_file(path, self.environment.as_deref())?, Source::Bootstrap)),
+            (None, None, Some(path)) => Some((disk::read_file(path, self.environment.as_deref())?, Source::Bootstrap)),
             (None, None, None) => None,
         };
         if let Some((snapshot, source)) = initial {

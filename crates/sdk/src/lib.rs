@@ -35,6 +35,7 @@
 
 mod backoff;
 mod client;
+mod disk;
 mod error;
 pub mod metrics;
 #[cfg(feature = "openfeature")]

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::backoff::Backoff;
 use crate::client::{ClientBuilder, Shared};
+use crate::disk;
 use crate::metrics::Metrics;
 use crate::sse::{SseItem, SseParser};
 use crate::state::{self, Patch, Snapshot, Source};
@@ -196,7 +197,7 @@ impl Synchronizer {
 
     async fn save(&self, snapshot: Snapshot) {
         let Some(path) = self.shared.cache_path.clone() else { return };
-        let written = tokio::task::spawn_blocking(move || state::write_cache(&path, &snapshot)).await;
+        let written = tokio::task::spawn_blocking(move || disk::write_cache(&path, &snapshot)).await;
         match written {
             Ok(Err(e)) => tracing::warn!(error = %e, "could not write the flag cache"),
             Err(e) => tracing::warn!(error = %e, "the flag cache writer failed"),
