@@ -40,12 +40,14 @@ mod error;
 pub mod metrics;
 #[cfg(feature = "openfeature")]
 pub mod openfeature;
+mod shared;
 pub mod sse;
 mod state;
 mod sync;
 
-pub use client::{ChangeEvent, Client, ClientBuilder, Details, ListenerId, Status};
+pub use client::{Client, ClientBuilder, Details};
 pub use dimmer_engine::{Context, Reason};
 pub use error::{Error, ErrorCode};
 pub use metrics::{MetricsStats, Outcome, OutcomeTimer};
+pub use shared::{ChangeEvent, ListenerId, Status};
 pub use state::{FlagInfo, Snapshot, Source};

@@ -18,8 +18,9 @@ use open_feature::{
 use serde_json::{Map, Number, Value};
 use tokio::sync::broadcast;
 
-use crate::client::{ChangeEvent, Client, Details};
+use crate::client::{Client, Details};
 use crate::error::ErrorCode;
+use crate::shared::ChangeEvent;
 use crate::state::Source;
 
 /// What the provider tells its listeners (OpenFeature's provider events).
