@@ -1,27 +1,27 @@
 //! The client: its builder, the typed getters (local evaluation, no network, no await, no
 //! lock), readiness, change listeners and the outcome-metrics API.
 //!
-//! The current configuration sits in an `ArcSwapOption`: a getter loads it without a lock and
-//! evaluates through the engine; the synchronizer swaps in a new one when a change arrives.
+//! The current configuration sits in an `ArcSwapOption` (in `shared`): a getter loads it without
+//! a lock and evaluates through the engine; the synchronizer swaps in a new one when a change
+//! arrives.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use dimmer_engine::{Context, Evaluation, Reason, evaluate};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use crate::disk;
+use crate::error::{Error, ErrorCode};
 use crate::metrics::{Metrics, MetricsStats, Outcome, OutcomeTimer, SlotMemo};
-use crate::state::{self, FlagInfo, Loaded, Snapshot, Source};
-use crate::sync::{MetricsFlusher, MetricsSender, Synchronizer};
-use crate::{Error, ErrorCode};
+use crate::shared::{ChangeEvent, ListenerId, Shared, Status};
+use crate::state::{FlagInfo, Loaded, Snapshot, Source};
+use crate::sync::{Connection, MetricsFlusher, MetricsSender, SyncOptions, Synchronizer};
 
 /// Options for a [`Client`]; start with [`Client::builder`].
 #[derive(Debug, Clone)]
@@ -159,23 +159,10 @@ impl ClientBuilder {
         // room for a runtime's workers plus a few more threads per core.
         let shards = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(8).clamp(4, 64);
         let metrics = Arc::new(Metrics::new(shards, self.max_pending_metrics, self.metrics && !self.offline));
-        let (status, _) = watch::channel(Status { source: Source::Nothing, revision: None, connected: false });
-        let (changes, _) = broadcast::channel(64);
-        let shared = Arc::new(Shared {
-            current: ArcSwapOption::empty(),
-            id: NEXT_CLIENT.fetch_add(1, Ordering::Relaxed),
-            generation: AtomicU64::new(0),
-            metrics,
-            status,
-            changes,
-            listeners: Mutex::new(Vec::new()),
-            next_listener: AtomicU64::new(1),
-            shards,
-            cache_path: self.cache_path.clone(),
-        });
+        let shared = Arc::new(Shared::new(metrics, shards, self.cache_path.clone()));
 
         // Last-known-good from the server first, then what the application shipped.
-        let cached = self.cache_path.as_deref().and_then(|path| match state::read_file(path, None) {
+        let cached = self.cache_path.as_deref().and_then(|path| match disk::read_file(path, None) {
             Ok(snapshot) => Some(snapshot),
             Err(e) => {
                 if path.exists() {
@@ -187,7 +174,7 @@ impl ClientBuilder {
         let initial = match (cached, self.bootstrap.clone(), self.bootstrap_file.as_deref()) {
             (Some(snapshot), _, _) => Some((snapshot, Source::Cache)),
             (None, Some(snapshot), _) => Some((snapshot, Source::Bootstrap)),
-            (None, None, Some(path)) => Some((state::read_file(path, self.environment.as_deref())?, Source::Bootstrap)),
+            (None, None, Some(path)) => Some((disk::read_file(path, self.environment.as_deref())?, Source::Bootstrap)),
             (None, None, None) => None,
         };
         if let Some((snapshot, source)) = initial {
@@ -202,10 +189,19 @@ impl ClientBuilder {
                 .connect_timeout(self.connect_timeout)
                 .user_agent(crate::metrics::SDK_NAME)
                 .build()?;
-            let sync = Synchronizer::new(&self, base.clone(), http.clone(), shared.clone(), shutdown.subscribe());
+            let connection =
+                Connection { http, base, token: self.token.clone(), request_timeout: self.request_timeout };
+            let options = SyncOptions {
+                streaming: self.streaming,
+                poll_interval: self.poll_interval,
+                backoff: self.backoff,
+                idle_timeout: self.stream_idle_timeout,
+                failures_before_polling: self.stream_failures_before_polling,
+            };
+            let sync = Synchronizer::new(&connection, options, shared.clone(), shutdown.subscribe());
             tasks.push(runtime.spawn(sync.run()));
             if shared.metrics.enabled {
-                let metrics_sender = MetricsSender::new(&self, &base, http, shared.metrics.clone());
+                let metrics_sender = MetricsSender::new(&connection, shared.metrics.clone());
                 let flusher = MetricsFlusher::new(metrics_sender.clone(), self.flush_interval, shutdown.subscribe());
                 tasks.push(runtime.spawn(flusher.run()));
                 sender = Some(metrics_sender);
@@ -214,37 +210,6 @@ impl ClientBuilder {
         Ok(Client { inner: Arc::new(Inner { shared, shutdown, tasks: Mutex::new(tasks), sender }) })
     }
 }
-
-/// What the client serves and whether it hears from the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Status {
-    /// Where the configuration being served came from.
-    pub source: Source,
-    /// Its revision, when there is one.
-    pub revision: Option<i64>,
-    /// Whether the stream (or the last poll) reaches the server.
-    pub connected: bool,
-}
-
-/// A configuration change, as listeners see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ChangeEvent {
-    /// The new revision.
-    pub revision: i64,
-    /// Where it came from.
-    pub source: Source,
-    /// The flags whose answers may have changed.
-    pub flags_changed: Vec<String>,
-}
-
-/// Names a listener, to remove it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ListenerId(u64);
-
-type Listener = Arc<dyn Fn(&ChangeEvent) + Send + Sync>;
-
-/// Numbers clients, for the per-thread cache of the current configuration.
-static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 
 /// A thread's copy of one client's current configuration, valid while the client's generation
 /// is unchanged. It saves a getter the shared load (a write to a debt slot and a re-check) on
@@ -260,81 +225,6 @@ struct Cached {
 
 thread_local! {
     static CURRENT: std::cell::RefCell<Option<Cached>> = const { std::cell::RefCell::new(None) };
-}
-
-/// What the client, its getters and its background tasks share.
-pub(crate) struct Shared {
-    pub(crate) current: ArcSwapOption<Loaded>,
-    /// Bumped after every swap of `current`; getters compare it with their thread's copy.
-    generation: AtomicU64,
-    id: u64,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) status: watch::Sender<Status>,
-    changes: broadcast::Sender<ChangeEvent>,
-    listeners: Mutex<Vec<(ListenerId, Listener)>>,
-    next_listener: AtomicU64,
-    shards: usize,
-    pub(crate) cache_path: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("status", &*self.status.borrow()).finish_non_exhaustive()
-    }
-}
-
-impl Shared {
-    /// Compiles and serves `snapshot`, then tells the listeners. Returns the new configuration.
-    pub(crate) fn install(&self, snapshot: Snapshot, source: Source) -> Arc<Loaded> {
-        let old = self.current.load_full();
-        let flags_changed = state::changed_flags(old.as_ref().map(|l| &l.snapshot), &snapshot);
-        let loaded = Arc::new(Loaded::new(snapshot, self.shards));
-        if self.metrics.enabled {
-            // Only the flusher retires tables: without it they would pile up.
-            self.metrics.register(loaded.counters.clone());
-        }
-        self.current.store(Some(loaded.clone()));
-        self.generation.fetch_add(1, Ordering::Release);
-        let revision = loaded.revision();
-        // Listeners first, status second: whoever wakes on the status (say `wait_ready`) and
-        // subscribes then must not receive the event of the change it already sees.
-        self.notify(ChangeEvent { revision, source, flags_changed });
-        self.status.send_modify(|s| {
-            s.source = source;
-            s.revision = Some(revision);
-        });
-        loaded
-    }
-
-    /// Marks what is served as confirmed by the server (a 304, or a resumed stream with
-    /// nothing missed).
-    pub(crate) fn confirm(&self) {
-        self.status.send_if_modified(|s| {
-            let changed = s.source != Source::Server && s.revision.is_some();
-            if changed {
-                s.source = Source::Server;
-            }
-            changed
-        });
-    }
-
-    pub(crate) fn set_connected(&self, connected: bool) {
-        self.status.send_if_modified(|s| std::mem::replace(&mut s.connected, connected) != connected);
-    }
-
-    fn notify(&self, event: ChangeEvent) {
-        let listeners: Vec<Listener> = match self.listeners.lock() {
-            Ok(l) => l.iter().map(|(_, f)| f.clone()).collect(),
-            Err(poisoned) => poisoned.into_inner().iter().map(|(_, f)| f.clone()).collect(),
-        };
-        for listener in listeners {
-            // A listener that panics must not stop updates for everyone else.
-            if std::panic::catch_unwind(AssertUnwindSafe(|| listener(&event))).is_err() {
-                tracing::warn!("a change listener panicked");
-            }
-        }
-        let _ = self.changes.send(event);
-    }
 }
 
 /// Owns the background tasks; dropping the last client stops them.
@@ -472,13 +362,13 @@ impl Client {
             }
             out
         };
-        let generation = shared.generation.load(Ordering::Acquire);
+        let generation = shared.generation();
         CURRENT.with(|cell| match cell.try_borrow_mut() {
             Ok(mut cached) => {
-                let fresh = cached.as_ref().is_some_and(|c| c.client == shared.id && c.generation == generation);
+                let fresh = cached.as_ref().is_some_and(|c| c.client == shared.id() && c.generation == generation);
                 if !fresh {
                     let loaded = shared.current.load_full();
-                    *cached = Some(Cached { client: shared.id, generation, loaded, memo: SlotMemo::new() });
+                    *cached = Some(Cached { client: shared.id(), generation, loaded, memo: SlotMemo::new() });
                 }
                 match cached.as_mut() {
                     Some(Cached { loaded, memo, .. }) => run(loaded.as_deref(), Some(memo)),
@@ -625,24 +515,18 @@ impl Client {
     /// Calls `listener` after every configuration change, on the synchronizer's task (keep it
     /// short; a panic in it is caught and logged).
     pub fn on_change(&self, listener: impl Fn(&ChangeEvent) + Send + Sync + 'static) -> ListenerId {
-        let id = ListenerId(self.shared().next_listener.fetch_add(1, Ordering::Relaxed));
-        if let Ok(mut listeners) = self.shared().listeners.lock() {
-            listeners.push((id, Arc::new(listener)));
-        }
-        id
+        self.shared().add_listener(listener)
     }
 
     /// Removes a listener.
     pub fn remove_listener(&self, id: ListenerId) {
-        if let Ok(mut listeners) = self.shared().listeners.lock() {
-            listeners.retain(|(l, _)| *l != id);
-        }
+        self.shared().remove_listener(id);
     }
 
     /// Configuration changes as a channel (bounded: a receiver that falls behind skips events
     /// and is told how many).
     pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
-        self.shared().changes.subscribe()
+        self.shared().subscribe()
     }
 
     /// Starts timing the work done for the user served `details`; finish it with

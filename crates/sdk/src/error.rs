@@ -1,10 +1,11 @@
-//! The SDK's errors. Getters never return one (they serve the caller's default with a reason);
-//! these come from building the client, waiting for readiness and reading files.
+//! The SDK's errors, and the codes that say why a getter served the caller's default. Getters
+//! never return an [`Error`] (they serve the default with an [`ErrorCode`]); errors come from
+//! building the client, waiting for readiness and reading files.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::Source;
+use crate::state::Source;
 
 /// What went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -60,4 +61,53 @@ pub enum Error {
         /// What the client serves meanwhile.
         serving: Source,
     },
+}
+
+/// Why a getter served the caller's default (OpenFeature's error codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// No configuration is known yet (nothing cached, nothing from the server).
+    ProviderNotReady,
+    /// No flag with that key.
+    FlagNotFound,
+    /// The flag serves a value of another type.
+    TypeMismatch,
+    /// The flag's definition is invalid.
+    ParseError,
+    /// A rollout needed a bucketing value the context does not have.
+    TargetingKeyMissing,
+    /// The context cannot be used.
+    InvalidContext,
+    /// Anything else.
+    General,
+}
+
+impl ErrorCode {
+    /// The code as OpenFeature spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ProviderNotReady => "PROVIDER_NOT_READY",
+            ErrorCode::FlagNotFound => "FLAG_NOT_FOUND",
+            ErrorCode::TypeMismatch => "TYPE_MISMATCH",
+            ErrorCode::ParseError => "PARSE_ERROR",
+            ErrorCode::TargetingKeyMissing => "TARGETING_KEY_MISSING",
+            ErrorCode::InvalidContext => "INVALID_CONTEXT",
+            ErrorCode::General => "GENERAL",
+        }
+    }
+}
+
+impl From<dimmer_engine::ErrorCode> for ErrorCode {
+    fn from(code: dimmer_engine::ErrorCode) -> Self {
+        use dimmer_engine::ErrorCode as E;
+        match code {
+            E::FlagNotFound => ErrorCode::FlagNotFound,
+            E::TypeMismatch => ErrorCode::TypeMismatch,
+            E::ParseError => ErrorCode::ParseError,
+            E::TargetingKeyMissing => ErrorCode::TargetingKeyMissing,
+            E::InvalidContext => ErrorCode::InvalidContext,
+            E::General => ErrorCode::General,
+        }
+    }
 }

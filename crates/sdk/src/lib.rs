@@ -35,65 +35,19 @@
 
 mod backoff;
 mod client;
+mod disk;
 mod error;
 pub mod metrics;
 #[cfg(feature = "openfeature")]
 pub mod openfeature;
+mod shared;
 pub mod sse;
 mod state;
 mod sync;
 
-pub use client::{ChangeEvent, Client, ClientBuilder, Details, ListenerId, Status};
+pub use client::{Client, ClientBuilder, Details};
 pub use dimmer_engine::{Context, Reason};
-pub use error::Error;
+pub use error::{Error, ErrorCode};
 pub use metrics::{MetricsStats, Outcome, OutcomeTimer};
+pub use shared::{ChangeEvent, ListenerId, Status};
 pub use state::{FlagInfo, Snapshot, Source};
-
-/// Why a getter served the caller's default (OpenFeature's error codes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ErrorCode {
-    /// No configuration is known yet (nothing cached, nothing from the server).
-    ProviderNotReady,
-    /// No flag with that key.
-    FlagNotFound,
-    /// The flag serves a value of another type.
-    TypeMismatch,
-    /// The flag's definition is invalid.
-    ParseError,
-    /// A rollout needed a bucketing value the context does not have.
-    TargetingKeyMissing,
-    /// The context cannot be used.
-    InvalidContext,
-    /// Anything else.
-    General,
-}
-
-impl ErrorCode {
-    /// The code as OpenFeature spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::ProviderNotReady => "PROVIDER_NOT_READY",
-            ErrorCode::FlagNotFound => "FLAG_NOT_FOUND",
-            ErrorCode::TypeMismatch => "TYPE_MISMATCH",
-            ErrorCode::ParseError => "PARSE_ERROR",
-            ErrorCode::TargetingKeyMissing => "TARGETING_KEY_MISSING",
-            ErrorCode::InvalidContext => "INVALID_CONTEXT",
-            ErrorCode::General => "GENERAL",
-        }
-    }
-}
-
-impl From<dimmer_engine::ErrorCode> for ErrorCode {
-    fn from(code: dimmer_engine::ErrorCode) -> Self {
-        use dimmer_engine::ErrorCode as E;
-        match code {
-            E::FlagNotFound => ErrorCode::FlagNotFound,
-            E::TypeMismatch => ErrorCode::TypeMismatch,
-            E::ParseError => ErrorCode::ParseError,
-            E::TargetingKeyMissing => ErrorCode::TargetingKeyMissing,
-            E::InvalidContext => ErrorCode::InvalidContext,
-            E::General => ErrorCode::General,
-        }
-    }
-}

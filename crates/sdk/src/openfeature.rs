@@ -9,6 +9,7 @@
 //! [`status`]: FeatureProvider::status
 
 use async_trait::async_trait;
+use dimmer_engine::{Context, Reason};
 use open_feature::provider::{FeatureProvider, ProviderMetadata, ProviderStatus, ResolutionDetails};
 use open_feature::{
     EvaluationContext, EvaluationContextFieldValue, EvaluationError, EvaluationErrorCode, EvaluationReason,
@@ -17,7 +18,10 @@ use open_feature::{
 use serde_json::{Map, Number, Value};
 use tokio::sync::broadcast;
 
-use crate::{ChangeEvent, Client, Context, Details, ErrorCode, Reason, Source};
+use crate::client::{Client, Details};
+use crate::error::ErrorCode;
+use crate::shared::ChangeEvent;
+use crate::state::Source;
 
 /// What the provider tells its listeners (OpenFeature's provider events).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,18 +1,15 @@
-//! The configuration the client serves: the server's snapshot and patch payloads, the compiled
-//! form evaluation reads, and the last-known-good cache file on disk.
+//! The configuration the client serves: the server's snapshot and patch payloads and the
+//! compiled form evaluation reads (reading and writing it on disk is `disk`'s business).
 //!
 //! A [`Loaded`] configuration is immutable; a change builds a new one (apply, compile once) and
 //! swaps it in whole, so evaluation never sees half a change and never takes a lock.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
 
 use dimmer_engine::model::Flag;
 use dimmer_engine::{CompiledFlags, FlagSet, Segment};
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::metrics::CounterTable;
 
 /// Where the configuration being served came from.
@@ -149,49 +146,6 @@ pub(crate) fn changed_flags(old: Option<&Snapshot>, new: &Snapshot) -> Vec<Strin
     changed.into_iter().cloned().collect()
 }
 
-/// Reads a bootstrap or cache file: a snapshot (`{"environment", "revision", "flags"}`) or a
-/// plain flags file, served for `environment` at revision 0.
-pub(crate) fn read_file(path: &Path, environment: Option<&str>) -> Result<Snapshot, Error> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
-    parse_file(&bytes, environment).map_err(|source| Error::File { path: path.to_owned(), source })
-}
-
-fn parse_file(bytes: &[u8], environment: Option<&str>) -> Result<Snapshot, serde_json::Error> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)?;
-    if value.get("revision").is_some() {
-        return serde_json::from_value(value);
-    }
-    let flags: FlagSet = serde_json::from_value(value)?;
-    Ok(Snapshot { environment: environment.unwrap_or("production").to_owned(), revision: 0, flags })
-}
-
-/// Writes `snapshot` to `path` atomically: a temporary file beside it, flushed, then renamed
-/// over it, so that a crash mid-write leaves the previous good file, never half of one.
-pub(crate) fn write_cache(path: &Path, snapshot: &Snapshot) -> Result<(), Error> {
-    let io = |source| Error::Io { path: path.to_owned(), source };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = temp_path(path);
-    let json = serde_json::to_vec(snapshot).map_err(|source| Error::File { path: path.to_owned(), source })?;
-    let written = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&json)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.map_err(io)
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".{}.tmp", std::process::id()));
-    path.with_file_name(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,22 +165,5 @@ mod tests {
         assert_eq!(next.revision, 4);
         assert_eq!(next.flags.flags.keys().collect::<Vec<_>>(), ["b", "c"]);
         assert_eq!(changed_flags(Some(&base), &next), ["a", "c"]);
-    }
-
-    #[test]
-    fn a_plain_flags_file_is_a_snapshot_at_revision_zero() {
-        let s = parse_file(br#"{"flags":{"x":{}}}"#, Some("staging")).unwrap();
-        assert_eq!((s.environment.as_str(), s.revision), ("staging", 0));
-    }
-
-    #[test]
-    fn the_cache_round_trips_through_an_atomic_write() {
-        let dir = std::env::temp_dir().join(format!("dimmer-sdk-cache-{}", std::process::id()));
-        let path = dir.join("nested").join("cache.json");
-        let s = snapshot(r#"{"environment":"production","revision":9,"flags":{"flags":{"a":{}}}}"#);
-        write_cache(&path, &s).unwrap();
-        assert_eq!(read_file(&path, None).unwrap(), s);
-        assert!(!temp_path(&path).exists());
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -1,6 +1,9 @@
 //! The client's background tasks: the synchronizer (initial snapshot, then the SSE stream with
 //! reconnection and `Last-Event-ID` resume, or ETag polling when streaming is unavailable) and
 //! the metrics flusher. Both are owned by the client and stop when its shutdown signal flips.
+//!
+//! They take what they need from the client's options as [`Connection`] and [`SyncOptions`],
+//! and update the client through [`Shared`], so that this module does not depend on the client.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +14,9 @@ use reqwest::{StatusCode, Url};
 use tokio::sync::watch;
 
 use crate::backoff::Backoff;
-use crate::client::{ClientBuilder, Shared};
+use crate::disk;
 use crate::metrics::Metrics;
+use crate::shared::Shared;
 use crate::sse::{SseItem, SseParser};
 use crate::state::{self, Patch, Snapshot, Source};
 
@@ -36,6 +40,27 @@ const HEALTHY_STREAM: Duration = Duration::from_secs(1);
 
 /// After falling back to polling, try the stream again every this many polls.
 const POLLS_BEFORE_STREAM_RETRY: u32 = 10;
+
+/// How to reach the server; the synchronizer and the metrics sender share it.
+#[derive(Debug, Clone)]
+pub(crate) struct Connection {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: Url,
+    pub(crate) token: String,
+    /// For a snapshot poll, a metrics post, and opening the stream.
+    pub(crate) request_timeout: Duration,
+}
+
+/// How the synchronizer keeps current (the builder's streaming options).
+#[derive(Debug, Clone)]
+pub(crate) struct SyncOptions {
+    pub(crate) streaming: bool,
+    pub(crate) poll_interval: Duration,
+    /// The reconnection delay's bounds: `(min, max)`.
+    pub(crate) backoff: (Duration, Duration),
+    pub(crate) idle_timeout: Duration,
+    pub(crate) failures_before_polling: u32,
+}
 
 /// Keeps the client's configuration current.
 #[derive(Debug)]
@@ -64,23 +89,22 @@ fn endpoint(base: &Url, path: &str) -> Url {
 
 impl Synchronizer {
     pub(crate) fn new(
-        options: &ClientBuilder,
-        base: Url,
-        http: reqwest::Client,
+        connection: &Connection,
+        options: SyncOptions,
         shared: Arc<Shared>,
         shutdown: watch::Receiver<bool>,
     ) -> Synchronizer {
         Synchronizer {
-            http,
-            config_url: endpoint(&base, "/api/v1/sdk/config"),
-            stream_url: endpoint(&base, "/api/v1/sdk/stream"),
-            token: options.token.clone(),
-            request_timeout: options.request_timeout,
+            http: connection.http.clone(),
+            config_url: endpoint(&connection.base, "/api/v1/sdk/config"),
+            stream_url: endpoint(&connection.base, "/api/v1/sdk/stream"),
+            token: connection.token.clone(),
+            request_timeout: connection.request_timeout,
             streaming: options.streaming,
             poll_interval: options.poll_interval,
             backoff: Backoff::new(options.backoff.0, options.backoff.1),
-            idle_timeout: options.stream_idle_timeout,
-            failures_before_polling: options.stream_failures_before_polling,
+            idle_timeout: options.idle_timeout,
+            failures_before_polling: options.failures_before_polling,
             shared,
             shutdown,
             etag: None,
@@ -196,7 +220,7 @@ impl Synchronizer {
 
     async fn save(&self, snapshot: Snapshot) {
         let Some(path) = self.shared.cache_path.clone() else { return };
-        let written = tokio::task::spawn_blocking(move || state::write_cache(&path, &snapshot)).await;
+        let written = tokio::task::spawn_blocking(move || disk::write_cache(&path, &snapshot)).await;
         match written {
             Ok(Err(e)) => tracing::warn!(error = %e, "could not write the flag cache"),
             Err(e) => tracing::warn!(error = %e, "the flag cache writer failed"),
@@ -316,12 +340,12 @@ pub(crate) struct MetricsSender {
 }
 
 impl MetricsSender {
-    pub(crate) fn new(options: &ClientBuilder, base: &Url, http: reqwest::Client, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(connection: &Connection, metrics: Arc<Metrics>) -> Self {
         MetricsSender {
-            http,
-            url: endpoint(base, "/api/v1/sdk/metrics"),
-            token: options.token.clone(),
-            timeout: options.request_timeout,
+            http: connection.http.clone(),
+            url: endpoint(&connection.base, "/api/v1/sdk/metrics"),
+            token: connection.token.clone(),
+            timeout: connection.request_timeout,
             metrics,
         }
     }
