@@ -105,7 +105,7 @@ async fn serve() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let store = dimmer_store::open(None, &dir).await.expect("store");
     dimmer_server::app::first_start(store.as_ref()).await.expect("first start");
-    dimmer_server::auth::bootstrap_admin(store.as_ref(), Some(ADMIN)).await.expect("admin");
+    dimmer_server::service::tokens::bootstrap_admin(store.as_ref(), Some(ADMIN)).await.expect("admin");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     println!("http://{}", listener.local_addr().expect("addr"));
     // The parent closes our stdin to stop us (and so does its death).

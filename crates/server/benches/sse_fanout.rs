@@ -34,7 +34,7 @@ async fn main() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let store = dimmer_store::open(None, &dir).await.expect("store");
     store.ensure_environments(&DEFAULT_ENVIRONMENTS).await.expect("environments");
-    dimmer_server::auth::bootstrap_admin(store.as_ref(), Some(ADMIN)).await.expect("admin");
+    dimmer_server::service::tokens::bootstrap_admin(store.as_ref(), Some(ADMIN)).await.expect("admin");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -10,12 +10,13 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::TokenCache;
-use crate::guarding::Guardian;
-use crate::metrics::Metrics;
-use crate::rollout::Releases;
-use crate::state::{AppState, Hub};
-use crate::webhooks::{Notifier, Target, Worker};
+use crate::api::AppState;
+use crate::service::guardian::Guardian;
+use crate::service::hub::Hub;
+use crate::service::metrics::Metrics;
+use crate::service::releases::Releases;
+use crate::service::tokens::TokenCache;
+use crate::service::webhooks::{Notifier, Target, Worker};
 use dimmer_domain::outcomes::Retention;
 use dimmer_domain::{Clock, SystemClock};
 use dimmer_store::Store;
@@ -34,7 +35,7 @@ pub struct Options {
     /// How often outcome metrics are rolled up.
     pub rollup_interval: Duration,
     /// The flag policy enforced on writes and shown at `GET /api/v1/policy`.
-    pub policy: crate::policy::ServerPolicy,
+    pub policy: crate::service::policy::ServerPolicy,
 }
 
 impl Default for Options {
@@ -45,7 +46,7 @@ impl Default for Options {
             plan_interval: Duration::from_secs(1),
             retention: Retention::default(),
             rollup_interval: Duration::from_secs(60),
-            policy: crate::policy::ServerPolicy::default(),
+            policy: crate::service::policy::ServerPolicy::default(),
         }
     }
 }

@@ -30,9 +30,9 @@ pub struct Config {
     /// Log format.
     pub log_format: LogFormat,
     /// Receivers of release events.
-    pub webhooks: Vec<crate::webhooks::Target>,
+    pub webhooks: Vec<crate::service::webhooks::Target>,
     /// The flag policy enforced on writes (the default policy when no file is given).
-    pub policy: crate::policy::ServerPolicy,
+    pub policy: crate::service::policy::ServerPolicy,
 }
 
 impl std::fmt::Debug for Config {
@@ -176,13 +176,15 @@ pub fn load(file: Option<&Path>, env: Layer, flags: Layer) -> Result<Config, Con
         .webhooks
         .unwrap_or_default()
         .iter()
-        .map(|w| crate::webhooks::Target::parse(w))
+        .map(|w| crate::service::webhooks::Target::parse(w))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|message| ConfigError::Invalid { setting: "webhooks", message })?;
     // Read and validated once, here: a bad policy file is a startup error naming its field.
     let policy = match &merged.policy {
-        Some(path) => crate::policy::load(path)?,
-        None => crate::policy::ServerPolicy::default(),
+        Some(path) => {
+            crate::service::policy::load(path).map_err(|message| ConfigError::Invalid { setting: "policy", message })?
+        }
+        None => crate::service::policy::ServerPolicy::default(),
     };
     Ok(Config {
         listen,

@@ -6,12 +6,5 @@
 
 pub mod api;
 pub mod app;
-pub mod auth;
 pub mod config;
-pub mod error;
-pub mod guarding;
-pub mod metrics;
-pub mod policy;
-pub mod rollout;
-pub mod state;
-pub mod webhooks;
+pub mod service;

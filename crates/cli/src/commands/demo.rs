@@ -124,12 +124,13 @@ async fn run_demo(args: &DemoArgs, dir: &std::path::Path, say: &dyn Fn(String)) 
     let clock: Arc<dyn Clock> = Arc::new(FastClock { started: real_start, origin_ms });
     let store = dimmer_store::open(None, dir).await.context("opening the demo's SQLite store")?;
     dimmer_server::app::first_start(store.as_ref()).await?;
-    let admin = dimmer_server::auth::generate_token().context("generating a token")?;
-    dimmer_server::auth::bootstrap_admin(store.as_ref(), Some(&admin)).await?;
+    let admin = dimmer_server::service::tokens::generate_token().context("generating a token")?;
+    dimmer_server::service::tokens::bootstrap_admin(store.as_ref(), Some(&admin)).await?;
     let meta = ChangeMeta { actor: "demo".into(), reason: Some("dimmer demo".into()) };
-    let sdk_token = dimmer_server::auth::create_token(store.as_ref(), "demo-sdk", Scope::Sdk, Some(ENV.into()), &meta)
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the sdk token: {}", e.message))?;
+    let sdk_token =
+        dimmer_server::service::tokens::create_token(store.as_ref(), "demo-sdk", Scope::Sdk, Some(ENV.into()), &meta)
+            .await
+            .context("creating the sdk token")?;
     // The canary stage exposes the `internal` segment: give it the simulated staff.
     let internal = store.get_segment("internal").await?.context("the internal segment")?;
     let mut segment = internal.segment.clone();
@@ -141,7 +142,7 @@ async fn run_demo(args: &DemoArgs, dir: &std::path::Path, say: &dyn Fn(String)) 
     let webhooks = args
         .webhook
         .iter()
-        .map(|w| dimmer_server::webhooks::Target::parse(w).map_err(|e| anyhow::anyhow!("--webhook {w}: {e}")))
+        .map(|w| dimmer_server::service::webhooks::Target::parse(w).map_err(|e| anyhow::anyhow!("--webhook {w}: {e}")))
         .collect::<Result<Vec<_>>>()?;
     let options =
         Options { clock: clock.clone(), webhooks, plan_interval: Duration::from_millis(200), ..Options::default() };

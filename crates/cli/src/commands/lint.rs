@@ -28,7 +28,7 @@ pub struct LintArgs {
 pub(crate) fn load_policy(path: Option<&Path>) -> Result<Policy> {
     let Some(path) = path else { return Ok(Policy::default()) };
     let text = files::read_text(path)?;
-    dimmer_server::policy::parse(&text).map_err(|message| anyhow::anyhow!("{}: {message}", path.display()))
+    dimmer_server::service::policy::parse(&text).map_err(|message| anyhow::anyhow!("{}: {message}", path.display()))
 }
 
 /// One problem: where, what, and the policy rule when it is one.

@@ -71,7 +71,7 @@ async fn serve(config: config::Config) -> Result<()> {
     let store =
         dimmer_store::open(config.database_url.as_deref(), &config.data_dir).await.context("opening storage")?;
     dimmer_server::app::first_start(store.as_ref()).await.context("creating the default environments")?;
-    let generated = dimmer_server::auth::bootstrap_admin(store.as_ref(), config.admin_token.as_deref())
+    let generated = dimmer_server::service::tokens::bootstrap_admin(store.as_ref(), config.admin_token.as_deref())
         .await
         .context("bootstrapping the admin token")?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -9,10 +9,11 @@ use dimmer_engine::{FlagSet, Segment};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::openapi::schemas as doc;
-use crate::auth::{self, Principal};
-use crate::error::{ApiError, Code, Json};
-use crate::state::AppState;
+use super::schemas as doc;
+use crate::api::AppState;
+use crate::api::auth::Principal;
+use crate::api::error::{ApiError, Code, Json};
+use crate::service::tokens;
 use dimmer_store::{AuditFilter, Environment, Scope, SegmentRecord};
 
 pub(super) fn router() -> Router<AppState> {
@@ -160,7 +161,7 @@ async fn validate_segment(state: &AppState, key: &str, segment: &Segment) -> Res
     }
     set.segments.insert(key.to_owned(), segment.clone());
     let prefix = format!("segments{}", dimmer_engine::compile::path_key(key));
-    let errors = super::engine_errors(&set, &["default".to_owned()], &prefix);
+    let errors = crate::service::validation::engine_errors(&set, &["default".to_owned()], &prefix);
     if errors.is_empty() {
         Ok(())
     } else {
@@ -405,7 +406,7 @@ async fn create_token(
         (_, None) => None,
     };
     let meta = principal.meta(super::reason(&headers, body.reason.as_deref()));
-    let token = auth::create_token(state.store.as_ref(), &body.name, scope, environment.clone(), &meta).await?;
+    let token = tokens::create_token(state.store.as_ref(), &body.name, scope, environment.clone(), &meta).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"name": body.name, "scope": scope, "environment": environment, "token": token})),

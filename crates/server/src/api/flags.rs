@@ -12,11 +12,11 @@ use dimmer_engine::{Flag, FlagSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::openapi::schemas as doc;
 use super::policy::Check;
-use crate::auth::Principal;
-use crate::error::{ApiError, Code, Json};
-use crate::state::AppState;
+use super::schemas as doc;
+use crate::api::AppState;
+use crate::api::auth::Principal;
+use crate::api::error::{ApiError, Code, Json};
 use dimmer_store::{FlagRecord, StoreError};
 
 pub(super) fn router() -> Router<AppState> {
@@ -159,7 +159,7 @@ async fn validate(state: &AppState, key: &str, flag: &Flag, policy_errors: Vec<V
     }
     let prefix = format!("flags{}", dimmer_engine::compile::path_key(key));
     let names: Vec<String> = envs.iter().map(|e| e.name.clone()).collect();
-    for entry in super::engine_errors(&set, &names, &prefix) {
+    for entry in crate::service::validation::engine_errors(&set, &names, &prefix) {
         if !errors.contains(&entry) {
             errors.push(entry);
         }

@@ -1,6 +1,6 @@
 //! Outcome metrics and guards API: SDKs' metric batches in, per-variant views out, standing
 //! guards on a flag, and the Prometheus Alertmanager receiver that dials flags down. Handlers
-//! only translate HTTP; the statistics are in `dimmer_domain::guard`, the loop in `crate::guarding`.
+//! only translate HTTP; the statistics are in `dimmer_domain::guard`, the loop in `crate::service::guardian`.
 
 use std::collections::BTreeMap;
 
@@ -13,13 +13,13 @@ use dimmer_protocol::{Limits, MetricsBatch};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::openapi::schemas as doc;
-use super::sdk::environment_of;
-use crate::auth::Principal;
-use crate::error::{ApiError, Code, Json};
-use crate::guarding::{Guardian, Scope};
-use crate::rollout::ReleaseError;
-use crate::state::AppState;
+use super::auth::environment_of;
+use super::schemas as doc;
+use crate::api::AppState;
+use crate::api::auth::Principal;
+use crate::api::error::{ApiError, Code, Json};
+use crate::service::guardian::{Guardian, Scope};
+use crate::service::releases::ReleaseError;
 use dimmer_domain::guard::{self, Assessment, Guard};
 use dimmer_domain::outcomes::{Aggregate, BUCKET_MS, COARSE_BUCKET_MS, MetricRow, bucket_of, merge_rows, totals};
 use dimmer_domain::release::{Status, parse_duration};

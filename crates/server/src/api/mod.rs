@@ -1,12 +1,15 @@
 //! The HTTP API: one router per area (admin, SDK, OFREP, system), composed in [`router`].
 
 mod admin;
+pub mod auth;
+pub mod error;
 mod flags;
 mod guards;
 mod ofrep;
 mod openapi;
 mod policy;
 mod release;
+mod schemas;
 mod sdk;
 mod system;
 
@@ -18,8 +21,50 @@ use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 
-use crate::error::{ApiError, Code};
-use crate::state::AppState;
+use std::sync::Arc;
+
+use dimmer_store::Store;
+use tokio::sync::watch;
+
+use crate::api::error::{ApiError, Code};
+use crate::service::guardian::Guardian;
+use crate::service::hub::Hub;
+use crate::service::metrics::Metrics;
+use crate::service::policy::ServerPolicy;
+use crate::service::releases::Releases;
+use crate::service::tokens::TokenCache;
+use crate::service::webhooks::Notifier;
+
+/// Everything request handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Durable storage.
+    pub store: Arc<dyn Store>,
+    /// Current compiled snapshots per environment.
+    pub hub: Arc<Hub>,
+    /// Token lookups.
+    pub tokens: Arc<TokenCache>,
+    /// Prometheus counters and gauges.
+    pub metrics: Arc<Metrics>,
+    /// Release plans, kills, dial-downs and restores.
+    pub releases: Arc<Releases>,
+    /// The guard loop's service: assessments for views, verdicts applied in its loop.
+    pub guardian: Arc<Guardian>,
+    /// Release-event webhooks (its counters feed `/metrics`).
+    pub notifier: Arc<Notifier>,
+    /// The flag policy enforced on writes.
+    pub policy: ServerPolicy,
+    /// Where time comes from (lifecycle ages; a manual clock in tests).
+    pub clock: Arc<dyn dimmer_domain::Clock>,
+    /// Flips to true at shutdown: streams end cleanly.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -115,31 +160,9 @@ pub(crate) fn split_document<T: serde::de::DeserializeOwned>(
 /// A JSON response carrying a resource's version as its ETag.
 pub(crate) fn versioned(status: axum::http::StatusCode, body: impl serde::Serialize, version: i64) -> Response {
     use axum::response::IntoResponse;
-    let mut response = (status, crate::error::Json(body)).into_response();
+    let mut response = (status, crate::api::error::Json(body)).into_response();
     if let Ok(etag) = axum::http::HeaderValue::from_str(&format!("\"{version}\"")) {
         response.headers_mut().insert(axum::http::header::ETAG, etag);
     }
     response
-}
-
-/// The engine's error diagnostics under `prefix` (e.g. `flags.checkout`) in every environment,
-/// as `{path, message}` with paths relative to the document, deduplicated.
-pub(crate) fn engine_errors(
-    set: &dimmer_engine::FlagSet,
-    environments: &[String],
-    prefix: &str,
-) -> Vec<serde_json::Value> {
-    let mut errors = Vec::new();
-    for env in environments {
-        for d in dimmer_engine::compile(set, env).1 {
-            if d.severity == dimmer_engine::Severity::Error && d.path.starts_with(prefix) {
-                let entry =
-                    serde_json::json!({"path": d.path[prefix.len()..].trim_start_matches('.'), "message": d.message});
-                if !errors.contains(&entry) {
-                    errors.push(entry);
-                }
-            }
-        }
-    }
-    errors
 }

@@ -15,10 +15,10 @@ use dimmer_engine::{CompiledFlags, Context, ErrorCode, Reason, evaluate};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::openapi::schemas as doc;
-use crate::auth::Principal;
-use crate::error::ApiError;
-use crate::state::AppState;
+use super::schemas as doc;
+use crate::api::AppState;
+use crate::api::auth::Principal;
+use crate::api::error::ApiError;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/ofrep/v1/evaluate/flags/{key}", post(single)).route("/ofrep/v1/evaluate/flags", post(bulk))
@@ -122,7 +122,7 @@ async fn single(
     Query(q): Query<EnvQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let env = super::sdk::environment_of(&principal, q.env)?;
+    let env = super::auth::environment_of(&principal, q.env)?;
     let ctx = match parse_context(&body) {
         Ok(ctx) => ctx,
         Err(details) => {
@@ -170,7 +170,7 @@ async fn bulk(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let env = super::sdk::environment_of(&principal, q.env)?;
+    let env = super::auth::environment_of(&principal, q.env)?;
     let ctx = match parse_context(&body) {
         Ok(ctx) => ctx,
         Err(details) => {

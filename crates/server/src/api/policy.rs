@@ -10,10 +10,10 @@ use dimmer_engine::policy::{Violation, kind_name};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::openapi::schemas as doc;
-use crate::auth::Principal;
-use crate::error::{ApiError, Code, Json};
-use crate::state::AppState;
+use super::schemas as doc;
+use crate::api::AppState;
+use crate::api::auth::Principal;
+use crate::api::error::{ApiError, Code, Json};
 use dimmer_domain::release::Status;
 use dimmer_store::Scope;
 
@@ -114,7 +114,8 @@ async fn list(
         return Err(ApiError::not_found("environment", env));
     }
     let now = state.clock.now_ms();
-    let all = crate::policy::lifecycles(state.store.as_ref(), &state.policy.policy, now, q.env.as_deref()).await?;
+    let all =
+        crate::service::policy::lifecycles(state.store.as_ref(), &state.policy.policy, now, q.env.as_deref()).await?;
     let flags: Vec<Value> = all
         .iter()
         .filter(|(_, l)| q.state.as_deref().is_none_or(|s| s == l.state.name()))

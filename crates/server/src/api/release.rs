@@ -1,6 +1,6 @@
 //! Release API: plans (start, status, advance, pause, resume, rollback), the dial-down fast
 //! path (kill, dial-down, restore) and plan templates. Handlers only translate HTTP; the
-//! decisions are in `dimmer_domain::release` and their application in `crate::rollout`.
+//! decisions are in `dimmer_domain::release` and their application in `crate::service::releases`.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -10,11 +10,11 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::openapi::schemas as doc;
-use crate::auth::Principal;
-use crate::error::{ApiError, Code, Json};
-use crate::rollout::{Outcome, ReleaseError, plan_view};
-use crate::state::AppState;
+use super::schemas as doc;
+use crate::api::AppState;
+use crate::api::auth::Principal;
+use crate::api::error::{ApiError, Code, Json};
+use crate::service::releases::{Outcome, ReleaseError, plan_view};
 use dimmer_domain::release::{self, Command, Plan, Template};
 use dimmer_store::ChangeMeta;
 
@@ -497,7 +497,7 @@ async fn restore(
 }
 
 fn template_view(t: &Template) -> Value {
-    let stages: Vec<Value> = t.stages.iter().map(crate::rollout::stage_view).collect();
+    let stages: Vec<Value> = t.stages.iter().map(crate::service::releases::stage_view).collect();
     let builtin = release::builtin_templates().iter().any(|b| b == t);
     json!({"name": t.name, "description": t.description, "stages": stages, "default_for": t.default_for, "builtin": builtin})
 }

@@ -21,11 +21,12 @@ use axum::routing::get;
 use futures::Stream;
 use serde::Deserialize;
 
-use super::openapi::schemas as doc;
-use crate::auth::Principal;
-use crate::error::{ApiError, Code};
-use crate::state::{AppState, EnvSnapshot, Patch, patches};
-use dimmer_store::Scope;
+use super::schemas as doc;
+use crate::api::AppState;
+use crate::api::auth::Principal;
+use crate::api::auth::environment_of;
+use crate::api::error::ApiError;
+use crate::service::hub::{EnvSnapshot, Patch, patches};
 
 /// How often an idle stream sends a comment, so that proxies and clients see it alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -41,19 +42,6 @@ pub(super) fn router() -> Router<AppState> {
 struct EnvQuery {
     /// The environment, for admin, writer and reader tokens (an sdk token reads its own).
     env: Option<String>,
-}
-
-/// The environment a request reads: an sdk token's own, or `?env=` for admin/reader tokens.
-pub(crate) fn environment_of(principal: &Principal, requested: Option<String>) -> Result<String, ApiError> {
-    match (principal.scope, &principal.environment, requested) {
-        (Scope::Sdk, Some(own), Some(asked)) if *own != asked => {
-            Err(ApiError::new(Code::Forbidden, format!("this sdk token reads environment \"{own}\" only")))
-        }
-        (Scope::Sdk, Some(own), _) => Ok(own.clone()),
-        (Scope::Sdk, None, _) => Err(ApiError::new(Code::Forbidden, "this sdk token has no environment")),
-        (_, _, Some(asked)) => Ok(asked),
-        (_, _, None) => Err(ApiError::new(Code::MalformedRequest, "env: name the environment (?env=production)")),
-    }
 }
 
 /// The environment's snapshot: every non-archived flag and every segment at one revision.
@@ -120,7 +108,7 @@ async fn patch_events(state: &AppState, snap: &EnvSnapshot, from: i64) -> Option
 }
 
 /// Decrements the connection gauge when the stream ends, however it ends.
-struct ConnectionGuard(Arc<crate::metrics::Metrics>);
+struct ConnectionGuard(Arc<crate::service::metrics::Metrics>);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {

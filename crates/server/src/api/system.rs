@@ -7,9 +7,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use super::openapi::schemas as doc;
-use crate::error::Json;
-use crate::state::AppState;
+use super::schemas as doc;
+use crate::api::AppState;
+use crate::api::error::Json;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dimmer_domain::ManualClock;
 use dimmer_protocol::LatencySketch;
-use dimmer_server::webhooks::Target;
+use dimmer_server::service::webhooks::Target;
 use dimmer_store::AuditFilter;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

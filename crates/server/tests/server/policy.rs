@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use dimmer_domain::ManualClock;
 use dimmer_server::app::Options;
-use dimmer_server::policy::ServerPolicy;
+use dimmer_server::service::policy::ServerPolicy;
 use dimmer_store::Store;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -39,7 +39,7 @@ async fn server(policy: Option<&str>, clock: Arc<ManualClock>) -> TestServer {
 async fn server_on(store: Arc<dyn Store>, dir: TempDir, policy: Option<&str>, clock: Arc<ManualClock>) -> TestServer {
     let policy = match policy {
         Some(text) => ServerPolicy {
-            policy: Arc::new(dimmer_server::policy::parse(text).expect("test policy")),
+            policy: Arc::new(dimmer_server::service::policy::parse(text).expect("test policy")),
             source: Some("dimmer-policy.yaml".into()),
         },
         None => ServerPolicy::default(),

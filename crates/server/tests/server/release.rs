@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dimmer_domain::ManualClock;
 use dimmer_server::app::Options;
-use dimmer_server::webhooks::Target;
+use dimmer_server::service::webhooks::Target;
 use dimmer_store::{AuditFilter, Store};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -35,7 +35,7 @@ impl TestServer {
 
     pub async fn start_with_options(store: Arc<dyn Store>, dir: TempDir, options: dimmer_server::app::Options) -> Self {
         dimmer_server::app::first_start(store.as_ref()).await.expect("environments");
-        dimmer_server::auth::bootstrap_admin(store.as_ref(), Some(ADMIN)).await.expect("admin token");
+        dimmer_server::service::tokens::bootstrap_admin(store.as_ref(), Some(ADMIN)).await.expect("admin token");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();

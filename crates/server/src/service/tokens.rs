@@ -5,13 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::error::{ApiError, Code};
-use crate::state::AppState;
 use dimmer_store::{ChangeMeta, Scope, Store, StoreError, TokenRecord};
 
 /// Every token starts with this, so that secret scanners can recognise leaked ones.
@@ -32,10 +28,10 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Who is calling, after authentication.
+/// A token that authenticated: its name (the actor in the audit log), scope and environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// The token's name: the actor in the audit log.
+pub struct Identity {
+    /// The token's name.
     pub name: String,
     /// What it may do.
     pub scope: Scope,
@@ -43,54 +39,35 @@ pub struct Principal {
     pub environment: Option<String>,
 }
 
-impl Principal {
-    /// Refuses the request unless the token has one of `allowed` (admin always passes).
-    pub fn require(&self, allowed: &[Scope]) -> Result<(), ApiError> {
-        if self.scope == Scope::Admin || allowed.contains(&self.scope) {
-            Ok(())
-        } else {
-            let names: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
-            Err(ApiError::new(
-                Code::Forbidden,
-                format!("this {} token may not do this (needs: admin or {})", self.scope.as_str(), names.join(", ")),
-            ))
-        }
-    }
-
-    /// May read the admin API.
-    pub fn require_read(&self) -> Result<(), ApiError> {
-        self.require(&[Scope::Writer, Scope::Reader])
-    }
-
-    /// May change flags and segments.
-    pub fn require_write(&self) -> Result<(), ApiError> {
-        self.require(&[Scope::Writer])
-    }
-
-    /// The audit metadata of a change made by this principal.
-    pub fn meta(&self, reason: Option<String>) -> ChangeMeta {
-        ChangeMeta { actor: self.name.clone(), reason }
-    }
+/// Why a token could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The operating system's random source failed.
+    #[error("no random source: {0}")]
+    Random(getrandom::Error),
+    /// Storage failed (or the name is taken).
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A short-lived cache of token lookups, so that OFREP and SDK calls do not hit the database.
 #[derive(Debug, Default)]
 pub struct TokenCache {
-    entries: RwLock<HashMap<String, (Option<Principal>, Instant)>>,
+    entries: RwLock<HashMap<String, (Option<Identity>, Instant)>>,
 }
 
 impl TokenCache {
-    /// Authenticates a presented token.
-    pub async fn authenticate(&self, store: &dyn Store, token: &str) -> Result<Principal, ApiError> {
+    /// Authenticates a presented token: `None` for an unknown or revoked one.
+    pub async fn authenticate(&self, store: &dyn Store, token: &str) -> Result<Option<Identity>, StoreError> {
         let hash = hash_token(token);
         if let Ok(entries) = self.entries.read()
             && let Some((principal, at)) = entries.get(&hash)
             && at.elapsed() < CACHE_TTL
         {
-            return principal.clone().ok_or_else(unauthorized);
+            return Ok(principal.clone());
         }
         let found = store.token_by_hash(&hash).await?;
-        let principal = found.filter(|t| !t.revoked && hashes_equal(&t.hash, &hash)).map(|t| Principal {
+        let principal = found.filter(|t| !t.revoked && hashes_equal(&t.hash, &hash)).map(|t| Identity {
             name: t.name,
             scope: t.scope,
             environment: t.environment,
@@ -101,7 +78,7 @@ impl TokenCache {
             }
             entries.insert(hash, (principal.clone(), Instant::now()));
         }
-        principal.ok_or_else(unauthorized)
+        Ok(principal)
     }
 
     /// Forgets every cached lookup (after a revocation).
@@ -116,29 +93,6 @@ fn hashes_equal(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
-fn unauthorized() -> ApiError {
-    ApiError::new(Code::Unauthorized, "missing, unknown or revoked token")
-}
-
-/// The token in `Authorization: Bearer …` or `X-API-Key`.
-fn presented_token(parts: &Parts) -> Option<&str> {
-    let bearer = parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-    bearer.or_else(|| parts.headers.get("x-api-key").and_then(|v| v.to_str().ok())).map(str::trim)
-}
-
-impl FromRequestParts<AppState> for Principal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = presented_token(parts).ok_or_else(unauthorized)?;
-        state.tokens.authenticate(state.store.as_ref(), token).await
-    }
-}
-
 /// Creates a token and returns it (the only time it is ever seen).
 pub async fn create_token(
     store: &dyn Store,
@@ -146,8 +100,8 @@ pub async fn create_token(
     scope: Scope,
     environment: Option<String>,
     meta: &ChangeMeta,
-) -> Result<String, ApiError> {
-    let token = generate_token().map_err(|e| ApiError::internal(&e))?;
+) -> Result<String, TokenError> {
+    let token = generate_token().map_err(TokenError::Random)?;
     let record = TokenRecord {
         name: name.to_owned(),
         scope,

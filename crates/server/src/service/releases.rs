@@ -13,7 +13,7 @@ use dimmer_engine::model::EnvironmentConfig;
 use dimmer_engine::{Flag, FlagSet};
 use serde_json::{Value, json};
 
-use crate::webhooks::{Event, Notifier};
+use crate::service::webhooks::{Event, Notifier};
 use dimmer_domain::Clock;
 use dimmer_domain::release::{
     self, Command, Decision, Health, Plan, PlanError, PlanState, RestorePoint, Status, Template,
@@ -182,7 +182,7 @@ impl Releases {
         let mut set = FlagSet { flags: snapshot.flags.flags, segments: snapshot.flags.segments };
         set.flags.insert(key.to_owned(), flag.clone());
         let prefix = format!("flags.{key}");
-        let errors = crate::api::engine_errors(&set, &[environment.to_owned()], &prefix);
+        let errors = crate::service::validation::engine_errors(&set, &[environment.to_owned()], &prefix);
         match errors.first() {
             None => Ok(()),
             Some(e) => Err(ReleaseError::Invalid {
@@ -414,7 +414,7 @@ impl Releases {
 
     /// One pass of the progression loop: every running plan whose dwell has passed and whose
     /// guards are healthy (as `health` says) enters its next stage. Returns how many advanced
-    /// here. The guard loop (`crate::guarding`) calls it after applying the guards' verdicts.
+    /// here. The guard loop (`crate::service::guardian`) calls it after applying the guards' verdicts.
     pub async fn tick(&self, health: &(dyn Fn(&PlanRecord) -> Health + Send + Sync)) -> Result<usize, ReleaseError> {
         let mut advanced = 0;
         let meta = ChangeMeta { actor: "system".into(), reason: Some("dwell passed; guards healthy".into()) };

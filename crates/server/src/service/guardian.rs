@@ -15,9 +15,9 @@ use dimmer_engine::model::{FULL_WEIGHT, OFF, ON};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::metrics::Metrics;
-use crate::rollout::{ReleaseError, Releases};
-use crate::webhooks::{Event, Notifier};
+use crate::service::metrics::Metrics;
+use crate::service::releases::{ReleaseError, Releases};
+use crate::service::webhooks::{Event, Notifier};
 use dimmer_domain::Clock;
 use dimmer_domain::guard::{self, Action, Assessment, FindingStatus, Guard, Verdict};
 use dimmer_domain::outcomes::{BUCKET_MS, Retention, bucket_of, totals};

@@ -1,5 +1,5 @@
-//! Shared server state and the snapshot hub: each environment's current configuration, compiled
-//! once per revision and handed to SDK requests, OFREP and SSE subscribers.
+//! The snapshot hub: each environment's current configuration, compiled once per revision and
+//! handed to SDK requests, OFREP and SSE subscribers.
 //!
 //! The hub's refresher is a background task with an owner (the server's composition root) and a
 //! shutdown path (the watch channel passed to [`Hub::run_refresher`]).
@@ -10,41 +10,9 @@ use std::sync::{Arc, RwLock};
 use dimmer_engine::CompiledFlags;
 use tokio::sync::{broadcast, watch};
 
-use crate::auth::TokenCache;
 use serde_json::json;
 
 use dimmer_store::{ChangedItem, Snapshot, Store, StoreError};
-
-/// Everything request handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    /// Durable storage.
-    pub store: Arc<dyn Store>,
-    /// Current compiled snapshots per environment.
-    pub hub: Arc<Hub>,
-    /// Token lookups.
-    pub tokens: Arc<TokenCache>,
-    /// Prometheus counters and gauges.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Release plans, kills, dial-downs and restores.
-    pub releases: Arc<crate::rollout::Releases>,
-    /// The guard loop's service: assessments for views, verdicts applied in its loop.
-    pub guardian: Arc<crate::guarding::Guardian>,
-    /// Release-event webhooks (its counters feed `/metrics`).
-    pub notifier: Arc<crate::webhooks::Notifier>,
-    /// The flag policy enforced on writes.
-    pub policy: crate::policy::ServerPolicy,
-    /// Where time comes from (lifecycle ages; a manual clock in tests).
-    pub clock: Arc<dyn dimmer_domain::Clock>,
-    /// Flips to true at shutdown: streams end cleanly.
-    pub shutdown: watch::Receiver<bool>,
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").finish_non_exhaustive()
-    }
-}
 
 /// One revision's changes as a stream event payload:
 /// `{"revision", "flags": {key: flag|null}, "segments": {key: segment|null}}`.

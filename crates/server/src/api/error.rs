@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 
 use dimmer_store::StoreError;
 
+use crate::service::tokens::TokenError;
+
 /// Stable, snake_case error codes. The table: code → HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -114,6 +116,15 @@ impl From<StoreError> for ApiError {
             )
             .with_details(json!({"expected": expected, "current": current})),
             StoreError::Corrupt(_) | StoreError::Database(_) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Store(e) => e.into(),
+            TokenError::Random(_) => Self::internal(&e),
         }
     }
 }

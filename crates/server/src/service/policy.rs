@@ -13,11 +13,10 @@ use dimmer_engine::Flag;
 use dimmer_engine::policy::{Facts, Lifecycle, Policy, PolicyFile, history_facts, lifecycle};
 use serde_json::Value;
 
-use crate::config::ConfigError;
 use dimmer_store::{AuditFilter, FlagRecord, Store, StoreResult};
 
 /// The policy a server enforces, with where it came from. Compared by content, so that
-/// [`crate::config::Config`] stays comparable.
+/// the server configuration stays comparable.
 #[derive(Debug, Clone)]
 pub struct ServerPolicy {
     /// The validated policy.
@@ -54,13 +53,10 @@ pub fn parse(text: &str) -> Result<Policy, String> {
 }
 
 /// Reads and validates a policy file at start: a bad file stops the server with the field named.
-pub fn load(path: &Path) -> Result<ServerPolicy, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::Invalid { setting: "policy", message: format!("{}: {e}", path.display()) })?;
-    let policy = parse(&text).map_err(|message| ConfigError::Invalid {
-        setting: "policy",
-        message: format!("{}: {message}", path.display()),
-    })?;
+/// The error names the file and the problem.
+pub fn load(path: &Path) -> Result<ServerPolicy, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let policy = parse(&text).map_err(|message| format!("{}: {message}", path.display()))?;
     Ok(ServerPolicy { policy: Arc::new(policy), source: Some(path.to_owned()) })
 }
 

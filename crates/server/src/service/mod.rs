@@ -1,0 +1,12 @@
+//! The services: what the server does, without HTTP. Each applies pure decisions from
+//! `dimmer-domain` to the store, owns its background loop (if it has one) and reports typed errors;
+//! the `api` module maps them to responses. No module here knows axum.
+
+pub mod guardian;
+pub mod hub;
+pub mod metrics;
+pub mod policy;
+pub mod releases;
+pub mod tokens;
+pub mod validation;
+pub mod webhooks;
