@@ -8,13 +8,13 @@ use dimmer_engine::model::ON;
 use dimmer_engine::{compile, evaluate};
 use serde_json::Value;
 
-/// The specification ships beside the repository (`../shared`), as it does in CI.
+/// The specification ships in the repository (`tests/vectors/`); a missing one is a bug.
 fn spec_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/conformance/unleash-client-specification/specifications");
+        .join("../../tests/vectors/unleash-client-specification/specifications");
     assert!(
         dir.join("index.json").is_file(),
-        "Unleash client specification not found at {}: clone the repository beside ../shared",
+        "Unleash client specification not found at {} (it ships in tests/vectors/)",
         dir.display()
     );
     dir

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use dimmer_sdk::Client;
 
-/// The flags of `../shared/contracts/openfeature/test-flags.json`, in Dimmer's model: a
+/// The flags of `tests/vectors/openfeature/test-flags.json`, in Dimmer's model: a
 /// `contextEvaluator` is a rule with id `contract-rule`; a disabled flag has no configuration in
 /// the environment (off, serving its `off` variant if it has one, the caller's default if not).
 pub fn contract_flags() -> PathBuf {

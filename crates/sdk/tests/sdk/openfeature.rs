@@ -1,5 +1,5 @@
 //! The OpenFeature provider through the OpenFeature client API, scenario by scenario from
-//! `../shared/contracts/openfeature/evaluation_v2.feature` (the ones that apply to a provider).
+//! `tests/vectors/openfeature/evaluation_v2.feature` (the ones that apply to a provider).
 //!
 //! Not applicable, and why: "CACHED reason" (a local evaluation is never a cached answer);
 //! "Provider in fatal state" (this provider has no fatal state: it serves defaults instead);

@@ -1,4 +1,4 @@
-//! OFREP, the OpenFeature Remote Evaluation Protocol (`../shared/contracts/ofrep/openapi.yaml`):
+//! OFREP, the OpenFeature Remote Evaluation Protocol (`tests/vectors/ofrep/openapi.yaml`):
 //! single-flag and bulk evaluation through the engine, authenticated by sdk tokens (bearer or
 //! `X-API-Key`).
 //!

@@ -107,7 +107,7 @@ pub(super) fn router() -> Router<AppState> {
         (name = "releases", description = "Release plans and templates, and the dial-down fast path: kill, dial-down, restore (docs/releasing.md)."),
         (name = "guards", description = "Outcome metrics per variant, standing guards, and the Alertmanager receiver (docs/guards.md)."),
         (name = "sdk", description = "SDK API: an environment's snapshot and its change stream."),
-        (name = "ofrep", description = "OpenFeature Remote Evaluation Protocol (../shared/contracts/ofrep/openapi.yaml)."),
+        (name = "ofrep", description = "OpenFeature Remote Evaluation Protocol (tests/vectors/ofrep/openapi.yaml)."),
         (name = "policy", description = "The flag policy (docs/POLICY.md) and each flag's lifecycle; flag writes are checked against the policy."),
         (name = "system", description = "Operations endpoints and this document; no token needed."),
     )

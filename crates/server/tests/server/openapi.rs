@@ -236,12 +236,12 @@ async fn every_route_of_the_table_is_served() {
     server.stop().await;
 }
 
-/// OFREP's paths are named as in `../shared/contracts/ofrep/openapi.yaml`.
+/// OFREP's paths are named as in `tests/vectors/ofrep/openapi.yaml`.
 #[tokio::test]
 async fn ofrep_paths_match_the_contract() {
-    let contract = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/contracts/ofrep/openapi.yaml");
+    let contract = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/ofrep/openapi.yaml");
     let yaml = std::fs::read_to_string(&contract)
-        .unwrap_or_else(|e| panic!("{}: {e} (clone the repository beside ../shared)", contract.display()));
+        .unwrap_or_else(|e| panic!("{}: {e} (it ships in tests/vectors/)", contract.display()));
     // The keys of the top-level `paths:` mapping (two-space indent); no YAML parser needed.
     let mut in_paths = false;
     let mut contract_paths = BTreeSet::new();
