@@ -20,11 +20,11 @@ pub struct Stage {
     pub min_dwell_ms: i64,
 }
 
-/// Why a plan specification or command was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a plan specification or command was refused. [`PlanError::field`] names the field it is
+/// about, so that the API maps it to a field path by type, never by parsing the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanError {
     /// A stage in a `--stages` list is neither a percentage nor a segment key.
-    #[error("stages[{index}]: \"{text}\" is not a percentage (such as 5% or 0.5%) or a segment key")]
     BadStage {
         /// Its position.
         index: usize,
@@ -32,7 +32,6 @@ pub enum PlanError {
         text: String,
     },
     /// Percentages must grow from stage to stage.
-    #[error("stages[{index}]: {percent} is lower than the stage before it; stages only widen exposure")]
     Shrinking {
         /// Its position.
         index: usize,
@@ -40,13 +39,10 @@ pub enum PlanError {
         percent: String,
     },
     /// A plan needs at least one stage.
-    #[error("stages: a plan needs at least one stage")]
     Empty,
     /// A duration such as `30m` did not parse.
-    #[error("dwell: \"{0}\" is not a duration such as 90s, 30m, 2h or 1d")]
     BadDuration(String),
     /// The command does not apply in the plan's status.
-    #[error("the plan is {status:?}: cannot {command}")]
     NotAllowed {
         /// The status.
         status: Status,
@@ -54,6 +50,45 @@ pub enum PlanError {
         command: &'static str,
     },
 }
+
+impl PlanError {
+    /// The field the error is about (`stages[2]`, `stages`, `dwell`); `None` when it is about the
+    /// plan's state rather than a field.
+    pub fn field(&self) -> Option<String> {
+        match self {
+            PlanError::BadStage { index, .. } | PlanError::Shrinking { index, .. } => Some(format!("stages[{index}]")),
+            PlanError::Empty => Some("stages".into()),
+            PlanError::BadDuration(_) => Some("dwell".into()),
+            PlanError::NotAllowed { .. } => None,
+        }
+    }
+
+    /// What is wrong, without the field.
+    pub fn reason(&self) -> String {
+        match self {
+            PlanError::BadStage { text, .. } => {
+                format!("\"{text}\" is not a percentage (such as 5% or 0.5%) or a segment key")
+            }
+            PlanError::Shrinking { percent, .. } => {
+                format!("{percent} is lower than the stage before it; stages only widen exposure")
+            }
+            PlanError::Empty => "a plan needs at least one stage".into(),
+            PlanError::BadDuration(text) => format!("\"{text}\" is not a duration such as 90s, 30m, 2h or 1d"),
+            PlanError::NotAllowed { status, command } => format!("the plan is {status:?}: cannot {command}"),
+        }
+    }
+}
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.field() {
+            Some(field) => write!(f, "{field}: {}", self.reason()),
+            None => f.write_str(&self.reason()),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
 
 /// Parses a duration (see [`crate::duration::parse`]), or says which text was not one.
 pub fn parse_duration(text: &str) -> Result<i64, PlanError> {

@@ -23,7 +23,6 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use crate::api::AppState;
 use crate::api::error::ApiError;
 
-/// The description every placeholder schema starts with; none is left in the served document.
 use super::schemas;
 
 pub(super) fn router() -> Router<AppState> {

@@ -14,7 +14,7 @@ use super::schemas as doc;
 use crate::api::AppState;
 use crate::api::auth::Principal;
 use crate::api::error::{ApiError, Code, Json};
-use crate::service::releases::{Outcome, ReleaseError, plan_view};
+use crate::service::releases::{Outcome, PlanView, ReleaseError, StageView};
 use dimmer_domain::release::{self, Command, Plan, Template};
 use dimmer_store::ChangeMeta;
 
@@ -95,7 +95,7 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
 )]
 async fn list_plans(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
     principal.require_read()?;
-    let plans: Vec<Value> = state.store.list_plans().await?.iter().map(plan_view).collect();
+    let plans: Vec<PlanView> = state.store.list_plans().await?.iter().map(PlanView::of).collect();
     Ok(Json(json!({ "plans": plans })).into_response())
 }
 
@@ -121,7 +121,7 @@ async fn plan_status(
 ) -> Result<Response, ApiError> {
     principal.require_read()?;
     let plan = state.store.get_plan(&key, &env).await?.ok_or_else(|| ApiError::not_found("plan", &key))?;
-    Ok(Json(plan_view(&plan)).into_response())
+    Ok(Json(PlanView::of(&plan)).into_response())
 }
 
 /// How to start a plan: a template, or explicit stages; neither means the default template for
@@ -497,7 +497,7 @@ async fn restore(
 }
 
 fn template_view(t: &Template) -> Value {
-    let stages: Vec<Value> = t.stages.iter().map(crate::service::releases::stage_view).collect();
+    let stages: Vec<StageView> = t.stages.iter().map(StageView::of).collect();
     let builtin = release::builtin_templates().iter().any(|b| b == t);
     json!({"name": t.name, "description": t.description, "stages": stages, "default_for": t.default_for, "builtin": builtin})
 }

@@ -274,5 +274,5 @@ pub(crate) enum OfrepBulkFailureOrError {
     Api(ErrorBody),
 }
 
-/// The description a placeholder schema carries until the document replaces it.
+/// The description every placeholder schema starts with; none is left in the served document.
 pub(crate) const PLACEHOLDER: &str = "Placeholder for a schema derived from the engine's JSON Schema";

@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use dimmer_engine::model::EnvironmentConfig;
 use dimmer_engine::{Flag, FlagSet};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
-use crate::service::webhooks::{Event, Notifier};
+use crate::service::webhooks::{Event, Notifier, PlanPosition};
 use dimmer_domain::Clock;
 use dimmer_domain::release::{
     self, Command, Decision, Health, Plan, PlanError, PlanState, RestorePoint, Status, Template,
@@ -53,19 +54,15 @@ pub enum ReleaseError {
 
 impl From<PlanError> for ReleaseError {
     fn from(e: PlanError) -> Self {
-        match e {
-            PlanError::NotAllowed { .. } => ReleaseError::Conflict(e.to_string()),
-            other => {
-                let text = other.to_string();
-                let (field, message) = text.split_once(": ").unwrap_or(("stages", &text));
-                ReleaseError::Invalid { field: field.to_owned(), message: message.to_owned() }
-            }
+        match e.field() {
+            Some(field) => ReleaseError::Invalid { field, message: e.reason() },
+            None => ReleaseError::Conflict(e.to_string()),
         }
     }
 }
 
 /// What an operation did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Outcome {
     /// False when the operation found nothing to change (it is idempotent).
     pub changed: bool,
@@ -76,7 +73,7 @@ pub struct Outcome {
     /// The exposure ceiling afterwards, in percent.
     pub exposure_percent: f64,
     /// The plan afterwards, if the flag has one in this environment.
-    pub plan: Option<Value>,
+    pub plan: Option<PlanView>,
 }
 
 /// The release service: shared by the API handlers and the progression loop.
@@ -101,37 +98,78 @@ struct Step {
 }
 
 /// A plan as the API shows it.
-pub fn plan_view(record: &PlanRecord) -> Value {
-    let stages: Vec<Value> = record.plan.stages.iter().map(stage_view).collect();
-    let state = &record.state;
-    let next_at = match (state.status, record.plan.stages.get(state.stage)) {
-        (Status::Running, Some(stage)) if state.stage + 1 < record.plan.stages.len() => {
-            Some(state.entered_at_ms.saturating_add(stage.min_dwell_ms))
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct PlanView {
+    /// The flag released.
+    pub flag: String,
+    /// The environment it is released in.
+    pub environment: String,
+    /// The template it was made from, if any.
+    pub template: Option<String>,
+    /// `running`, `paused`, `released` or `rolled-back`.
+    pub status: String,
+    /// The current stage's index (0-based).
+    pub stage: usize,
+    /// The current stage as people read it (`internal + 5%`).
+    pub stage_label: Option<String>,
+    /// When the current stage began, Unix milliseconds.
+    pub entered_at: i64,
+    /// When a running plan may enter its next stage (guards permitting), Unix milliseconds.
+    pub advances_after: Option<i64>,
+    /// Every stage.
+    pub stages: Vec<StageView>,
+    /// The plan's revision: bumped by every change.
+    pub revision: i64,
+}
+
+impl PlanView {
+    /// The view of a stored plan.
+    pub fn of(record: &PlanRecord) -> Self {
+        let state = &record.state;
+        let advances_after = match (state.status, record.plan.stages.get(state.stage)) {
+            (Status::Running, Some(stage)) if state.stage + 1 < record.plan.stages.len() => {
+                Some(state.entered_at_ms.saturating_add(stage.min_dwell_ms))
+            }
+            _ => None,
+        };
+        Self {
+            flag: record.flag.clone(),
+            environment: record.environment.clone(),
+            template: record.plan.template.clone(),
+            status: state.status.as_str().to_owned(),
+            stage: state.stage,
+            stage_label: record.plan.stages.get(state.stage).map(stage_label),
+            entered_at: state.entered_at_ms,
+            advances_after,
+            stages: record.plan.stages.iter().map(StageView::of).collect(),
+            revision: record.revision,
         }
-        _ => None,
-    };
-    json!({
-        "flag": record.flag,
-        "environment": record.environment,
-        "template": record.plan.template,
-        "status": state.status.as_str(),
-        "stage": state.stage,
-        "stage_label": record.plan.stages.get(state.stage).map(stage_label),
-        "entered_at": state.entered_at_ms,
-        "advances_after": next_at,
-        "stages": stages,
-        "revision": record.revision,
-    })
+    }
 }
 
 /// A stage as the API shows it (in plans and templates).
-pub fn stage_view(stage: &release::Stage) -> Value {
-    json!({
-        "segments": stage.segments,
-        "percent": release::weight_percent(stage.weight),
-        "label": stage_label(stage),
-        "min_dwell_ms": stage.min_dwell_ms,
-    })
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct StageView {
+    /// Segments exposed in full.
+    pub segments: Vec<String>,
+    /// The share of everyone else exposed, in percent.
+    pub percent: f64,
+    /// The stage as people read it (`internal + 5%`).
+    pub label: String,
+    /// The minimum time in the stage, in milliseconds.
+    pub min_dwell_ms: i64,
+}
+
+impl StageView {
+    /// The view of a stage.
+    pub fn of(stage: &release::Stage) -> Self {
+        Self {
+            segments: stage.segments.clone(),
+            percent: release::weight_percent(stage.weight),
+            label: stage_label(stage),
+            min_dwell_ms: stage.min_dwell_ms,
+        }
+    }
 }
 
 /// `internal + 5%`: a stage as people read it.
@@ -143,13 +181,25 @@ pub fn stage_label(stage: &release::Stage) -> String {
     parts.join(" + ")
 }
 
+/// A flag's release state in one environment: the `before` and `after` of a release step's
+/// audit entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct ReleaseSummary<'a> {
+    enabled: bool,
+    exposure_percent: f64,
+    exposure: Option<&'a dimmer_engine::model::Exposure>,
+    plan: Option<PlanPosition>,
+}
+
 fn summary(cfg: Option<&EnvironmentConfig>, plan: Option<&PlanState>) -> Value {
-    json!({
-        "enabled": cfg.is_some_and(|c| c.enabled),
-        "exposure_percent": release::weight_percent(release::exposure_weight(cfg)),
-        "exposure": cfg.and_then(|c| c.exposure.as_ref()),
-        "plan": plan.map(|p| json!({"stage": p.stage, "status": p.status.as_str()})),
-    })
+    let summary = ReleaseSummary {
+        enabled: cfg.is_some_and(|c| c.enabled),
+        exposure_percent: release::weight_percent(release::exposure_weight(cfg)),
+        exposure: cfg.and_then(|c| c.exposure.as_ref()),
+        plan: plan.map(|p| PlanPosition { stage: p.stage, stages: None, status: p.status.as_str() }),
+    };
+    // Plain data of strings and numbers: serializing cannot fail.
+    serde_json::to_value(summary).unwrap_or(Value::Null)
 }
 
 impl Releases {
@@ -210,7 +260,7 @@ impl Releases {
                     version: record.version,
                     enabled: cfg_before.is_some_and(|c| c.enabled),
                     exposure_percent: release::weight_percent(release::exposure_weight(cfg_before)),
-                    plan: plan.as_ref().map(plan_view),
+                    plan: plan.as_ref().map(PlanView::of),
                 });
             };
             match self.write(&record, plan.as_ref(), environment, step, meta, now).await {
@@ -268,9 +318,11 @@ impl Releases {
             at: now,
             exposure_before: release::weight_percent(before),
             exposure_after: release::weight_percent(after),
-            plan: plan_after.as_ref().map(
-                |p| json!({"stage": p.state.stage, "stages": p.plan.stages.len(), "status": p.state.status.as_str()}),
-            ),
+            plan: plan_after.as_ref().map(|p| PlanPosition {
+                stage: p.state.stage,
+                stages: Some(p.plan.stages.len()),
+                status: p.state.status.as_str(),
+            }),
             message: message(step.action, &record.key, environment, meta, before, after, plan_after.as_ref()),
             details: None,
         });
@@ -279,7 +331,7 @@ impl Releases {
             version: out.flag.version,
             enabled,
             exposure_percent: release::weight_percent(after),
-            plan: plan_after.as_ref().map(plan_view),
+            plan: plan_after.as_ref().map(PlanView::of),
         })
     }
 

@@ -59,6 +59,18 @@ impl Target {
     }
 }
 
+/// Where a plan stands, in audit entries and release events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PlanPosition {
+    /// The current stage's index.
+    pub stage: usize,
+    /// How many stages the plan has (absent in audit summaries written before it was recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages: Option<usize>,
+    /// `running`, `paused`, `released` or `rolled-back`.
+    pub status: &'static str,
+}
+
 /// A release event: a stage change, a kill, a dial-down or a restore.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
@@ -79,7 +91,7 @@ pub struct Event {
     /// The exposure after, in percent.
     pub exposure_after: f64,
     /// The plan's stage (0-based) and status after the event, if the flag has a plan.
-    pub plan: Option<serde_json::Value>,
+    pub plan: Option<PlanPosition>,
     /// One line for people.
     pub message: String,
     /// The numbers behind a guard's event (findings, test statistics), when it is one.
