@@ -18,7 +18,7 @@ use super::schemas as doc;
 use crate::api::AppState;
 use crate::api::auth::Principal;
 use crate::api::error::{ApiError, Code, Json};
-use crate::service::guardian::{Guardian, Scope};
+use crate::service::guardian::{Guardian, Period};
 use crate::service::releases::ReleaseError;
 use dimmer_domain::guard::{self, Assessment, Guard};
 use dimmer_domain::outcomes::{Aggregate, BUCKET_MS, COARSE_BUCKET_MS, MetricRow, bucket_of, merge_rows, totals};
@@ -227,22 +227,22 @@ async fn guard_assessments(state: &AppState, record: &dimmer_store::FlagRecord, 
         && plan.state.status == Status::Running
         && !plan.plan.guards.is_empty()
     {
-        let scope = Guardian::plan_scope(&plan);
-        let a = state.guardian.assess(record, env, &plan.plan.guards, &scope).await?;
-        out.insert("plan".into(), assessment_view(&scope, &a));
+        let period = Guardian::plan_period(&plan);
+        let a = state.guardian.assess(record, env, &plan.plan.guards, &period).await?;
+        out.insert("plan".into(), assessment_view(&period, &a));
     }
     if let Some(standing) =
         state.store.list_standing_guards().await?.into_iter().find(|s| s.flag == record.key && s.environment == env)
     {
-        let scope = Guardian::standing_scope(record, &standing);
-        let a = state.guardian.assess(record, env, &standing.guards, &scope).await?;
-        out.insert("standing".into(), assessment_view(&scope, &a));
+        let period = Guardian::standing_period(record, &standing);
+        let a = state.guardian.assess(record, env, &standing.guards, &period).await?;
+        out.insert("standing".into(), assessment_view(&period, &a));
     }
     Ok(Value::Object(out))
 }
 
-fn assessment_view(scope: &Scope, a: &Assessment) -> Value {
-    json!({"window": scope.label, "since_ms": scope.since_ms, "assessment": a})
+fn assessment_view(period: &Period, a: &Assessment) -> Value {
+    json!({"window": period.label, "since_ms": period.since_ms, "assessment": a})
 }
 
 fn invalid(field: &str, message: &str) -> ApiError {

@@ -33,9 +33,10 @@ pub struct Guardian {
     metrics: Arc<Metrics>,
 }
 
-/// What a window is judged over, and the key its events are recorded under.
+/// The period a guard judges (a plan's current stage, or a standing guard's rolling window),
+/// and the key its events are recorded under.
 #[derive(Debug, Clone)]
-pub struct Scope {
+pub struct Period {
     /// The window's start, Unix milliseconds.
     pub since_ms: i64,
     /// Names the window in event keys: a verdict acts once per window.
@@ -66,8 +67,8 @@ impl Guardian {
     }
 
     /// The window of a running plan's current stage.
-    pub fn plan_scope(plan: &PlanRecord) -> Scope {
-        Scope {
+    pub fn plan_period(plan: &PlanRecord) -> Period {
+        Period {
             // The first bucket that lies wholly inside the stage: the one before mixes in the
             // previous stage's exposure.
             since_ms: bucket_of(plan.state.entered_at_ms + BUCKET_MS - 1, BUCKET_MS),
@@ -78,32 +79,32 @@ impl Guardian {
 
     /// The window of standing guards: a standing guard judges the flag as it is now, so any
     /// change to the flag or to the guards starts a new window.
-    pub fn standing_scope(record: &FlagRecord, standing: &StandingGuards) -> Scope {
+    pub fn standing_period(record: &FlagRecord, standing: &StandingGuards) -> Period {
         let since = record.updated_at.max(standing.updated_at_ms);
-        Scope {
+        Period {
             since_ms: bucket_of(since + BUCKET_MS - 1, BUCKET_MS),
             key: format!("standing:{}:{}", record.version, standing.updated_at_ms),
             label: "standing guards".into(),
         }
     }
 
-    /// Judges `guards` on a flag in an environment over `scope`.
+    /// Judges `guards` on a flag in an environment over `period`.
     pub async fn assess(
         &self,
         record: &FlagRecord,
         environment: &str,
         guards: &[Guard],
-        scope: &Scope,
+        period: &Period,
     ) -> Result<Assessment, ReleaseError> {
         let now = self.now();
-        let rows = self.store.metric_rows(environment, &record.key, scope.since_ms, now + BUCKET_MS).await?;
-        let variants = totals(&rows, scope.since_ms, now + BUCKET_MS);
+        let rows = self.store.metric_rows(environment, &record.key, period.since_ms, now + BUCKET_MS).await?;
+        let variants = totals(&rows, period.since_ms, now + BUCKET_MS);
         let cfg = record.flag.environments.get(environment);
         let control = cfg.and_then(|c| c.off_variant.clone()).unwrap_or_else(|| OFF.to_owned());
         let window = guard::Window {
             variants: &variants,
             control: &control,
-            age_ms: now - scope.since_ms,
+            age_ms: now - period.since_ms,
             expected_treatment_share: cfg.and_then(|c| expected_treatment_share(c, &control)),
         };
         Ok(guard::assess(&window, guards))
@@ -121,24 +122,24 @@ impl Guardian {
                 continue;
             }
             let Some(record) = self.store.get_flag(&plan.flag).await?.filter(|r| !r.archived) else { continue };
-            let scope = Self::plan_scope(&plan);
-            let assessment = self.assess(&record, &plan.environment, &plan.plan.guards, &scope).await?;
+            let period = Self::plan_period(&plan);
+            let assessment = self.assess(&record, &plan.environment, &plan.plan.guards, &period).await?;
             report.judged += 1;
             health.insert(
                 (plan.flag.clone(), plan.environment.clone(), plan.state.entered_at_ms),
                 health_of(&assessment.verdict),
             );
-            report.acted += self.act(&record, &plan.environment, &plan.plan.guards, &scope, &assessment).await;
+            report.acted += self.act(&record, &plan.environment, &plan.plan.guards, &period, &assessment).await;
         }
         for standing in self.store.list_standing_guards().await? {
             let Some(record) = self.store.get_flag(&standing.flag).await?.filter(|r| !r.archived) else { continue };
             if !record.flag.environments.get(&standing.environment).is_some_and(|c| c.enabled) {
                 continue;
             }
-            let scope = Self::standing_scope(&record, &standing);
-            let assessment = self.assess(&record, &standing.environment, &standing.guards, &scope).await?;
+            let period = Self::standing_period(&record, &standing);
+            let assessment = self.assess(&record, &standing.environment, &standing.guards, &period).await?;
             report.judged += 1;
-            report.acted += self.act(&record, &standing.environment, &standing.guards, &scope, &assessment).await;
+            report.acted += self.act(&record, &standing.environment, &standing.guards, &period, &assessment).await;
         }
         let health_of_plan = move |p: &PlanRecord| {
             if p.plan.guards.is_empty() {
@@ -159,7 +160,7 @@ impl Guardian {
         record: &FlagRecord,
         environment: &str,
         guards: &[Guard],
-        scope: &Scope,
+        period: &Period,
         assessment: &Assessment,
     ) -> usize {
         let mut acted = 0;
@@ -167,13 +168,13 @@ impl Guardian {
             let findings: Vec<&guard::Finding> =
                 assessment.findings.iter().filter(|f| f.status == FindingStatus::Regression).collect();
             let summary = findings.iter().map(|f| describe(f, guards)).collect::<Vec<_>>().join("; ");
-            let reason = format!("guard {} saw a regression ({}): {summary}", fired.join(", "), scope.label);
+            let reason = format!("guard {} saw a regression ({}): {summary}", fired.join(", "), period.label);
             let details = json!({
-                "guards": fired, "action": action.as_str(), "window": scope.label, "since_ms": scope.since_ms,
+                "guards": fired, "action": action.as_str(), "window": period.label, "since_ms": period.since_ms,
                 "findings": findings,
             });
             if self
-                .once(record, environment, &format!("{}:regression", scope.key), "guard.regression", &details, &reason)
+                .once(record, environment, &format!("{}:regression", period.key), "guard.regression", &details, &reason)
                 .await
             {
                 acted += 1;
@@ -186,14 +187,14 @@ impl Guardian {
             let reason = format!(
                 "sample-ratio mismatch on {} in {environment} ({}): {:.2}% of evaluations on treatment, {:.2}% expected (p = {:.2e}); the comparison is not trustworthy",
                 record.key,
-                scope.label,
+                period.label,
                 srm.observed * 100.0,
                 srm.expected * 100.0,
                 srm.p_value
             );
-            let details = json!({"window": scope.label, "sample_ratio": srm});
+            let details = json!({"window": period.label, "sample_ratio": srm});
             if self
-                .once(record, environment, &format!("{}:srm", scope.key), "guard.sample_ratio", &details, &reason)
+                .once(record, environment, &format!("{}:srm", period.key), "guard.sample_ratio", &details, &reason)
                 .await
             {
                 acted += 1;
@@ -206,11 +207,11 @@ impl Guardian {
                 "not enough data for guard {} on {} in {environment} ({}) past its deadline: is the SDK reporting outcomes?",
                 assessment.overdue.join(", "),
                 record.key,
-                scope.label
+                period.label
             );
-            let details = json!({"window": scope.label, "guards": assessment.overdue});
+            let details = json!({"window": period.label, "guards": assessment.overdue});
             if self
-                .once(record, environment, &format!("{}:no-data", scope.key), "guard.no_data", &details, &reason)
+                .once(record, environment, &format!("{}:no-data", period.key), "guard.no_data", &details, &reason)
                 .await
             {
                 acted += 1;
