@@ -92,7 +92,7 @@ pub fn app(store: Arc<dyn Store>, options: &Options, shutdown: watch::Receiver<b
         guardian,
         notifier,
         store,
-        tokens: Arc::new(TokenCache::default()),
+        tokens: Arc::new(TokenCache::new(options.clock.clone())),
         metrics,
         policy: options.policy.clone(),
         clock: options.clock.clone(),

@@ -466,7 +466,7 @@ impl Releases {
 
     /// One pass of the progression loop: every running plan whose dwell has passed and whose
     /// guards are healthy (as `health` says) enters its next stage. Returns how many advanced
-    /// here. The guard loop (`crate::service::guardian`) calls it after applying the guards' verdicts.
+    /// here. The guard loop (the guardian service) calls it after applying the guards' verdicts.
     pub async fn tick(&self, health: &(dyn Fn(&PlanRecord) -> Health + Send + Sync)) -> Result<usize, ReleaseError> {
         let mut advanced = 0;
         let meta = ChangeMeta { actor: "system".into(), reason: Some("dwell passed; guards healthy".into()) };

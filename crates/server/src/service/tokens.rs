@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
 
+use dimmer_domain::Clock;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -14,7 +14,7 @@ use dimmer_store::{ChangeMeta, Scope, Store, StoreError, TokenRecord};
 pub const TOKEN_PREFIX: &str = "dmr_";
 /// How long a looked-up token is trusted before it is checked again (revocations made through
 /// this server take effect at once; through another replica, within this time).
-const CACHE_TTL: Duration = Duration::from_secs(5);
+const CACHE_TTL_MS: i64 = 5_000;
 
 /// A new random token: the prefix and 32 random bytes in hex.
 pub fn generate_token() -> Result<String, getrandom::Error> {
@@ -51,18 +51,33 @@ pub enum TokenError {
 }
 
 /// A short-lived cache of token lookups, so that OFREP and SDK calls do not hit the database.
-#[derive(Debug, Default)]
+/// Entries expire by the injected clock, like every other time the server compares.
 pub struct TokenCache {
-    entries: RwLock<HashMap<String, (Option<Identity>, Instant)>>,
+    clock: Arc<dyn Clock>,
+    /// By token hash: who it is (`None`: unknown or revoked) and when that was looked up.
+    entries: RwLock<HashMap<String, (Option<Identity>, i64)>>,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache").finish_non_exhaustive()
+    }
 }
 
 impl TokenCache {
+    /// An empty cache whose entries age by `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { clock, entries: RwLock::new(HashMap::new()) }
+    }
+
     /// Authenticates a presented token: `None` for an unknown or revoked one.
     pub async fn authenticate(&self, store: &dyn Store, token: &str) -> Result<Option<Identity>, StoreError> {
         let hash = hash_token(token);
+        let now = self.clock.now_ms();
         if let Ok(entries) = self.entries.read()
             && let Some((principal, at)) = entries.get(&hash)
-            && at.elapsed() < CACHE_TTL
+            && now.saturating_sub(*at) < CACHE_TTL_MS
+            && now >= *at
         {
             return Ok(principal.clone());
         }
@@ -76,7 +91,7 @@ impl TokenCache {
             if entries.len() > 10_000 {
                 entries.clear();
             }
-            entries.insert(hash, (principal.clone(), Instant::now()));
+            entries.insert(hash, (principal.clone(), now));
         }
         Ok(principal)
     }

@@ -8,6 +8,7 @@
 
 mod api;
 mod guards;
+mod layers;
 mod ofrep;
 mod openapi;
 mod policy;
