@@ -323,7 +323,7 @@ pub fn assess(window: &Window<'_>, guards: &[Guard]) -> Assessment {
             // Nobody on a treatment variant yet: the guard cannot judge.
             guard_findings.push(Finding::insufficient(guard, ""));
         }
-        let deadline = guard.data_deadline.as_deref().and_then(|d| crate::duration::parse(d));
+        let deadline = guard.data_deadline.as_deref().and_then(crate::duration::parse);
         if deadline.is_some_and(|d| window.age_ms >= d)
             && guard_findings.iter().any(|f| f.status == FindingStatus::Insufficient)
         {
