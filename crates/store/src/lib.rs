@@ -1,5 +1,6 @@
-//! Dimmer's storage: the [`Store`] trait, the records it speaks, migrations per backend, and the
-//! SQLite and PostgreSQL implementations. The only crate that knows SQL; it knows nothing of HTTP.
+//! Dimmer's storage: the [`Store`] trait, the records it speaks, migrations per backend, and its
+//! one SQL implementation on SQLite or PostgreSQL ([`sql`], with the differences in a small
+//! dialect). The only crate that knows SQL; it knows nothing of HTTP.
 //!
 //! Every write is one transaction that changes the data, appends an audit entry, bumps the
 //! revision of every environment it affects and records those revisions in the change feed, so
@@ -7,15 +8,23 @@
 //! After the commit the store publishes the new revisions on [`Store::subscribe`]; the
 //! PostgreSQL store also relays other replicas' commits (LISTEN/NOTIFY).
 
-pub mod postgres;
-pub mod sqlite;
+mod dialect;
+pub mod sql;
 pub mod testing;
+
+pub use sql::SqlStore;
+
+/// The store on SQLite ([`SqlStore::open`]).
+pub type SqliteStore = SqlStore;
+/// The store on PostgreSQL ([`SqlStore::connect`], [`SqlStore::connect_with_schema`]).
+pub type PostgresStore = SqlStore;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use dimmer_domain::Clock;
 use dimmer_engine::{Flag, FlagSet, Segment};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -387,8 +396,8 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Durable storage for the server. Implementations: [`sqlite::SqliteStore`] and
-/// [`postgres::PostgresStore`]; the contract tests run against both.
+/// Durable storage for the server. One implementation, [`SqlStore`], on SQLite or PostgreSQL;
+/// the contract tests run against both.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates the named environments that do not exist yet (revision 0). Used at first start.
@@ -447,7 +456,7 @@ pub trait Store: Send + Sync + 'static {
     /// Audit entries matching the filter, newest first.
     async fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>>;
 
-    /// Stores a token's hash; audited (without the token).
+    /// Stores a token's hash, created now by the store's clock; audited (without the token).
     async fn create_token(&self, token: &TokenRecord, meta: &ChangeMeta) -> StoreResult<()>;
     /// The token with this hash, revoked or not.
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>>;
@@ -534,7 +543,10 @@ pub(crate) fn flag_json(r: &FlagRecord) -> serde_json::Value {
     v
 }
 
-/// The current time in Unix milliseconds. The store stamps records; the engine never reads time.
+/// The current time in Unix milliseconds, from the system clock. The store itself stamps with
+/// its injected clock and never calls this.
+///
+/// Kept until the server's token service stamps through the store.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -548,12 +560,13 @@ impl std::fmt::Debug for dyn Store {
     }
 }
 
-/// Opens the configured store: PostgreSQL for a `postgres://` URL, else SQLite in `data_dir`.
-pub async fn open(database_url: Option<&str>, data_dir: &Path) -> StoreResult<Arc<dyn Store>> {
+/// Opens the configured store: PostgreSQL for a `postgres://` URL, else SQLite in `data_dir`;
+/// every time it writes comes from `clock`.
+pub async fn open(database_url: Option<&str>, data_dir: &Path, clock: Arc<dyn Clock>) -> StoreResult<Arc<dyn Store>> {
     match database_url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(Arc::new(postgres::PostgresStore::connect(url).await?))
+            Ok(Arc::new(SqlStore::connect(url, clock).await?))
         }
-        _ => Ok(Arc::new(sqlite::SqliteStore::open(&data_dir.join("dimmer.db")).await?)),
+        _ => Ok(Arc::new(SqlStore::open(&data_dir.join("dimmer.db"), clock).await?)),
     }
 }
