@@ -65,6 +65,13 @@ pub enum StoreError {
         /// The version stored now.
         current: i64,
     },
+    /// A release write carried a guard event whose key is recorded already: another replica (or
+    /// an earlier pass) acted on that verdict, and nothing was written.
+    #[error("guard event \"{key}\" is already recorded")]
+    AlreadyRecorded {
+        /// The guard event's key.
+        key: String,
+    },
     /// A stored document no longer parses (should never happen; reported, not hidden).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -325,8 +332,8 @@ pub struct PlanRecord {
 }
 
 /// One release operation (plan start or step, kill, dial-down, restore), written atomically:
-/// the flag's new definition, the plan's new state, the restore point and one audit entry
-/// commit together or not at all.
+/// the flag's new definition, the plan's new state, the restore point, the guard event that
+/// caused it if any, and their audit entries commit together or not at all.
 #[derive(Debug, Clone)]
 pub struct ReleaseWrite {
     /// The flag.
@@ -346,6 +353,21 @@ pub struct ReleaseWrite {
     pub before: Value,
     /// See `before`.
     pub after: Value,
+    /// The guard verdict that causes this write, when one does: recorded under its key in the
+    /// same transaction, so that of several replicas acting on one verdict exactly one writes.
+    pub guard_event: Option<GuardEvent>,
+}
+
+/// A guard verdict acted on, recorded once per key (per flag and environment) with an audit
+/// entry of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardEvent {
+    /// Identifies the verdict, e.g. the guard and the window it judged.
+    pub key: String,
+    /// The audit action of the verdict, e.g. `guard.regression`.
+    pub action: String,
+    /// The audit entry's `after`: what the guard saw.
+    pub details: Value,
 }
 
 /// What a release write does to the restore point of its flag and environment.
@@ -506,7 +528,8 @@ pub trait Store: Send + Sync + 'static {
     async fn restore_point(&self, flag: &str, environment: &str) -> StoreResult<Option<RestorePoint>>;
     /// Writes a release operation in one transaction. `VersionMismatch` when the flag's version
     /// or the plan's revision is no longer the one the write is based on: of several replicas
-    /// deciding the same step, exactly one commits it.
+    /// deciding the same step, exactly one commits it. With a guard event, `AlreadyRecorded`
+    /// when its key is recorded already; either way nothing is written.
     async fn release_write(&self, write: &ReleaseWrite, meta: &ChangeMeta) -> StoreResult<ReleaseOutcome>;
     /// Stored plan templates by name (the built-in ones are not stored).
     async fn list_templates(&self) -> StoreResult<Vec<Template>>;

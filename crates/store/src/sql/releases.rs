@@ -8,7 +8,8 @@ use sqlx::Row;
 
 use super::{Audit, SqlStore, corrupt, json_at, json_column, plan_from};
 use crate::{
-    ChangeMeta, PlanRecord, ReleaseOutcome, ReleaseWrite, RestoreWrite, StandingGuards, StoreError, StoreResult,
+    ChangeMeta, GuardEvent, PlanRecord, ReleaseOutcome, ReleaseWrite, RestoreWrite, StandingGuards, StoreError,
+    StoreResult,
 };
 
 const PLAN_COLUMNS: &str = "flag, environment, definition, stage, entered_at, status, revision, created_at, updated_at";
@@ -63,7 +64,14 @@ async fn insert_guard_event(
 
 pub(super) async fn release_write(s: &SqlStore, w: &ReleaseWrite, meta: &ChangeMeta) -> StoreResult<ReleaseOutcome> {
     let mut tx = s.dialect.begin_write(&s.pool).await?;
-    // The flag's row first, then the plan's: every release write locks in this order.
+    // The guard event first: a key already recorded abandons the whole write, and a write that
+    // fails later (a stale version) rolls the event row back with everything else.
+    if let Some(GuardEvent { key, .. }) = &w.guard_event
+        && !insert_guard_event(s, &mut tx, &w.flag, &w.environment, key).await?
+    {
+        return Err(StoreError::AlreadyRecorded { key: key.clone() });
+    }
+    // Then the flag's row, then the plan's: every release write locks in this order.
     let before = s
         .flag_in(&mut tx, &w.flag, true)
         .await?
@@ -146,6 +154,18 @@ pub(super) async fn release_write(s: &SqlStore, w: &ReleaseWrite, meta: &ChangeM
                 .execute(&mut *tx)
                 .await?;
         }
+    }
+    // The verdict's entry before the action it caused, as when they were two writes.
+    if let Some(event) = &w.guard_event {
+        let entry = Audit {
+            action: &event.action,
+            environment: Some(&w.environment),
+            flag: Some(&w.flag),
+            segment: None,
+            before: None,
+            after: Some(event.details.clone()),
+        };
+        s.audit_entry(&mut tx, meta, entry).await?;
     }
     let entry = Audit {
         action: &w.action,

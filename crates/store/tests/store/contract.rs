@@ -15,8 +15,8 @@ use dimmer_protocol::{EventStat, LatencySketch};
 use dimmer_store::SqlStore;
 use dimmer_store::StandingGuards;
 use dimmer_store::{
-    AuditFilter, Change, ChangeMeta, DEFAULT_ENVIRONMENTS, ReleaseWrite, RestoreWrite, Scope, Store, StoreError,
-    TokenRecord,
+    AuditFilter, Change, ChangeMeta, DEFAULT_ENVIRONMENTS, GuardEvent, ReleaseWrite, RestoreWrite, Scope, Store,
+    StoreError, TokenRecord,
 };
 use serde_json::json;
 
@@ -137,7 +137,10 @@ contract!(
     concurrent_plan_steps_from_one_revision_commit_exactly_once,
     templates_are_stored_replaced_and_audited,
     metric_rows_are_appended_rolled_up_without_loss_and_expired,
-    guard_events_happen_once_and_standing_guards_are_audited;
+    guard_events_happen_once_and_standing_guards_are_audited,
+    a_release_write_with_a_guard_event_commits_everything_together_once,
+    a_refused_release_write_leaves_no_guard_event_and_no_audit_entry,
+    concurrent_release_writes_of_one_guard_event_commit_exactly_once;
     clocked: store_timestamps_follow_a_manual_clock,
 );
 
@@ -530,6 +533,7 @@ fn step(action: &str, flag_update: Option<(Flag, i64)>, state: PlanState, expect
         restore: RestoreWrite::Keep,
         before: json!({"stage": expected}),
         after: json!({"stage": state.stage}),
+        guard_event: None,
     }
 }
 
@@ -792,4 +796,105 @@ async fn store_timestamps_follow_a_manual_clock(store: Arc<dyn Store>, clock: Ar
     let audit = store.audit(&AuditFilter::default()).await.unwrap();
     assert_eq!(audit.iter().filter(|e| e.at == t1).count(), 8, "{audit:?}");
     assert!(audit.iter().all(|e| e.at == t0 || e.at == t1));
+}
+
+/// A dial-down caused by a guard verdict under `key`, based on flag version `version` and plan
+/// revision `revision`.
+fn guarded_dial_down(key: &str, version: i64, revision: i64) -> ReleaseWrite {
+    let paused = PlanState { status: Status::Paused, ..PlanState::start(0) };
+    let mut w = step("release.dial_down", Some((flag(&format!("down {key}")), version)), paused, revision);
+    w.restore = RestoreWrite::SetIfAbsent(RestorePoint { enabled: true, exposure: None, at_ms: 5 });
+    w.guard_event = Some(GuardEvent {
+        key: key.into(),
+        action: "guard.regression".into(),
+        details: json!({"guard": "errors", "key": key}),
+    });
+    w
+}
+
+/// Everything a release write could have left behind: the flag's version, the plan's
+/// revision, the restore point, the production revision and the number of audit entries.
+async fn traces(store: &Arc<dyn Store>) -> (i64, Option<i64>, Option<RestorePoint>, i64, usize) {
+    (
+        store.get_flag("rel").await.unwrap().unwrap().version,
+        store.get_plan("rel", "production").await.unwrap().map(|p| p.revision),
+        store.restore_point("rel", "production").await.unwrap(),
+        store.snapshot("production").await.unwrap().revision,
+        store.audit(&AuditFilter { limit: 1000, ..AuditFilter::default() }).await.unwrap().len(),
+    )
+}
+
+async fn a_release_write_with_a_guard_event_commits_everything_together_once(store: Arc<dyn Store>) {
+    store.create_flag("rel", &flag("v1"), &meta("x", None)).await.unwrap();
+    let out = store.release_write(&guarded_dial_down("k1", 1, 0), &meta("guard", Some("regression"))).await.unwrap();
+    assert_eq!((out.flag.version, out.plan.map(|p| p.revision)), (2, Some(1)));
+    assert_eq!(store.restore_point("rel", "production").await.unwrap().map(|p| p.enabled), Some(true));
+    let entries = store.audit(&AuditFilter { flag: Some("rel".into()), ..AuditFilter::default() }).await.unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["release.dial_down", "guard.regression", "flag.create"]);
+    assert_eq!(entries[1].after, Some(json!({"guard": "errors", "key": "k1"})));
+    assert_eq!(
+        (entries[1].environment.as_deref(), entries[1].reason.as_deref()),
+        (Some("production"), Some("regression"))
+    );
+    // The event row committed too: the same key is taken, for release writes and alerts alike.
+    let before = traces(&store).await;
+    match store.release_write(&guarded_dial_down("k1", 2, 1), &meta("guard", None)).await {
+        Err(StoreError::AlreadyRecorded { key }) => assert_eq!(key, "k1"),
+        other => panic!("expected AlreadyRecorded, got {other:?}"),
+    }
+    assert_eq!(traces(&store).await, before, "a recorded key writes nothing");
+    assert!(
+        !store.guard_event_once("rel", "production", "k1", "guard.alert", &json!({}), &meta("g", None)).await.unwrap()
+    );
+    // Keys are per flag and environment.
+    let mut staging = guarded_dial_down("k1", 2, 0);
+    staging.environment = "staging".into();
+    store.release_write(&staging, &meta("guard", None)).await.unwrap();
+}
+
+async fn a_refused_release_write_leaves_no_guard_event_and_no_audit_entry(store: Arc<dyn Store>) {
+    store.create_flag("rel", &flag("v1"), &meta("x", None)).await.unwrap();
+    store.release_write(&step("plan.start", None, PlanState::start(0), 0), &meta("x", None)).await.unwrap();
+    let before = traces(&store).await;
+    // A stale flag version, then a stale plan revision, each with a fresh key.
+    assert!(matches!(
+        store.release_write(&guarded_dial_down("k2", 7, 1), &meta("guard", None)).await,
+        Err(StoreError::VersionMismatch { expected: 7, current: 1 })
+    ));
+    assert!(matches!(
+        store.release_write(&guarded_dial_down("k2", 1, 7), &meta("guard", None)).await,
+        Err(StoreError::VersionMismatch { expected: 7, current: 1 })
+    ));
+    assert_eq!(traces(&store).await, before, "nothing of a refused write is left, the audit log included");
+    // The event row went with the rest: the key is still free.
+    store.release_write(&guarded_dial_down("k2", 1, 1), &meta("guard", None)).await.unwrap();
+    let audit = store.audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(audit.iter().filter(|e| e.action == "guard.regression").count(), 1);
+}
+
+async fn concurrent_release_writes_of_one_guard_event_commit_exactly_once(store: Arc<dyn Store>) {
+    store.create_flag("rel", &flag("v1"), &meta("x", None)).await.unwrap();
+    store.release_write(&step("plan.start", None, PlanState::start(0), 0), &meta("x", None)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.release_write(&guarded_dial_down("race", 1, 1), &meta(&format!("replica {i}"), None)).await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(StoreError::AlreadyRecorded { .. } | StoreError::VersionMismatch { .. }) => {}
+            Err(e) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(store.get_flag("rel").await.unwrap().unwrap().version, 2);
+    assert_eq!(store.get_plan("rel", "production").await.unwrap().unwrap().revision, 2);
+    let audit = store.audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(audit.iter().filter(|e| e.action == "guard.regression").count(), 1);
+    assert_eq!(audit.iter().filter(|e| e.action == "release.dial_down").count(), 1);
 }
