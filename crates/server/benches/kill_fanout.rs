@@ -102,7 +102,7 @@ async fn serve() {
     raise_nofile(connections);
     let dir = std::env::temp_dir().join(format!("dimmer-kill-fanout-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let store = dimmer_store::open(None, &dir).await.expect("store");
+    let store = dimmer_store::open(None, &dir, Arc::new(dimmer_domain::SystemClock)).await.expect("store");
     dimmer_server::app::first_start(store.as_ref()).await.expect("first start");
     dimmer_server::service::tokens::bootstrap_admin(store.as_ref(), Some(ADMIN)).await.expect("admin");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -1,5 +1,6 @@
-//! Dimmer's storage: the [`Store`] trait, the records it speaks, migrations per backend, and the
-//! SQLite and PostgreSQL implementations. The only crate that knows SQL; it knows nothing of HTTP.
+//! Dimmer's storage: the [`Store`] trait, the records it speaks, migrations per backend, and its
+//! one SQL implementation on SQLite or PostgreSQL ([`sql`], with the differences in a small
+//! dialect). The only crate that knows SQL; it knows nothing of HTTP.
 //!
 //! Every write is one transaction that changes the data, appends an audit entry, bumps the
 //! revision of every environment it affects and records those revisions in the change feed, so
@@ -7,15 +8,23 @@
 //! After the commit the store publishes the new revisions on [`Store::subscribe`]; the
 //! PostgreSQL store also relays other replicas' commits (LISTEN/NOTIFY).
 
-pub mod postgres;
-pub mod sqlite;
+mod dialect;
+pub mod sql;
 pub mod testing;
+
+pub use sql::SqlStore;
+
+/// The store on SQLite ([`SqlStore::open`]).
+pub type SqliteStore = SqlStore;
+/// The store on PostgreSQL ([`SqlStore::connect`], [`SqlStore::connect_with_schema`]).
+pub type PostgresStore = SqlStore;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use dimmer_domain::Clock;
 use dimmer_engine::{Flag, FlagSet, Segment};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -55,6 +64,13 @@ pub enum StoreError {
         expected: i64,
         /// The version stored now.
         current: i64,
+    },
+    /// A release write carried a guard event whose key is recorded already: another replica (or
+    /// an earlier pass) acted on that verdict, and nothing was written.
+    #[error("guard event \"{key}\" is already recorded")]
+    AlreadyRecorded {
+        /// The guard event's key.
+        key: String,
     },
     /// A stored document no longer parses (should never happen; reported, not hidden).
     #[error("stored data is corrupt: {0}")]
@@ -316,8 +332,8 @@ pub struct PlanRecord {
 }
 
 /// One release operation (plan start or step, kill, dial-down, restore), written atomically:
-/// the flag's new definition, the plan's new state, the restore point and one audit entry
-/// commit together or not at all.
+/// the flag's new definition, the plan's new state, the restore point, the guard event that
+/// caused it if any, and their audit entries commit together or not at all.
 #[derive(Debug, Clone)]
 pub struct ReleaseWrite {
     /// The flag.
@@ -337,6 +353,21 @@ pub struct ReleaseWrite {
     pub before: Value,
     /// See `before`.
     pub after: Value,
+    /// The guard verdict that causes this write, when one does: recorded under its key in the
+    /// same transaction, so that of several replicas acting on one verdict exactly one writes.
+    pub guard_event: Option<GuardEvent>,
+}
+
+/// A guard verdict acted on, recorded once per key (per flag and environment) with an audit
+/// entry of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardEvent {
+    /// Identifies the verdict, e.g. the guard and the window it judged.
+    pub key: String,
+    /// The audit action of the verdict, e.g. `guard.regression`.
+    pub action: String,
+    /// The audit entry's `after`: what the guard saw.
+    pub details: Value,
 }
 
 /// What a release write does to the restore point of its flag and environment.
@@ -387,8 +418,8 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Durable storage for the server. Implementations: [`sqlite::SqliteStore`] and
-/// [`postgres::PostgresStore`]; the contract tests run against both.
+/// Durable storage for the server. One implementation, [`SqlStore`], on SQLite or PostgreSQL;
+/// the contract tests run against both.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates the named environments that do not exist yet (revision 0). Used at first start.
@@ -447,7 +478,7 @@ pub trait Store: Send + Sync + 'static {
     /// Audit entries matching the filter, newest first.
     async fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>>;
 
-    /// Stores a token's hash; audited (without the token).
+    /// Stores a token's hash, created now by the store's clock; audited (without the token).
     async fn create_token(&self, token: &TokenRecord, meta: &ChangeMeta) -> StoreResult<()>;
     /// The token with this hash, revoked or not.
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>>;
@@ -497,7 +528,8 @@ pub trait Store: Send + Sync + 'static {
     async fn restore_point(&self, flag: &str, environment: &str) -> StoreResult<Option<RestorePoint>>;
     /// Writes a release operation in one transaction. `VersionMismatch` when the flag's version
     /// or the plan's revision is no longer the one the write is based on: of several replicas
-    /// deciding the same step, exactly one commits it.
+    /// deciding the same step, exactly one commits it. With a guard event, `AlreadyRecorded`
+    /// when its key is recorded already; either way nothing is written.
     async fn release_write(&self, write: &ReleaseWrite, meta: &ChangeMeta) -> StoreResult<ReleaseOutcome>;
     /// Stored plan templates by name (the built-in ones are not stored).
     async fn list_templates(&self) -> StoreResult<Vec<Template>>;
@@ -534,7 +566,10 @@ pub(crate) fn flag_json(r: &FlagRecord) -> serde_json::Value {
     v
 }
 
-/// The current time in Unix milliseconds. The store stamps records; the engine never reads time.
+/// The current time in Unix milliseconds, from the system clock. The store itself stamps with
+/// its injected clock and never calls this.
+///
+/// Kept until the server's token service stamps through the store.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -548,12 +583,13 @@ impl std::fmt::Debug for dyn Store {
     }
 }
 
-/// Opens the configured store: PostgreSQL for a `postgres://` URL, else SQLite in `data_dir`.
-pub async fn open(database_url: Option<&str>, data_dir: &Path) -> StoreResult<Arc<dyn Store>> {
+/// Opens the configured store: PostgreSQL for a `postgres://` URL, else SQLite in `data_dir`;
+/// every time it writes comes from `clock`.
+pub async fn open(database_url: Option<&str>, data_dir: &Path, clock: Arc<dyn Clock>) -> StoreResult<Arc<dyn Store>> {
     match database_url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(Arc::new(postgres::PostgresStore::connect(url).await?))
+            Ok(Arc::new(SqlStore::connect(url, clock).await?))
         }
-        _ => Ok(Arc::new(sqlite::SqliteStore::open(&data_dir.join("dimmer.db")).await?)),
+        _ => Ok(Arc::new(SqlStore::open(&data_dir.join("dimmer.db"), clock).await?)),
     }
 }

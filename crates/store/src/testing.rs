@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::postgres::PostgresStore;
-use crate::{DEFAULT_ENVIRONMENTS, Store, StoreResult};
+use dimmer_domain::{Clock, SystemClock};
+
+use crate::{DEFAULT_ENVIRONMENTS, SqlStore, Store, StoreResult};
 
 /// A directory removed when dropped.
 #[derive(Debug)]
@@ -63,9 +64,14 @@ impl PgSchema {
         Some(PgSchema { url, schema: format!("dimmer_test_{}_{nanos}", std::process::id()) })
     }
 
-    /// A store on this schema, with the default environments.
+    /// A store on this schema, with the default environments, on the system clock.
     pub async fn store(&self) -> StoreResult<Arc<dyn Store>> {
-        let store = PostgresStore::connect_with_schema(&self.url, &self.schema).await?;
+        self.store_with(Arc::new(SystemClock)).await
+    }
+
+    /// A store on this schema, with the default environments, stamping with `clock`.
+    pub async fn store_with(&self, clock: Arc<dyn Clock>) -> StoreResult<Arc<dyn Store>> {
+        let store = SqlStore::connect_with_schema(&self.url, &self.schema, clock).await?;
         store.ensure_environments(&DEFAULT_ENVIRONMENTS).await?;
         Ok(Arc::new(store))
     }

@@ -122,7 +122,7 @@ async fn run_demo(args: &DemoArgs, dir: &std::path::Path, say: &dyn Fn(String)) 
     let real_start = Instant::now();
     let origin_ms = dimmer_domain::SystemClock.now_ms();
     let clock: Arc<dyn Clock> = Arc::new(FastClock { started: real_start, origin_ms });
-    let store = dimmer_store::open(None, dir).await.context("opening the demo's SQLite store")?;
+    let store = dimmer_store::open(None, dir, clock.clone()).await.context("opening the demo's SQLite store")?;
     dimmer_server::app::first_start(store.as_ref()).await?;
     let admin = dimmer_server::service::tokens::generate_token().context("generating a token")?;
     dimmer_server::service::tokens::bootstrap_admin(store.as_ref(), Some(&admin)).await?;

@@ -68,8 +68,13 @@ async fn serve(config: config::Config) -> Result<()> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     }
-    let store =
-        dimmer_store::open(config.database_url.as_deref(), &config.data_dir).await.context("opening storage")?;
+    let store = dimmer_store::open(
+        config.database_url.as_deref(),
+        &config.data_dir,
+        std::sync::Arc::new(dimmer_domain::SystemClock),
+    )
+    .await
+    .context("opening storage")?;
     dimmer_server::app::first_start(store.as_ref()).await.context("creating the default environments")?;
     let generated = dimmer_server::service::tokens::bootstrap_admin(store.as_ref(), config.admin_token.as_deref())
         .await

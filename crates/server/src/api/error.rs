@@ -115,6 +115,7 @@ impl From<StoreError> for ApiError {
                 format!("version {expected} is stale: the current version is {current}"),
             )
             .with_details(json!({"expected": expected, "current": current})),
+            StoreError::AlreadyRecorded { .. } => Self::new(Code::Conflict, e.to_string()),
             StoreError::Corrupt(_) | StoreError::Database(_) => Self::internal(&e),
         }
     }

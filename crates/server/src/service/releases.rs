@@ -303,6 +303,7 @@ impl Releases {
             restore: step.restore,
             before: summary(cfg_before, plan_state_before.as_ref()),
             after: summary(cfg_after, plan_state_after.as_ref()),
+            guard_event: None,
         };
         let out = self.store.release_write(&write, meta).await?;
         let plan_after = out.plan.or_else(|| plan.cloned());

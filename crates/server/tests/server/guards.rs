@@ -320,7 +320,7 @@ async fn two_postgres_replicas_see_the_same_regression_and_exactly_one_acts() {
             let clock = Arc::new(ManualClock::new(1_000_000_000));
             let (hook, got) = receiver().await;
             let connect = || async {
-                let s = dimmer_store::postgres::PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+                let s = dimmer_store::SqlStore::connect_with_schema(&url, &schema, clock.clone()).await.unwrap();
                 Arc::new(s) as Arc<dyn Store>
             };
             let options = || Options {

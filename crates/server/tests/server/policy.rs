@@ -32,7 +32,7 @@ fn now_ms() -> i64 {
 
 async fn server(policy: Option<&str>, clock: Arc<ManualClock>) -> TestServer {
     let dir = TempDir::new("policy");
-    let store = dimmer_store::open(None, &dir.0).await.expect("sqlite");
+    let store = dimmer_store::open(None, &dir.0, clock.clone()).await.expect("sqlite");
     server_on(store, dir, policy, clock).await
 }
 
@@ -211,8 +211,13 @@ async fn lifecycle_follows_exposure_and_age_and_names_why_a_flag_is_stale_on_sql
 async fn lifecycle_follows_exposure_and_age_and_names_why_a_flag_is_stale_on_postgres() {
     let Some(pg) = dimmer_store::testing::PgSchema::new() else { return };
     let clock = Arc::new(ManualClock::new(now_ms()));
-    let server =
-        server_on(pg.store().await.expect("postgres store"), TempDir::new("policy-pg"), None, clock.clone()).await;
+    let server = server_on(
+        pg.store_with(clock.clone()).await.expect("postgres store"),
+        TempDir::new("policy-pg"),
+        None,
+        clock.clone(),
+    )
+    .await;
     lifecycle_scenario(server, &clock).await;
     pg.drop_schema().await;
 }

@@ -25,7 +25,7 @@ fn options(clock: &Arc<ManualClock>, webhooks: Vec<Target>) -> Options {
 
 pub(crate) async fn server(clock: &Arc<ManualClock>, webhooks: Vec<Target>) -> TestServer {
     let dir = TempDir::new("release");
-    let store = dimmer_store::open(None, &dir.0).await.expect("sqlite");
+    let store = dimmer_store::open(None, &dir.0, clock.clone()).await.expect("sqlite");
     TestServer::start_with_options(store, dir, options(clock, webhooks)).await
 }
 
@@ -314,7 +314,7 @@ async fn a_restart_in_the_middle_of_a_plan_resumes_without_skipping_or_repeating
     let path = dir.0.clone();
     // The first server gets a throwaway directory to own: the database outlives it.
     let first = TestServer::start_with_options(
-        dimmer_store::open(None, &path).await.unwrap(),
+        dimmer_store::open(None, &path, clock.clone()).await.unwrap(),
         TempDir::new("unused"),
         options(&clock, vec![]),
     )
@@ -327,9 +327,12 @@ async fn a_restart_in_the_middle_of_a_plan_resumes_without_skipping_or_repeating
     first.stop().await;
     clock.advance_ms(15 * MIN);
 
-    let second =
-        TestServer::start_with_options(dimmer_store::open(None, &path).await.unwrap(), dir, options(&clock, vec![]))
-            .await;
+    let second = TestServer::start_with_options(
+        dimmer_store::open(None, &path, clock.clone()).await.unwrap(),
+        dir,
+        options(&clock, vec![]),
+    )
+    .await;
     let resumed = until_stage(&second, 2, "running").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(plan(&second).await["stage"], 2, "one stage per dwell, not one per missed dwell");
@@ -356,7 +359,7 @@ async fn two_postgres_replicas_advance_a_plan_exactly_once() {
         async move {
             let clock = Arc::new(ManualClock::new(0));
             let connect = || async {
-                let s = dimmer_store::postgres::PostgresStore::connect_with_schema(&url, &schema).await.unwrap();
+                let s = dimmer_store::SqlStore::connect_with_schema(&url, &schema, clock.clone()).await.unwrap();
                 Arc::new(s) as Arc<dyn Store>
             };
             let fast = |clock: &Arc<ManualClock>| Options {

@@ -25,7 +25,8 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start() -> Self {
         let dir = TempDir::new("server");
-        let store = dimmer_store::open(None, &dir.0).await.expect("open SQLite store");
+        let store =
+            dimmer_store::open(None, &dir.0, Arc::new(dimmer_domain::SystemClock)).await.expect("open SQLite store");
         Self::start_with(store, dir).await
     }
 

@@ -9,13 +9,14 @@ use std::time::Duration;
 use dimmer_domain::guard::{Action, Compare, Guard};
 use dimmer_domain::outcomes::{Aggregate, BUCKET_MS, COARSE_BUCKET_MS, MetricRow, Retention, totals};
 use dimmer_domain::release::{Plan, PlanState, RestorePoint, Status, Template, parse_stages};
+use dimmer_domain::{Clock, ManualClock, SystemClock};
 use dimmer_engine::{Flag, Segment};
 use dimmer_protocol::{EventStat, LatencySketch};
+use dimmer_store::SqlStore;
 use dimmer_store::StandingGuards;
-use dimmer_store::sqlite::SqliteStore;
 use dimmer_store::{
-    AuditFilter, Change, ChangeMeta, DEFAULT_ENVIRONMENTS, ReleaseWrite, RestoreWrite, Scope, Store, StoreError,
-    TokenRecord,
+    AuditFilter, Change, ChangeMeta, DEFAULT_ENVIRONMENTS, GuardEvent, ReleaseWrite, RestoreWrite, Scope, Store,
+    StoreError, TokenRecord,
 };
 use serde_json::json;
 
@@ -29,21 +30,61 @@ fn flag(description: &str) -> Flag {
     Flag { description: description.into(), ..Flag::default() }
 }
 
-async fn sqlite() -> (Arc<dyn Store>, TempDir) {
-    let dir = TempDir::new("contract");
-    let store = SqliteStore::open(&dir.0.join("dimmer.db")).await.expect("sqlite");
-    store.ensure_environments(&DEFAULT_ENVIRONMENTS).await.expect("environments");
-    (Arc::new(store), dir)
+fn system() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
 }
 
+async fn sqlite(clock: Arc<dyn Clock>) -> (Arc<dyn Store>, Database, TempDir) {
+    let dir = TempDir::new("contract");
+    let path = dir.0.join("dimmer.db");
+    let store = SqlStore::open(&path, clock).await.expect("sqlite");
+    store.ensure_environments(&DEFAULT_ENVIRONMENTS).await.expect("environments");
+    (Arc::new(store), Database::Sqlite(path), dir)
+}
+
+/// Where a test's store keeps its data, for the few checks no `Store` method can make.
+#[derive(Debug, Clone)]
+enum Database {
+    Sqlite(std::path::PathBuf),
+    Postgres { url: String, schema: String },
+}
+
+impl Database {
+    /// The integers one query returns, read behind the store's back.
+    async fn integers(&self, sql: &str) -> Vec<i64> {
+        use sqlx::{Connection, Executor, Row};
+        sqlx::any::install_default_drivers();
+        let url = match self {
+            Database::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Database::Postgres { url, .. } => url.clone(),
+        };
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        if let Database::Postgres { schema, .. } = self {
+            conn.execute(format!("SET search_path TO {schema}").as_str()).await.unwrap();
+        }
+        let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
+        rows.iter().map(|r| r.get::<i64, _>(0)).collect()
+    }
+}
+
+/// Every contract test on both backends: those under `clocked` get the store's `ManualClock`
+/// and its database too.
 macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
+    ($($name:ident),* $(,)?; clocked: $($clocked:ident),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let (store, _dir) = super::sqlite().await;
+                    let (store, _, _dir) = super::sqlite(super::system()).await;
                     super::$name(store).await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $clocked() {
+                    let clock = std::sync::Arc::new(super::ManualClock::new(super::ODD_TIME));
+                    let (store, db, _dir) = super::sqlite(clock.clone()).await;
+                    super::$clocked(store, clock, db).await;
                 }
             )*
         }
@@ -55,6 +96,20 @@ macro_rules! contract {
                     let store = pg.store().await.expect("postgres store");
                     // Run in a task so that a failing test still drops its schema.
                     let outcome = tokio::spawn(super::$name(store)).await;
+                    pg.drop_schema().await;
+                    if let Err(e) = outcome {
+                        std::panic::resume_unwind(e.into_panic());
+                    }
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $clocked() {
+                    let Some(pg) = super::PgSchema::new() else { return };
+                    let clock = std::sync::Arc::new(super::ManualClock::new(super::ODD_TIME));
+                    let store = pg.store_with(clock.clone()).await.expect("postgres store");
+                    let db = super::Database::Postgres { url: pg.url.clone(), schema: pg.schema.clone() };
+                    let outcome = tokio::spawn(super::$clocked(store, clock, db)).await;
                     pg.drop_schema().await;
                     if let Err(e) = outcome {
                         std::panic::resume_unwind(e.into_panic());
@@ -83,6 +138,10 @@ contract!(
     templates_are_stored_replaced_and_audited,
     metric_rows_are_appended_rolled_up_without_loss_and_expired,
     guard_events_happen_once_and_standing_guards_are_audited,
+    a_release_write_with_a_guard_event_commits_everything_together_once,
+    a_refused_release_write_leaves_no_guard_event_and_no_audit_entry,
+    concurrent_release_writes_of_one_guard_event_commit_exactly_once;
+    clocked: store_timestamps_follow_a_manual_clock,
 );
 
 async fn first_start_creates_the_default_environments_once(store: Arc<dyn Store>) {
@@ -367,8 +426,8 @@ async fn every_kind_of_write_is_audited_under_its_action(store: Arc<dyn Store>) 
 async fn sqlite_stores_sharing_a_file_never_surface_busy_and_keep_what_they_acknowledged() {
     let dir = TempDir::new("contract-shared");
     let path = dir.0.join("dimmer.db");
-    let one: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
-    let two: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let one: Arc<dyn Store> = Arc::new(SqlStore::open(&path, system()).await.unwrap());
+    let two: Arc<dyn Store> = Arc::new(SqlStore::open(&path, system()).await.unwrap());
     one.ensure_environments(&DEFAULT_ENVIRONMENTS).await.unwrap();
     // Each store serializes its own writers; across stores only the file lock does.
     let mut tasks = Vec::new();
@@ -381,7 +440,7 @@ async fn sqlite_stores_sharing_a_file_never_surface_busy_and_keep_what_they_ackn
     }
     drop((one, two));
 
-    let reopened = SqliteStore::open(&path).await.unwrap();
+    let reopened = SqlStore::open(&path, system()).await.unwrap();
     assert_eq!(reopened.list_flags(false).await.unwrap().len(), 20);
     assert_eq!(reopened.snapshot("production").await.unwrap().revision, 20, "no lost or doubled revision");
     let feed = reopened.changes_since("production", 0).await.unwrap().unwrap();
@@ -474,6 +533,7 @@ fn step(action: &str, flag_update: Option<(Flag, i64)>, state: PlanState, expect
         restore: RestoreWrite::Keep,
         before: json!({"stage": expected}),
         after: json!({"stage": state.stage}),
+        guard_event: None,
     }
 }
 
@@ -624,6 +684,19 @@ async fn metric_rows_are_appended_rolled_up_without_loss_and_expired(store: Arc<
     assert_eq!(totals(&store.metric_rows("staging", "f", 0, i64::MAX).await.unwrap(), 0, i64::MAX)["on"].errors, 9);
 }
 
+fn guard() -> Guard {
+    Guard {
+        name: "errors".into(),
+        metric: "error_rate".into(),
+        compare: Compare::Threshold,
+        max: 0.05,
+        min_sample: 100,
+        action: Action::Alert,
+        alpha: 0.01,
+        data_deadline: None,
+    }
+}
+
 async fn guard_events_happen_once_and_standing_guards_are_audited(store: Arc<dyn Store>) {
     let details = json!({"guard": "errors"});
     let m = meta("guard", Some("regression"));
@@ -634,21 +707,8 @@ async fn guard_events_happen_once_and_standing_guards_are_audited(store: Arc<dyn
         store.audit(&AuditFilter { flag: Some("f".into()), limit: 100, ..AuditFilter::default() }).await.unwrap();
     assert_eq!(audit.iter().filter(|a| a.action == "guard.dial_down").count(), 2);
 
-    let guards = StandingGuards {
-        flag: "f".into(),
-        environment: "production".into(),
-        guards: vec![Guard {
-            name: "errors".into(),
-            metric: "error_rate".into(),
-            compare: Compare::Threshold,
-            max: 0.05,
-            min_sample: 100,
-            action: Action::Alert,
-            alpha: 0.01,
-            data_deadline: None,
-        }],
-        updated_at_ms: 0,
-    };
+    let guards =
+        StandingGuards { flag: "f".into(), environment: "production".into(), guards: vec![guard()], updated_at_ms: 0 };
     store.put_standing_guards(&guards, &meta("alice", Some("watch errors"))).await.unwrap();
     let listed = store.list_standing_guards().await.unwrap();
     assert_eq!(listed.len(), 1);
@@ -658,4 +718,183 @@ async fn guard_events_happen_once_and_standing_guards_are_audited(store: Arc<dyn
     let audit =
         store.audit(&AuditFilter { flag: Some("f".into()), limit: 100, ..AuditFilter::default() }).await.unwrap();
     assert_eq!(audit.iter().filter(|a| a.action == "guards.put").count(), 2);
+}
+
+/// Not a round number, and not now: a timestamp from anywhere but the clock stands out.
+const ODD_TIME: i64 = 1_234_567_891;
+
+async fn store_timestamps_follow_a_manual_clock(store: Arc<dyn Store>, clock: Arc<ManualClock>, db: Database) {
+    let t0 = clock.now_ms();
+    let m = meta("clock", None);
+    store.create_environment("qa", &m).await.unwrap();
+    assert!(store.list_environments().await.unwrap().iter().all(|e| e.created_at == t0));
+    let f = store.create_flag("f", &flag("one"), &m).await.unwrap();
+    assert_eq!((f.created_at, f.updated_at), (t0, t0));
+    let s = store.create_segment("s", &Segment::default(), &m).await.unwrap();
+    assert_eq!((s.created_at, s.updated_at), (t0, t0));
+    let token = TokenRecord {
+        name: "t".into(),
+        scope: Scope::Reader,
+        environment: None,
+        hash: "ef".repeat(32),
+        created_at: 7,
+        revoked: false,
+    };
+    store.create_token(&token, &m).await.unwrap();
+    assert_eq!(store.list_tokens().await.unwrap()[0].created_at, t0, "stamped by the store, not the record");
+    let t = Template {
+        name: "t".into(),
+        description: "d".into(),
+        stages: parse_stages("1%,100%", 1).unwrap(),
+        default_for: vec![],
+    };
+    store.put_template(&t, &m).await.unwrap();
+    let start = step("plan.start", None, PlanState::start(0), 0);
+    let out = store.release_write(&start, &m).await.unwrap_err();
+    assert!(matches!(out, StoreError::NotFound { kind: "flag", .. }), "{out:?}");
+    store.create_flag("rel", &flag("v1"), &m).await.unwrap();
+    let plan = store.release_write(&start, &m).await.unwrap().plan.unwrap();
+    assert_eq!((plan.created_at, plan.updated_at), (t0, t0));
+    let guards =
+        StandingGuards { flag: "f".into(), environment: "production".into(), guards: vec![guard()], updated_at_ms: 3 };
+    store.put_standing_guards(&guards, &m).await.unwrap();
+    assert_eq!(store.list_standing_guards().await.unwrap()[0].updated_at_ms, t0);
+    assert!(store.guard_event_once("f", "production", "k0", "guard.alert", &json!({}), &m).await.unwrap());
+    assert_eq!(db.integers("SELECT at FROM guard_events").await, [t0]);
+    assert_eq!(
+        db.integers("SELECT created_at FROM templates UNION ALL SELECT updated_at FROM templates").await,
+        [t0, t0]
+    );
+    assert!(store.audit(&AuditFilter::default()).await.unwrap().iter().all(|e| e.at == t0));
+
+    clock.advance_ms(61_001);
+    let t1 = clock.now_ms();
+    let f = store.update_flag("f", &flag("two"), 1, &m).await.unwrap();
+    assert_eq!((f.created_at, f.updated_at), (t0, t1));
+    let f = store.set_flag_archived("f", true, Some(2), &m).await.unwrap();
+    assert_eq!((f.created_at, f.updated_at), (t0, t1));
+    assert_eq!(store.get_flag("f").await.unwrap().unwrap().updated_at, t1);
+    let s = store.update_segment("s", &Segment { description: "x".into(), ..Segment::default() }, 1, &m).await.unwrap();
+    assert_eq!((s.created_at, s.updated_at), (t0, t1));
+    assert_eq!(store.get_segment("s").await.unwrap().unwrap().updated_at, t1);
+    store.put_template(&Template { description: "e".into(), ..t }, &m).await.unwrap();
+    assert_eq!(
+        db.integers("SELECT created_at FROM templates UNION ALL SELECT updated_at FROM templates").await,
+        [t0, t1]
+    );
+    let advance = step("plan.advance", None, PlanState { stage: 1, ..PlanState::start(0) }, 1);
+    let plan = store.release_write(&advance, &m).await.unwrap().plan.unwrap();
+    assert_eq!((plan.created_at, plan.updated_at), (t0, t1));
+    assert_eq!(store.get_plan("rel", "production").await.unwrap().unwrap().updated_at, t1);
+    store.put_standing_guards(&guards, &m).await.unwrap();
+    assert_eq!(store.list_standing_guards().await.unwrap()[0].updated_at_ms, t1);
+    assert!(store.guard_event_once("f", "production", "k1", "guard.alert", &json!({}), &m).await.unwrap());
+    assert_eq!(db.integers("SELECT at FROM guard_events ORDER BY at").await, [t0, t1]);
+    store.create_environment("late", &m).await.unwrap();
+    let late = store.list_environments().await.unwrap().into_iter().find(|e| e.name == "late").unwrap();
+    assert_eq!(late.created_at, t1);
+    let audit = store.audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(audit.iter().filter(|e| e.at == t1).count(), 8, "{audit:?}");
+    assert!(audit.iter().all(|e| e.at == t0 || e.at == t1));
+}
+
+/// A dial-down caused by a guard verdict under `key`, based on flag version `version` and plan
+/// revision `revision`.
+fn guarded_dial_down(key: &str, version: i64, revision: i64) -> ReleaseWrite {
+    let paused = PlanState { status: Status::Paused, ..PlanState::start(0) };
+    let mut w = step("release.dial_down", Some((flag(&format!("down {key}")), version)), paused, revision);
+    w.restore = RestoreWrite::SetIfAbsent(RestorePoint { enabled: true, exposure: None, at_ms: 5 });
+    w.guard_event = Some(GuardEvent {
+        key: key.into(),
+        action: "guard.regression".into(),
+        details: json!({"guard": "errors", "key": key}),
+    });
+    w
+}
+
+/// Everything a release write could have left behind: the flag's version, the plan's
+/// revision, the restore point, the production revision and the number of audit entries.
+async fn traces(store: &Arc<dyn Store>) -> (i64, Option<i64>, Option<RestorePoint>, i64, usize) {
+    (
+        store.get_flag("rel").await.unwrap().unwrap().version,
+        store.get_plan("rel", "production").await.unwrap().map(|p| p.revision),
+        store.restore_point("rel", "production").await.unwrap(),
+        store.snapshot("production").await.unwrap().revision,
+        store.audit(&AuditFilter { limit: 1000, ..AuditFilter::default() }).await.unwrap().len(),
+    )
+}
+
+async fn a_release_write_with_a_guard_event_commits_everything_together_once(store: Arc<dyn Store>) {
+    store.create_flag("rel", &flag("v1"), &meta("x", None)).await.unwrap();
+    let out = store.release_write(&guarded_dial_down("k1", 1, 0), &meta("guard", Some("regression"))).await.unwrap();
+    assert_eq!((out.flag.version, out.plan.map(|p| p.revision)), (2, Some(1)));
+    assert_eq!(store.restore_point("rel", "production").await.unwrap().map(|p| p.enabled), Some(true));
+    let entries = store.audit(&AuditFilter { flag: Some("rel".into()), ..AuditFilter::default() }).await.unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["release.dial_down", "guard.regression", "flag.create"]);
+    assert_eq!(entries[1].after, Some(json!({"guard": "errors", "key": "k1"})));
+    assert_eq!(
+        (entries[1].environment.as_deref(), entries[1].reason.as_deref()),
+        (Some("production"), Some("regression"))
+    );
+    // The event row committed too: the same key is taken, for release writes and alerts alike.
+    let before = traces(&store).await;
+    match store.release_write(&guarded_dial_down("k1", 2, 1), &meta("guard", None)).await {
+        Err(StoreError::AlreadyRecorded { key }) => assert_eq!(key, "k1"),
+        other => panic!("expected AlreadyRecorded, got {other:?}"),
+    }
+    assert_eq!(traces(&store).await, before, "a recorded key writes nothing");
+    assert!(
+        !store.guard_event_once("rel", "production", "k1", "guard.alert", &json!({}), &meta("g", None)).await.unwrap()
+    );
+    // Keys are per flag and environment.
+    let mut staging = guarded_dial_down("k1", 2, 0);
+    staging.environment = "staging".into();
+    store.release_write(&staging, &meta("guard", None)).await.unwrap();
+}
+
+async fn a_refused_release_write_leaves_no_guard_event_and_no_audit_entry(store: Arc<dyn Store>) {
+    store.create_flag("rel", &flag("v1"), &meta("x", None)).await.unwrap();
+    store.release_write(&step("plan.start", None, PlanState::start(0), 0), &meta("x", None)).await.unwrap();
+    let before = traces(&store).await;
+    // A stale flag version, then a stale plan revision, each with a fresh key.
+    assert!(matches!(
+        store.release_write(&guarded_dial_down("k2", 7, 1), &meta("guard", None)).await,
+        Err(StoreError::VersionMismatch { expected: 7, current: 1 })
+    ));
+    assert!(matches!(
+        store.release_write(&guarded_dial_down("k2", 1, 7), &meta("guard", None)).await,
+        Err(StoreError::VersionMismatch { expected: 7, current: 1 })
+    ));
+    assert_eq!(traces(&store).await, before, "nothing of a refused write is left, the audit log included");
+    // The event row went with the rest: the key is still free.
+    store.release_write(&guarded_dial_down("k2", 1, 1), &meta("guard", None)).await.unwrap();
+    let audit = store.audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(audit.iter().filter(|e| e.action == "guard.regression").count(), 1);
+}
+
+async fn concurrent_release_writes_of_one_guard_event_commit_exactly_once(store: Arc<dyn Store>) {
+    store.create_flag("rel", &flag("v1"), &meta("x", None)).await.unwrap();
+    store.release_write(&step("plan.start", None, PlanState::start(0), 0), &meta("x", None)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.release_write(&guarded_dial_down("race", 1, 1), &meta(&format!("replica {i}"), None)).await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(StoreError::AlreadyRecorded { .. } | StoreError::VersionMismatch { .. }) => {}
+            Err(e) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(store.get_flag("rel").await.unwrap().unwrap().version, 2);
+    assert_eq!(store.get_plan("rel", "production").await.unwrap().unwrap().revision, 2);
+    let audit = store.audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(audit.iter().filter(|e| e.action == "guard.regression").count(), 1);
+    assert_eq!(audit.iter().filter(|e| e.action == "release.dial_down").count(), 1);
 }

@@ -1,0 +1,421 @@
+//! Configuration: environments, flags, segments, the snapshots SDKs read and the change feed
+//! they resume from; and the admin side: the audit log and tokens.
+//!
+//! Creations insert with `ON CONFLICT DO NOTHING` and report `AlreadyExists` when nothing was
+//! inserted, rather than checking first: on PostgreSQL a concurrent creator of the same key then
+//! waits for the first to commit instead of both passing the check.
+
+use dimmer_engine::{Flag, FlagSet, Segment};
+use sqlx::Row;
+
+use super::{
+    Audit, FLAG_COLUMNS, SEGMENT_COLUMNS, SqlStore, corrupt, flag_from, json_column, segment_from, token_from,
+};
+use crate::{
+    AuditEntry, AuditFilter, ChangeMeta, ChangedItem, Environment, FlagRecord, SegmentRecord, Snapshot, StoreError,
+    StoreResult, TokenRecord, flag_json,
+};
+
+const TOKEN_COLUMNS: &str = "name, scope, environment, hash, created_at, revoked";
+
+pub(super) async fn ensure_environments(s: &SqlStore, names: &[&str]) -> StoreResult<()> {
+    let mut tx = s.dialect.begin_write(&s.pool).await?;
+    let now = s.now();
+    for name in names {
+        sqlx::query(
+            "INSERT INTO environments (name, revision, created_at) VALUES ($1, 0, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+pub(super) async fn list_environments(s: &SqlStore) -> StoreResult<Vec<Environment>> {
+    let rows =
+        sqlx::query("SELECT name, revision, created_at FROM environments ORDER BY name").fetch_all(&s.pool).await?;
+    rows.iter()
+        .map(|r| Ok(Environment { name: r.try_get(0)?, revision: r.try_get(1)?, created_at: r.try_get(2)? }))
+        .collect()
+}
+
+pub(super) async fn create_environment(s: &SqlStore, name: &str, meta: &ChangeMeta) -> StoreResult<Environment> {
+    let mut tx = s.dialect.begin_write(&s.pool).await?;
+    let env = Environment { name: name.into(), revision: 0, created_at: s.now() };
+    let inserted = sqlx::query(
+        "INSERT INTO environments (name, revision, created_at) VALUES ($1, 0, $2) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(env.created_at)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(StoreError::AlreadyExists { kind: "environment", key: name.into() });
+    }
+    let after = serde_json::to_value(&env).ok();
+    let entry =
+        Audit { action: "environment.create", environment: Some(name), flag: None, segment: None, before: None, after };
+    s.audit_entry(&mut tx, meta, entry).await?;
+    tx.commit().await?;
+    Ok(env)
+}
+
+pub(super) async fn list_flags(s: &SqlStore, include_archived: bool) -> StoreResult<Vec<FlagRecord>> {
+    let sql = format!("SELECT {FLAG_COLUMNS} FROM flags WHERE $1 OR NOT archived ORDER BY key");
+    let rows = sqlx::query(&sql).bind(include_archived).fetch_all(&s.pool).await?;
+    rows.iter().map(flag_from).collect()
+}
+
+pub(super) async fn create_flag(s: &SqlStore, key: &str, flag: &Flag, meta: &ChangeMeta) -> StoreResult<FlagRecord> {
+    let mut tx = s.dialect.begin_write(&s.pool).await?;
+    let now = s.now();
+    let definition = serde_json::to_string(flag).map_err(|e| corrupt("flag", e))?;
+    // The key is taken by archived flags too: the conflict is on the key alone.
+    let inserted = sqlx::query(
+        "INSERT INTO flags (key, definition, version, archived, created_at, updated_at) \
+         VALUES ($1, $2, 1, $3, $4, $4) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(key)
+    .bind(&definition)
+    .bind(false)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(StoreError::AlreadyExists { kind: "flag", key: key.into() });
+    }
+    let record = FlagRecord {
+        key: key.into(),
+        flag: flag.clone(),
+        version: 1,
+        archived: false,
+        created_at: now,
+        updated_at: now,
+    };
+    let entry = Audit {
+        action: "flag.create",
+        environment: None,
+        flag: Some(key),
+        segment: None,
+        before: None,
+        after: Some(flag_json(&record)),
+    };
+    s.audit_entry(&mut tx, meta, entry).await?;
+    let changes = s.bump_all(&mut tx, "flag", key).await?;
+    tx.commit().await?;
+    s.publish(changes);
+    Ok(record)
+}
+
+pub(super) async fn update_flag(
+    s: &SqlStore,
+    key: &str,
+    flag: &Flag,
+    expected_version: i64,
+    meta: &ChangeMeta,
+) -> StoreResult<FlagRecord> {
+    let mut tx = s.dialect.begin_write(&s.pool).await?;
+    let before =
+        s.flag_in(&mut tx, key, true).await?.ok_or_else(|| StoreError::NotFound { kind: "flag", key: key.into() })?;
+    if before.version != expected_version {
+        return Err(StoreError::VersionMismatch { expected: expected_version, current: before.version });
+    }
+    let (after, changes) = s.save_flag(&mut tx, &before, flag, before.archived, "flag.update", meta).await?;
+    tx.commit().await?;
+    s.publish(changes);
+    Ok(after)
+}
+
+pub(super) async fn set_flag_archived(
+    s: &SqlStore,
+    key: &str,
+    archived: bool,
+    expected_version: Option<i64>,
+    meta: &ChangeMeta,
+) -> StoreResult<FlagRecord> {
+    let mut tx = s.dialect.begin_write(&s.pool).await?;
+    let before =
+        s.flag_in(&mut tx, key, true).await?.ok_or_else(|| StoreError::NotFound { kind: "flag", key: key.into() })?;
+    if let Some(expected) = expected_version
+        && before.version != expected
+    {
+        return Err(StoreError::VersionMismatch { expected, current: before.version });
+    }
+    if before.archived == archived {
+        return Ok(before);
+    }
+    let action = if archived { "flag.archive" } else { "flag.restore" };
+    let flag = before.flag.clone();
+    let (after, changes) = s.save_flag(&mut tx, &before, &flag, archived, action, meta).await?;
+    tx.commit().await?;
+    s.publish(changes);
+    Ok(after)
+}
+
+pub(super) async fn list_segments(s: &SqlStore) -> StoreResult<Vec<SegmentRecord>> {
+    let rows = sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments ORDER BY key")).fetch_all(&s.pool).await?;
+    rows.iter().map(segment_from).collect()
+}
+
+pub(super) async fn create_segment(
+    s: &SqlStore,
+    key: &str,
+    segment: &Segment,
+    meta: &ChangeMeta,
+) -> StoreResult<SegmentRecord> {
+    let mut tx = s.dialect.begin_write(&s.pool).await?;
+    let now = s.now();
+    let definition = serde_json::to_string(segment).map_err(|e| corrupt("segment", e))?;
+    let inserted = sqlx::query(
+        "INSERT INTO segments (key, definition, version, created_at, updated_at) VALUES ($1, $2, 1, $3, $3) \
+         ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(key)
+    .bind(&definition)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(StoreError::AlreadyExists { kind: "segment", key: key.into() });
+    }
+    let after = serde_json::to_value(segment).ok();
+    let entry =
+        Audit { action: "segment.create", environment: None, flag: None, segment: Some(key), before: None, after };
+    s.audit_entry(&mut tx, meta, entry).await?;
+    let changes = s.bump_all(&mut tx, "segment", key).await?;
+    tx.commit().await?;
+    s.publish(changes);
+    Ok(SegmentRecord { key: key.into(), segment: segment.clone(), version: 1, created_at: now, updated_at: now })
+}
+
+pub(super) async fn update_segment(
+    s: &SqlStore,
+    key: &str,
+    segment: &Segment,
+    expected_version: i64,
+    meta: &ChangeMeta,
+) -> StoreResult<SegmentRecord> {
+    let mut tx = s.dialect.begin_write(&s.pool).await?;
+    let before = s
+        .segment_in(&mut tx, key, true)
+        .await?
+        .ok_or_else(|| StoreError::NotFound { kind: "segment", key: key.into() })?;
+    if before.version != expected_version {
+        return Err(StoreError::VersionMismatch { expected: expected_version, current: before.version });
+    }
+    let now = s.now();
+    let definition = serde_json::to_string(segment).map_err(|e| corrupt("segment", e))?;
+    sqlx::query("UPDATE segments SET definition = $1, version = version + 1, updated_at = $2 WHERE key = $3")
+        .bind(&definition)
+        .bind(now)
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+    let entry = Audit {
+        action: "segment.update",
+        environment: None,
+        flag: None,
+        segment: Some(key),
+        before: serde_json::to_value(&before.segment).ok(),
+        after: serde_json::to_value(segment).ok(),
+    };
+    s.audit_entry(&mut tx, meta, entry).await?;
+    let changes = s.bump_all(&mut tx, "segment", key).await?;
+    tx.commit().await?;
+    s.publish(changes);
+    Ok(SegmentRecord { segment: segment.clone(), version: before.version + 1, updated_at: now, ..before })
+}
+
+pub(super) async fn delete_segment(
+    s: &SqlStore,
+    key: &str,
+    expected_version: i64,
+    meta: &ChangeMeta,
+) -> StoreResult<()> {
+    let mut tx = s.dialect.begin_write(&s.pool).await?;
+    let before = s
+        .segment_in(&mut tx, key, true)
+        .await?
+        .ok_or_else(|| StoreError::NotFound { kind: "segment", key: key.into() })?;
+    if before.version != expected_version {
+        return Err(StoreError::VersionMismatch { expected: expected_version, current: before.version });
+    }
+    sqlx::query("DELETE FROM segments WHERE key = $1").bind(key).execute(&mut *tx).await?;
+    let entry = Audit {
+        action: "segment.delete",
+        environment: None,
+        flag: None,
+        segment: Some(key),
+        before: serde_json::to_value(&before.segment).ok(),
+        after: None,
+    };
+    s.audit_entry(&mut tx, meta, entry).await?;
+    let changes = s.bump_all(&mut tx, "segment", key).await?;
+    tx.commit().await?;
+    s.publish(changes);
+    Ok(())
+}
+
+pub(super) async fn snapshot(s: &SqlStore, environment: &str) -> StoreResult<Snapshot> {
+    // One snapshot transaction: the revision and the rows are of the same moment.
+    let mut tx = s.dialect.begin_snapshot(&s.pool).await?;
+    let revision: i64 = sqlx::query("SELECT revision FROM environments WHERE name = $1")
+        .bind(environment)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound { kind: "environment", key: environment.into() })?
+        .try_get(0)?;
+    let flag_rows = sqlx::query(&format!("SELECT {FLAG_COLUMNS} FROM flags WHERE NOT archived ORDER BY key"))
+        .fetch_all(&mut *tx)
+        .await?;
+    let segment_rows =
+        sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments ORDER BY key")).fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    let mut flags = FlagSet::default();
+    for row in &flag_rows {
+        let r = flag_from(row)?;
+        flags.flags.insert(r.key, r.flag);
+    }
+    for row in &segment_rows {
+        let r = segment_from(row)?;
+        flags.segments.insert(r.key, r.segment);
+    }
+    Ok(Snapshot { environment: environment.into(), revision, flags })
+}
+
+pub(super) async fn changes_since(
+    s: &SqlStore,
+    environment: &str,
+    revision: i64,
+) -> StoreResult<Option<Vec<ChangedItem>>> {
+    let mut tx = s.dialect.begin_snapshot(&s.pool).await?;
+    let current: i64 = sqlx::query("SELECT revision FROM environments WHERE name = $1")
+        .bind(environment)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound { kind: "environment", key: environment.into() })?
+        .try_get(0)?;
+    if revision > current || revision < 0 {
+        return Ok(None);
+    }
+    if revision == current {
+        return Ok(Some(Vec::new()));
+    }
+    let oldest: Option<i64> = sqlx::query("SELECT MIN(revision) FROM changes WHERE environment = $1")
+        .bind(environment)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    // The feed must hold every revision after `revision`, or a snapshot is due.
+    if oldest.is_none_or(|o| o > revision + 1) {
+        return Ok(None);
+    }
+    let rows = sqlx::query(
+        "SELECT revision, kind, key FROM changes WHERE environment = $1 AND revision > $2 ORDER BY revision, kind, key",
+    )
+    .bind(environment)
+    .bind(revision)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let items = rows
+        .iter()
+        .map(|r| Ok(ChangedItem { revision: r.try_get(0)?, kind: r.try_get(1)?, key: r.try_get(2)? }))
+        .collect::<StoreResult<_>>()?;
+    Ok(Some(items))
+}
+
+pub(super) async fn audit(s: &SqlStore, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
+    let limit = if filter.limit == 0 { 100 } else { filter.limit.min(1000) };
+    // The CASTs give PostgreSQL the parameters' types when they are NULL.
+    let rows = sqlx::query(
+        "SELECT id, at, actor, action, environment, flag, segment, before, after, reason FROM audit \
+         WHERE (CAST($1 AS TEXT) IS NULL OR flag = $1) \
+         AND (CAST($2 AS TEXT) IS NULL OR environment = $2 OR (environment IS NULL AND flag IS NOT NULL)) \
+         AND (CAST($3 AS TEXT) IS NULL OR actor = $3) AND (CAST($4 AS BIGINT) IS NULL OR id < $4) \
+         ORDER BY id DESC LIMIT $5",
+    )
+    .bind(&filter.flag)
+    .bind(&filter.environment)
+    .bind(&filter.actor)
+    .bind(filter.before_id)
+    .bind(i64::from(limit))
+    .fetch_all(&s.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AuditEntry {
+                id: r.try_get(0)?,
+                at: r.try_get(1)?,
+                actor: r.try_get(2)?,
+                action: r.try_get(3)?,
+                environment: r.try_get(4)?,
+                flag: r.try_get(5)?,
+                segment: r.try_get(6)?,
+                before: json_column(r.try_get(7)?),
+                after: json_column(r.try_get(8)?),
+                reason: r.try_get(9)?,
+            })
+        })
+        .collect()
+}
+
+/// Stores a token, stamped with the store's clock (the record's `created_at` is not used).
+pub(super) async fn create_token(s: &SqlStore, token: &TokenRecord, meta: &ChangeMeta) -> StoreResult<()> {
+    let mut tx = s.dialect.begin_write(&s.pool).await?;
+    // A second token with the same hash is a unique violation, mapped to `AlreadyExists`.
+    let inserted = sqlx::query(
+        "INSERT INTO tokens (name, scope, environment, hash, created_at, revoked) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(&token.name)
+    .bind(token.scope.as_str())
+    .bind(&token.environment)
+    .bind(&token.hash)
+    .bind(s.now())
+    .bind(false)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(StoreError::AlreadyExists { kind: "token", key: token.name.clone() });
+    }
+    let after = Some(serde_json::json!({"name": token.name, "scope": token.scope, "environment": token.environment}));
+    let entry = Audit {
+        action: "token.create",
+        environment: token.environment.as_deref(),
+        flag: None,
+        segment: None,
+        before: None,
+        after,
+    };
+    s.audit_entry(&mut tx, meta, entry).await?;
+    tx.commit().await
+}
+
+pub(super) async fn token_by_hash(s: &SqlStore, hash: &str) -> StoreResult<Option<TokenRecord>> {
+    let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1"))
+        .bind(hash)
+        .fetch_optional(&s.pool)
+        .await?;
+    row.map(|r| token_from(&r)).transpose()
+}
+
+pub(super) async fn list_tokens(s: &SqlStore) -> StoreResult<Vec<TokenRecord>> {
+    let rows = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY name")).fetch_all(&s.pool).await?;
+    rows.iter().map(token_from).collect()
+}
+
+pub(super) async fn revoke_token(s: &SqlStore, name: &str, meta: &ChangeMeta) -> StoreResult<()> {
+    let mut tx = s.dialect.begin_write(&s.pool).await?;
+    let done =
+        sqlx::query("UPDATE tokens SET revoked = $1 WHERE name = $2").bind(true).bind(name).execute(&mut *tx).await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound { kind: "token", key: name.into() });
+    }
+    let after = Some(serde_json::json!({"name": name, "revoked": true}));
+    let entry = Audit { action: "token.revoke", environment: None, flag: None, segment: None, before: None, after };
+    s.audit_entry(&mut tx, meta, entry).await?;
+    tx.commit().await
+}
