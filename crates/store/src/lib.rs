@@ -566,17 +566,6 @@ pub(crate) fn flag_json(r: &FlagRecord) -> serde_json::Value {
     v
 }
 
-/// The current time in Unix milliseconds, from the system clock. The store itself stamps with
-/// its injected clock and never calls this.
-///
-/// Kept until the server's token service stamps through the store.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 impl std::fmt::Debug for dyn Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Store")

@@ -3,8 +3,9 @@
 //! rollback, pause or alert only), then lets healthy plans progress. A second, slower loop rolls
 //! the outcome metrics up.
 //!
-//! Several replicas may run this loop at once: an action is recorded with
-//! `Store::guard_event_once` before it is applied, so exactly one replica applies it.
+//! Several replicas may run this loop at once: a verdict and the action it causes are written in
+//! one transaction under a key naming the window ([`Releases::act_on_verdict`]), so exactly one
+//! replica acts, and an action that fails leaves no verdict behind: the next pass retries it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,17 +13,18 @@ use std::time::Duration;
 
 use dimmer_engine::model::EnvironmentConfig;
 use dimmer_engine::model::{FULL_WEIGHT, OFF, ON};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::service::metrics::Metrics;
-use crate::service::releases::{ReleaseError, Releases};
+use crate::service::releases::{ReleaseError, Releases, VerdictApplied};
 use crate::service::webhooks::{Event, Notifier};
 use dimmer_domain::Clock;
 use dimmer_domain::guard::{self, Action, Assessment, FindingStatus, Guard, Verdict};
 use dimmer_domain::outcomes::{BUCKET_MS, Retention, bucket_of, totals};
-use dimmer_domain::release::{Command, Health, Status};
-use dimmer_store::{ChangeMeta, FlagRecord, PlanRecord, StandingGuards, Store};
+use dimmer_domain::release::{Health, Status};
+use dimmer_store::{ChangeMeta, FlagRecord, GuardEvent, PlanRecord, StandingGuards, Store};
 
 /// The guard loop's state: what it reads from and acts through.
 #[derive(Debug)]
@@ -43,6 +45,36 @@ pub struct Period {
     pub key: String,
     /// For people: "stage 2 of 6" or "standing guards".
     pub label: String,
+}
+
+/// What a regression verdict records: the audit entry's `after` and the alert's details.
+#[derive(Debug, Serialize)]
+struct RegressionDetails<'a> {
+    guards: &'a [String],
+    action: &'static str,
+    window: &'a str,
+    since_ms: i64,
+    findings: &'a [&'a guard::Finding],
+}
+
+/// What a sample-ratio alert records.
+#[derive(Debug, Serialize)]
+struct SampleRatioDetails<'a> {
+    window: &'a str,
+    sample_ratio: &'a guard::SampleRatio,
+}
+
+/// What a no-data alert records.
+#[derive(Debug, Serialize)]
+struct NoDataDetails<'a> {
+    window: &'a str,
+    guards: &'a [String],
+}
+
+/// The details of a guard event as the audit log stores them.
+fn details(details: &impl Serialize) -> Value {
+    // Plain data of strings and numbers (finite floats): serializing cannot fail.
+    serde_json::to_value(details).unwrap_or(Value::Null)
 }
 
 /// What one pass did.
@@ -169,18 +201,41 @@ impl Guardian {
                 assessment.findings.iter().filter(|f| f.status == FindingStatus::Regression).collect();
             let summary = findings.iter().map(|f| describe(f, guards)).collect::<Vec<_>>().join("; ");
             let reason = format!("guard {} saw a regression ({}): {summary}", fired.join(", "), period.label);
-            let details = json!({
-                "guards": fired, "action": action.as_str(), "window": period.label, "since_ms": period.since_ms,
-                "findings": findings,
+            let details = details(&RegressionDetails {
+                guards: fired,
+                action: action.as_str(),
+                window: &period.label,
+                since_ms: period.since_ms,
+                findings: &findings,
             });
-            if self
-                .once(record, environment, &format!("{}:regression", period.key), "guard.regression", &details, &reason)
-                .await
-            {
-                acted += 1;
-                self.metrics.guard_event("regression", action.as_str());
-                self.apply(*action, &record.key, environment, &reason).await;
-                self.alert(record, environment, "guard.regression", &reason, details);
+            let verdict = GuardEvent {
+                key: format!("{}:regression", period.key),
+                action: "guard.regression".into(),
+                details: details.clone(),
+            };
+            let meta = ChangeMeta { actor: "guard".into(), reason: Some(reason.clone()) };
+            match self.releases.act_on_verdict(&record.key, environment, *action, &verdict, &meta).await {
+                Ok(Some(applied)) => {
+                    acted += 1;
+                    self.metrics.guard_event("regression", action.as_str());
+                    let exposure_after = match &applied {
+                        VerdictApplied::Acted(outcome) => Some(outcome.exposure_percent),
+                        VerdictApplied::Recorded => None,
+                        VerdictApplied::NotApplicable { why } => {
+                            tracing::warn!(flag = %record.key, environment, action = action.as_str(), why, "guard action does not apply; verdict recorded");
+                            self.metrics.guard_event("action_not_applicable", action.as_str());
+                            None
+                        }
+                    };
+                    self.alert(record, environment, "guard.regression", &reason, details, exposure_after);
+                }
+                // Recorded before, by an earlier pass or another replica: it acted.
+                Ok(None) => {}
+                Err(e) => {
+                    // Neither verdict nor action was written: the next pass judges again and retries.
+                    tracing::error!(flag = %record.key, environment, action = action.as_str(), error = %e, "guard action failed; retrying next pass");
+                    self.metrics.guard_event("action_failed", action.as_str());
+                }
             }
         }
         if let Some(srm) = assessment.sample_ratio.as_ref().filter(|s| s.mismatch) {
@@ -192,14 +247,14 @@ impl Guardian {
                 srm.expected * 100.0,
                 srm.p_value
             );
-            let details = json!({"window": period.label, "sample_ratio": srm});
+            let details = details(&SampleRatioDetails { window: &period.label, sample_ratio: srm });
             if self
                 .once(record, environment, &format!("{}:srm", period.key), "guard.sample_ratio", &details, &reason)
                 .await
             {
                 acted += 1;
                 self.metrics.guard_event("sample_ratio", "alert");
-                self.alert(record, environment, "guard.sample_ratio", &reason, details);
+                self.alert(record, environment, "guard.sample_ratio", &reason, details, None);
             }
         }
         if !assessment.overdue.is_empty() {
@@ -209,14 +264,14 @@ impl Guardian {
                 record.key,
                 period.label
             );
-            let details = json!({"window": period.label, "guards": assessment.overdue});
+            let details = details(&NoDataDetails { window: &period.label, guards: &assessment.overdue });
             if self
                 .once(record, environment, &format!("{}:no-data", period.key), "guard.no_data", &details, &reason)
                 .await
             {
                 acted += 1;
                 self.metrics.guard_event("no_data", "alert");
-                self.alert(record, environment, "guard.no_data", &reason, details);
+                self.alert(record, environment, "guard.no_data", &reason, details, None);
             }
         }
         acted
@@ -242,24 +297,15 @@ impl Guardian {
         }
     }
 
-    async fn apply(&self, action: Action, flag: &str, environment: &str, reason: &str) {
-        let meta = ChangeMeta { actor: "guard".into(), reason: Some(reason.to_owned()) };
-        let applied = match action {
-            Action::Alert => return,
-            Action::DialDown => self.releases.dial_down(flag, environment, 0, &meta).await,
-            Action::Rollback => {
-                self.releases.command(flag, environment, Command::Rollback { to_zero: false }, &meta).await
-            }
-            Action::Pause => self.releases.command(flag, environment, Command::Pause, &meta).await,
-        };
-        if let Err(e) = applied {
-            // Recorded and alerted, but not applied: say so loudly; people must act.
-            tracing::error!(flag, environment, action = action.as_str(), error = %e, "guard action failed");
-            self.metrics.guard_event("action_failed", action.as_str());
-        }
-    }
-
-    fn alert(&self, record: &FlagRecord, environment: &str, event: &str, message: &str, details: Value) {
+    fn alert(
+        &self,
+        record: &FlagRecord,
+        environment: &str,
+        event: &str,
+        message: &str,
+        details: Value,
+        exposure_after: Option<f64>,
+    ) {
         let cfg = record.flag.environments.get(environment);
         let exposure = dimmer_domain::release::weight_percent(dimmer_domain::release::exposure_weight(cfg));
         self.notifier.notify(Event {
@@ -270,7 +316,7 @@ impl Guardian {
             reason: Some(message.to_owned()),
             at: self.now(),
             exposure_before: exposure,
-            exposure_after: exposure,
+            exposure_after: exposure_after.unwrap_or(exposure),
             plan: None,
             message: format!(":rotating_light: {message}"),
             details: Some(details),

@@ -16,10 +16,11 @@ use serde_json::Value;
 
 use crate::service::webhooks::{Event, Notifier, PlanPosition};
 use dimmer_domain::Clock;
+use dimmer_domain::guard::Action;
 use dimmer_domain::release::{
     self, Command, Decision, Health, Plan, PlanError, PlanState, RestorePoint, Status, Template,
 };
-use dimmer_store::{ChangeMeta, FlagRecord, PlanRecord, ReleaseWrite, RestoreWrite, Store, StoreError};
+use dimmer_store::{ChangeMeta, FlagRecord, GuardEvent, PlanRecord, ReleaseWrite, RestoreWrite, Store, StoreError};
 
 /// A user-driven operation is decided again at most this many times when concurrent writes
 /// keep moving the flag under it.
@@ -74,6 +75,21 @@ pub struct Outcome {
     pub exposure_percent: f64,
     /// The plan afterwards, if the flag has one in this environment.
     pub plan: Option<PlanView>,
+}
+
+/// What [`Releases::act_on_verdict`] did with a verdict it recorded.
+#[derive(Debug, Clone)]
+pub enum VerdictApplied {
+    /// The action was applied (or found already in place) with the verdict.
+    Acted(Outcome),
+    /// An alert: the verdict was recorded; nothing changes.
+    Recorded,
+    /// The action does not apply now (no plan, or the plan has ended); the verdict was
+    /// recorded alone.
+    NotApplicable {
+        /// Why the action did not apply.
+        why: String,
+    },
 }
 
 /// The release service: shared by the API handlers and the progression loop.
@@ -248,6 +264,23 @@ impl Releases {
     where
         F: Fn(&FlagRecord, Option<&PlanRecord>, i64) -> Result<Option<Step>, ReleaseError>,
     {
+        self.run_once(key, environment, meta, None, decide).await
+    }
+
+    /// [`Self::run`], recording `verdict` (when given) in the same transaction as the step it
+    /// causes. `StoreError::AlreadyRecorded` when the verdict was recorded before: nothing is
+    /// written. A step that changes nothing still records the verdict, alone.
+    async fn run_once<F>(
+        &self,
+        key: &str,
+        environment: &str,
+        meta: &ChangeMeta,
+        verdict: Option<&GuardEvent>,
+        decide: F,
+    ) -> Result<Outcome, ReleaseError>
+    where
+        F: Fn(&FlagRecord, Option<&PlanRecord>, i64) -> Result<Option<Step>, ReleaseError>,
+    {
         self.check_environment(environment).await?;
         for _ in 0..RETRIES {
             let record = self.flag(key).await?;
@@ -255,6 +288,12 @@ impl Releases {
             let now = self.clock.now_ms();
             let cfg_before = record.flag.environments.get(environment);
             let Some(step) = decide(&record, plan.as_ref(), now)? else {
+                if let Some(event) = verdict {
+                    let recorded = self.record_verdict(key, environment, event, meta).await?;
+                    if !recorded {
+                        return Err(StoreError::AlreadyRecorded { key: event.key.clone() }.into());
+                    }
+                }
                 return Ok(Outcome {
                     changed: false,
                     version: record.version,
@@ -263,7 +302,7 @@ impl Releases {
                     plan: plan.as_ref().map(PlanView::of),
                 });
             };
-            match self.write(&record, plan.as_ref(), environment, step, meta, now).await {
+            match self.write(&record, plan.as_ref(), environment, step, meta, now, verdict).await {
                 Err(ReleaseError::Store(StoreError::VersionMismatch { .. })) => continue,
                 other => return other,
             }
@@ -279,6 +318,7 @@ impl Releases {
         step: Step,
         meta: &ChangeMeta,
         now: i64,
+        verdict: Option<&GuardEvent>,
     ) -> Result<Outcome, ReleaseError> {
         let cfg_before = record.flag.environments.get(environment);
         let mut flag_update = None;
@@ -303,7 +343,7 @@ impl Releases {
             restore: step.restore,
             before: summary(cfg_before, plan_state_before.as_ref()),
             after: summary(cfg_after, plan_state_after.as_ref()),
-            guard_event: None,
+            guard_event: verdict.cloned(),
         };
         let out = self.store.release_write(&write, meta).await?;
         let plan_after = out.plan.or_else(|| plan.cloned());
@@ -365,7 +405,18 @@ impl Releases {
         weight: u32,
         meta: &ChangeMeta,
     ) -> Result<Outcome, ReleaseError> {
-        self.run(key, environment, meta, |record, plan, now| {
+        self.dial_down_once(key, environment, weight, meta, None).await
+    }
+
+    async fn dial_down_once(
+        &self,
+        key: &str,
+        environment: &str,
+        weight: u32,
+        meta: &ChangeMeta,
+        verdict: Option<&GuardEvent>,
+    ) -> Result<Outcome, ReleaseError> {
+        self.run_once(key, environment, meta, verdict, |record, plan, now| {
             let cfg = record.flag.environments.get(environment).cloned().unwrap_or_default();
             let next = release::dialed_down(&cfg, weight);
             let paused = pause_running(plan, now);
@@ -452,7 +503,18 @@ impl Releases {
         command: Command,
         meta: &ChangeMeta,
     ) -> Result<Outcome, ReleaseError> {
-        self.run(key, environment, meta, |record, plan, now| {
+        self.command_once(key, environment, command, meta, None).await
+    }
+
+    async fn command_once(
+        &self,
+        key: &str,
+        environment: &str,
+        command: Command,
+        meta: &ChangeMeta,
+        verdict: Option<&GuardEvent>,
+    ) -> Result<Outcome, ReleaseError> {
+        self.run_once(key, environment, meta, verdict, |record, plan, now| {
             let plan =
                 plan.ok_or_else(|| ReleaseError::NotFound { kind: "plan", key: format!("{key} in {environment}") })?;
             // Idempotent where it makes sense: pausing a paused plan changes nothing.
@@ -463,6 +525,54 @@ impl Releases {
             Ok(Some(step_for(record, plan, environment, state, command_action(command))?))
         })
         .await
+    }
+
+    /// Applies a guard's verdict exactly once: the verdict (recorded under its key, with its
+    /// audit entry) and the action it causes commit in one transaction, so that of several
+    /// replicas exactly one acts and a crash or failure leaves neither. `Ok(Some(_))`: this call
+    /// recorded it; `Ok(None)`: it was recorded before (by an earlier pass or another replica).
+    /// An action that does not apply (no plan to pause or roll back, or the plan has ended) is
+    /// recorded as the verdict alone; any other error leaves nothing, and the next pass retries.
+    pub async fn act_on_verdict(
+        &self,
+        key: &str,
+        environment: &str,
+        action: Action,
+        verdict: &GuardEvent,
+        meta: &ChangeMeta,
+    ) -> Result<Option<VerdictApplied>, ReleaseError> {
+        let once = Some(verdict);
+        let applied = match action {
+            Action::Alert => {
+                let recorded = self.record_verdict(key, environment, verdict, meta).await?;
+                return Ok(recorded.then_some(VerdictApplied::Recorded));
+            }
+            Action::DialDown => self.dial_down_once(key, environment, 0, meta, once).await,
+            Action::Rollback => {
+                self.command_once(key, environment, Command::Rollback { to_zero: false }, meta, once).await
+            }
+            Action::Pause => self.command_once(key, environment, Command::Pause, meta, once).await,
+        };
+        match applied {
+            Ok(outcome) => Ok(Some(VerdictApplied::Acted(outcome))),
+            Err(ReleaseError::Store(StoreError::AlreadyRecorded { .. })) => Ok(None),
+            Err(e @ (ReleaseError::Conflict(_) | ReleaseError::NotFound { kind: "plan", .. })) => {
+                let recorded = self.record_verdict(key, environment, verdict, meta).await?;
+                Ok(recorded.then(|| VerdictApplied::NotApplicable { why: e.to_string() }))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records a verdict that changes nothing; true when this call recorded it.
+    async fn record_verdict(
+        &self,
+        key: &str,
+        environment: &str,
+        verdict: &GuardEvent,
+        meta: &ChangeMeta,
+    ) -> Result<bool, ReleaseError> {
+        Ok(self.store.guard_event_once(key, environment, &verdict.key, &verdict.action, &verdict.details, meta).await?)
     }
 
     /// One pass of the progression loop: every running plan whose dwell has passed and whose
@@ -482,7 +592,7 @@ impl Releases {
             let Ok(record) = self.flag(&plan.flag).await else { continue };
             let state = release::apply(&plan.plan.stages, &plan.state, Command::Advance, now)?;
             let step = step_for(&record, &plan, &plan.environment, state, "plan.advance")?;
-            match self.write(&record, Some(&plan), &plan.environment, step, &meta, now).await {
+            match self.write(&record, Some(&plan), &plan.environment, step, &meta, now, None).await {
                 Ok(_) => advanced += 1,
                 // Another replica advanced it, or the flag changed: the next pass decides again.
                 Err(ReleaseError::Store(StoreError::VersionMismatch { .. })) => {}

@@ -122,7 +122,8 @@ pub async fn create_token(
         scope,
         environment,
         hash: hash_token(&token),
-        created_at: dimmer_store::now_ms(),
+        // Stamped by the store, from the clock it was opened with.
+        created_at: 0,
         revoked: false,
     };
     store.create_token(&record, meta).await?;
@@ -144,7 +145,8 @@ pub async fn bootstrap_admin(store: &dyn Store, configured: Option<&str>) -> Res
             scope: Scope::Admin,
             environment: None,
             hash,
-            created_at: dimmer_store::now_ms(),
+            // Stamped by the store, from the clock it was opened with.
+            created_at: 0,
             revoked: false,
         };
         store.create_token(&record, &system).await?;
@@ -159,7 +161,8 @@ pub async fn bootstrap_admin(store: &dyn Store, configured: Option<&str>) -> Res
         scope: Scope::Admin,
         environment: None,
         hash: hash_token(&token),
-        created_at: dimmer_store::now_ms(),
+        // Stamped by the store, from the clock it was opened with.
+        created_at: 0,
         revoked: false,
     };
     store.create_token(&record, &system).await?;
