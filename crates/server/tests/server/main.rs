@@ -7,6 +7,7 @@
 )]
 
 mod api;
+mod exactly_once;
 mod guards;
 mod layers;
 mod ofrep;
