@@ -105,6 +105,14 @@ impl std::fmt::Debug for Releases {
     }
 }
 
+/// Why a step is written: who asked (the audit entry's actor and reason) and, when a guard
+/// acts, its verdict, recorded in the same transaction.
+#[derive(Clone, Copy)]
+struct Cause<'a> {
+    meta: &'a ChangeMeta,
+    verdict: Option<&'a GuardEvent>,
+}
+
 /// What an operation wants written, decided from the current flag and plan.
 struct Step {
     action: &'static str,
@@ -302,7 +310,7 @@ impl Releases {
                     plan: plan.as_ref().map(PlanView::of),
                 });
             };
-            match self.write(&record, plan.as_ref(), environment, step, meta, now, verdict).await {
+            match self.write(&record, plan.as_ref(), environment, step, Cause { meta, verdict }, now).await {
                 Err(ReleaseError::Store(StoreError::VersionMismatch { .. })) => continue,
                 other => return other,
             }
@@ -316,10 +324,10 @@ impl Releases {
         plan: Option<&PlanRecord>,
         environment: &str,
         step: Step,
-        meta: &ChangeMeta,
+        cause: Cause<'_>,
         now: i64,
-        verdict: Option<&GuardEvent>,
     ) -> Result<Outcome, ReleaseError> {
+        let Cause { meta, verdict } = cause;
         let cfg_before = record.flag.environments.get(environment);
         let mut flag_update = None;
         if let Some(cfg) = &step.config
@@ -592,7 +600,10 @@ impl Releases {
             let Ok(record) = self.flag(&plan.flag).await else { continue };
             let state = release::apply(&plan.plan.stages, &plan.state, Command::Advance, now)?;
             let step = step_for(&record, &plan, &plan.environment, state, "plan.advance")?;
-            match self.write(&record, Some(&plan), &plan.environment, step, &meta, now, None).await {
+            match self
+                .write(&record, Some(&plan), &plan.environment, step, Cause { meta: &meta, verdict: None }, now)
+                .await
+            {
                 Ok(_) => advanced += 1,
                 // Another replica advanced it, or the flag changed: the next pass decides again.
                 Err(ReleaseError::Store(StoreError::VersionMismatch { .. })) => {}

@@ -50,9 +50,8 @@ struct Faulty {
 
 impl Faulty {
     fn take(&self, write: &ReleaseWrite) -> Option<Fault> {
-        if write.guard_event.is_none() {
-            return None;
-        }
+        // Only the writes that carry a verdict fail.
+        write.guard_event.as_ref()?;
         self.fault.lock().unwrap().take()
     }
 }
