@@ -26,9 +26,9 @@ kinds:
   release: {template: quick}
 "#;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+/// Where the tests' manual clock starts: any fixed time will do, since the store stamps rows with
+/// the same clock as the lifecycle reads (2027-01-15).
+const T0: i64 = 1_800_000_000_000;
 
 async fn server(policy: Option<&str>, clock: Arc<ManualClock>) -> TestServer {
     let dir = TempDir::new("policy");
@@ -74,7 +74,7 @@ async fn put_env(server: &TestServer, key: &str, env: &str, config: Value) -> (S
 
 #[tokio::test]
 async fn a_badly_named_flag_without_owner_is_refused_with_422_naming_each_rule_and_nothing_is_created() {
-    let server = server(Some(STRICT), Arc::new(ManualClock::new(now_ms()))).await;
+    let server = server(Some(STRICT), Arc::new(ManualClock::new(T0))).await;
     let (s, v) = server.admin(Method::POST, "/api/v1/flags", Some(json!({"key": "New_Checkout"}))).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(v["error"]["code"], "validation_failed");
@@ -98,7 +98,7 @@ async fn a_badly_named_flag_without_owner_is_refused_with_422_naming_each_rule_a
 
 #[tokio::test]
 async fn an_update_that_drops_the_owner_is_refused_and_the_flag_keeps_its_version() {
-    let server = server(Some(STRICT), Arc::new(ManualClock::new(now_ms()))).await;
+    let server = server(Some(STRICT), Arc::new(ManualClock::new(T0))).await;
     let good = json!({"key": "new-checkout", "owner": "team-pay", "description": "One-page checkout"});
     let (s, v) = server.admin(Method::POST, "/api/v1/flags", Some(good)).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -119,7 +119,7 @@ async fn an_update_that_drops_the_owner_is_refused_and_the_flag_keeps_its_versio
 
 #[tokio::test]
 async fn raising_production_exposure_past_the_threshold_needs_a_running_guarded_plan_and_switching_off_never_does() {
-    let server = server(Some(STRICT), Arc::new(ManualClock::new(now_ms()))).await;
+    let server = server(Some(STRICT), Arc::new(ManualClock::new(T0))).await;
     let flag = json!({"key": "search-v2", "owner": "team-search", "description": "New ranking"});
     assert_eq!(server.admin(Method::POST, "/api/v1/flags", Some(flag)).await.0, StatusCode::CREATED);
 
@@ -160,7 +160,7 @@ async fn raising_production_exposure_past_the_threshold_needs_a_running_guarded_
 
 #[tokio::test]
 async fn get_policy_shows_the_effective_policy_to_any_token_and_the_default_when_none_is_given() {
-    let strict = server(Some(STRICT), Arc::new(ManualClock::new(now_ms()))).await;
+    let strict = server(Some(STRICT), Arc::new(ManualClock::new(T0))).await;
     let sdk = strict.token("sdk-prod", "sdk", Some("production")).await;
     let (s, _, v) = strict.call(Method::GET, "/api/v1/policy", Some(&sdk), None, &[]).await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -171,7 +171,7 @@ async fn get_policy_shows_the_effective_policy_to_any_token_and_the_default_when
     let (s, _, _) = strict.call(Method::GET, "/api/v1/policy", None, None, &[]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
-    let default = server(None, Arc::new(ManualClock::new(now_ms()))).await;
+    let default = server(None, Arc::new(ManualClock::new(T0))).await;
     let (s, v) = default.admin(Method::GET, "/api/v1/policy", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["default"], true);
@@ -203,14 +203,14 @@ fn entry(key: &str, state: &str, reasons: &[&str]) -> (String, String, Vec<Strin
 
 #[tokio::test]
 async fn lifecycle_follows_exposure_and_age_and_names_why_a_flag_is_stale_on_sqlite() {
-    let clock = Arc::new(ManualClock::new(now_ms()));
+    let clock = Arc::new(ManualClock::new(T0));
     lifecycle_scenario(server(None, clock.clone()).await, &clock).await;
 }
 
 #[tokio::test]
 async fn lifecycle_follows_exposure_and_age_and_names_why_a_flag_is_stale_on_postgres() {
     let Some(pg) = dimmer_store::testing::PgSchema::new() else { return };
-    let clock = Arc::new(ManualClock::new(now_ms()));
+    let clock = Arc::new(ManualClock::new(T0));
     let server = server_on(
         pg.store_with(clock.clone()).await.expect("postgres store"),
         TempDir::new("policy-pg"),
