@@ -6,7 +6,7 @@
 //! waits for the first to commit instead of both passing the check.
 
 use dimmer_engine::{Flag, FlagSet, Segment};
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use super::{
     Audit, FLAG_COLUMNS, SEGMENT_COLUMNS, SqlStore, corrupt, flag_from, json_column, segment_from, token_from,
@@ -117,11 +117,7 @@ pub(super) async fn update_flag(
     meta: &ChangeMeta,
 ) -> StoreResult<FlagRecord> {
     let mut tx = s.dialect.begin_write(&s.pool).await?;
-    let before =
-        s.flag_in(&mut tx, key, true).await?.ok_or_else(|| StoreError::NotFound { kind: "flag", key: key.into() })?;
-    if before.version != expected_version {
-        return Err(StoreError::VersionMismatch { expected: expected_version, current: before.version });
-    }
+    let before = s.flag_at(&mut tx, key, Some(expected_version)).await?;
     let (after, changes) = s.save_flag(&mut tx, &before, flag, before.archived, "flag.update", meta).await?;
     tx.commit().await?;
     s.publish(changes);
@@ -136,13 +132,7 @@ pub(super) async fn set_flag_archived(
     meta: &ChangeMeta,
 ) -> StoreResult<FlagRecord> {
     let mut tx = s.dialect.begin_write(&s.pool).await?;
-    let before =
-        s.flag_in(&mut tx, key, true).await?.ok_or_else(|| StoreError::NotFound { kind: "flag", key: key.into() })?;
-    if let Some(expected) = expected_version
-        && before.version != expected
-    {
-        return Err(StoreError::VersionMismatch { expected, current: before.version });
-    }
+    let before = s.flag_at(&mut tx, key, expected_version).await?;
     if before.archived == archived {
         return Ok(before);
     }
@@ -198,13 +188,7 @@ pub(super) async fn update_segment(
     meta: &ChangeMeta,
 ) -> StoreResult<SegmentRecord> {
     let mut tx = s.dialect.begin_write(&s.pool).await?;
-    let before = s
-        .segment_in(&mut tx, key, true)
-        .await?
-        .ok_or_else(|| StoreError::NotFound { kind: "segment", key: key.into() })?;
-    if before.version != expected_version {
-        return Err(StoreError::VersionMismatch { expected: expected_version, current: before.version });
-    }
+    let before = segment_at(s, &mut tx, key, expected_version).await?;
     let now = s.now();
     let definition = serde_json::to_string(segment).map_err(|e| corrupt("segment", e))?;
     sqlx::query("UPDATE segments SET definition = $1, version = version + 1, updated_at = $2 WHERE key = $3")
@@ -235,13 +219,7 @@ pub(super) async fn delete_segment(
     meta: &ChangeMeta,
 ) -> StoreResult<()> {
     let mut tx = s.dialect.begin_write(&s.pool).await?;
-    let before = s
-        .segment_in(&mut tx, key, true)
-        .await?
-        .ok_or_else(|| StoreError::NotFound { kind: "segment", key: key.into() })?;
-    if before.version != expected_version {
-        return Err(StoreError::VersionMismatch { expected: expected_version, current: before.version });
-    }
+    let before = segment_at(s, &mut tx, key, expected_version).await?;
     sqlx::query("DELETE FROM segments WHERE key = $1").bind(key).execute(&mut *tx).await?;
     let entry = Audit {
         action: "segment.delete",
@@ -256,6 +234,18 @@ pub(super) async fn delete_segment(
     tx.commit().await?;
     s.publish(changes);
     Ok(())
+}
+
+/// The segment about to change, locked, if it is still at `expected` version.
+async fn segment_at(s: &SqlStore, conn: &mut AnyConnection, key: &str, expected: i64) -> StoreResult<SegmentRecord> {
+    let before = s
+        .segment_in(conn, key, true)
+        .await?
+        .ok_or_else(|| StoreError::NotFound { kind: "segment", key: key.into() })?;
+    if before.version != expected {
+        return Err(StoreError::VersionMismatch { expected, current: before.version });
+    }
+    Ok(before)
 }
 
 pub(super) async fn snapshot(s: &SqlStore, environment: &str) -> StoreResult<Snapshot> {

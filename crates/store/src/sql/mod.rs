@@ -167,6 +167,20 @@ impl SqlStore {
         row.map(|r| flag_from(&r)).transpose()
     }
 
+    /// The flag about to change, locked, if it is still at `expected` version (when given).
+    async fn flag_at(&self, conn: &mut AnyConnection, key: &str, expected: Option<i64>) -> StoreResult<FlagRecord> {
+        let before = self
+            .flag_in(conn, key, true)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { kind: "flag", key: key.into() })?;
+        match expected {
+            Some(expected) if before.version != expected => {
+                Err(StoreError::VersionMismatch { expected, current: before.version })
+            }
+            _ => Ok(before),
+        }
+    }
+
     /// A segment, locked for the rest of the transaction when `lock` (on PostgreSQL).
     async fn segment_in(&self, conn: &mut AnyConnection, key: &str, lock: bool) -> StoreResult<Option<SegmentRecord>> {
         let lock = if lock { self.dialect.row_lock() } else { "" };

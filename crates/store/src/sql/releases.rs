@@ -72,16 +72,10 @@ pub(super) async fn release_write(s: &SqlStore, w: &ReleaseWrite, meta: &ChangeM
         return Err(StoreError::AlreadyRecorded { key: key.clone() });
     }
     // Then the flag's row, then the plan's: every release write locks in this order.
-    let before = s
-        .flag_in(&mut tx, &w.flag, true)
-        .await?
-        .ok_or_else(|| StoreError::NotFound { kind: "flag", key: w.flag.clone() })?;
+    let before = s.flag_at(&mut tx, &w.flag, w.flag_update.as_ref().map(|(_, expected)| *expected)).await?;
     let mut flag = before.clone();
     let mut changes = Vec::new();
-    if let Some((definition, expected)) = &w.flag_update {
-        if before.version != *expected {
-            return Err(StoreError::VersionMismatch { expected: *expected, current: before.version });
-        }
+    if let Some((definition, _)) = &w.flag_update {
         let (after, bumped) = s.store_flag(&mut tx, &before, definition, before.archived).await?;
         flag = after;
         changes = bumped;

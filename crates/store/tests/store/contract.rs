@@ -452,6 +452,23 @@ async fn sqlite_stores_sharing_a_file_never_surface_busy_and_keep_what_they_ackn
     assert_eq!(mode, "wal");
 }
 
+#[tokio::test]
+async fn sqlite_opens_exactly_the_file_it_is_given_whatever_its_path_holds() {
+    let dir = TempDir::new("contract-path");
+    // Characters that mean something in a URL, which is how the SQLite file reaches sqlx.
+    let odd = dir.0.join("a dir %41 ?x #y");
+    std::fs::create_dir_all(&odd).unwrap();
+    let path = odd.join("dimmer %20.db");
+    let store = SqlStore::open(&path, system()).await.unwrap();
+    store.ensure_environments(&["e"]).await.unwrap();
+    drop(store);
+    assert!(path.is_file(), "{} was not created", path.display());
+    let reopened = SqlStore::open(&path, system()).await.unwrap();
+    assert_eq!(reopened.list_environments().await.unwrap().len(), 1);
+    let names: Vec<_> = std::fs::read_dir(&odd).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(names.iter().all(|n| n.to_string_lossy().starts_with("dimmer %20.db")), "{names:?}");
+}
+
 async fn next(rx: &mut tokio::sync::broadcast::Receiver<Change>) -> Change {
     tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a change within 5 s").expect("open")
 }
@@ -583,28 +600,39 @@ async fn release_writes_commit_flag_plan_restore_point_and_audit_together(store:
     assert_eq!(entries[3].after, Some(json!({"stage": 0})));
 }
 
-async fn concurrent_plan_steps_from_one_revision_commit_exactly_once(store: Arc<dyn Store>) {
+/// A flag `rel` with a plan started in production: flag version 1, plan revision 1.
+async fn started_plan(store: &Arc<dyn Store>) {
     store.create_flag("rel", &flag("v1"), &meta("x", None)).await.unwrap();
     store.release_write(&step("plan.start", None, PlanState::start(0), 0), &meta("x", None)).await.unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            let next = PlanState { stage: 1, entered_at_ms: 10, status: Status::Running };
-            store
-                .release_write(&step("plan.advance", Some((flag(&format!("r{i}")), 1)), next, 1), &meta("loop", None))
-                .await
-        }));
-    }
+}
+
+/// Eight release writes at once, the i-th being `write(i)`: how many committed. The others
+/// must have lost the race cleanly.
+async fn race(store: &Arc<dyn Store>, write: fn(usize) -> ReleaseWrite) -> usize {
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.release_write(&write(i), &meta(&format!("replica {i}"), None)).await })
+        })
+        .collect();
     let mut wins = 0;
     for t in tasks {
         match t.await.unwrap() {
             Ok(_) => wins += 1,
-            Err(StoreError::VersionMismatch { .. }) => {}
+            Err(StoreError::AlreadyRecorded { .. } | StoreError::VersionMismatch { .. }) => {}
             Err(e) => panic!("unexpected error: {e:?}"),
         }
     }
-    assert_eq!(wins, 1);
+    wins
+}
+
+async fn concurrent_plan_steps_from_one_revision_commit_exactly_once(store: Arc<dyn Store>) {
+    started_plan(&store).await;
+    let advance = |i| {
+        let next = PlanState { stage: 1, entered_at_ms: 10, status: Status::Running };
+        step("plan.advance", Some((flag(&format!("r{i}")), 1)), next, 1)
+    };
+    assert_eq!(race(&store, advance).await, 1);
     let plan = store.get_plan("rel", "production").await.unwrap().unwrap();
     assert_eq!((plan.revision, plan.state.stage), (2, 1));
     let advances =
@@ -854,8 +882,7 @@ async fn a_release_write_with_a_guard_event_commits_everything_together_once(sto
 }
 
 async fn a_refused_release_write_leaves_no_guard_event_and_no_audit_entry(store: Arc<dyn Store>) {
-    store.create_flag("rel", &flag("v1"), &meta("x", None)).await.unwrap();
-    store.release_write(&step("plan.start", None, PlanState::start(0), 0), &meta("x", None)).await.unwrap();
+    started_plan(&store).await;
     let before = traces(&store).await;
     // A stale flag version, then a stale plan revision, each with a fresh key.
     assert!(matches!(
@@ -874,24 +901,8 @@ async fn a_refused_release_write_leaves_no_guard_event_and_no_audit_entry(store:
 }
 
 async fn concurrent_release_writes_of_one_guard_event_commit_exactly_once(store: Arc<dyn Store>) {
-    store.create_flag("rel", &flag("v1"), &meta("x", None)).await.unwrap();
-    store.release_write(&step("plan.start", None, PlanState::start(0), 0), &meta("x", None)).await.unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            store.release_write(&guarded_dial_down("race", 1, 1), &meta(&format!("replica {i}"), None)).await
-        }));
-    }
-    let mut wins = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(_) => wins += 1,
-            Err(StoreError::AlreadyRecorded { .. } | StoreError::VersionMismatch { .. }) => {}
-            Err(e) => panic!("unexpected error: {e:?}"),
-        }
-    }
-    assert_eq!(wins, 1);
+    started_plan(&store).await;
+    assert_eq!(race(&store, |_| guarded_dial_down("race", 1, 1)).await, 1);
     assert_eq!(store.get_flag("rel").await.unwrap().unwrap().version, 2);
     assert_eq!(store.get_plan("rel", "production").await.unwrap().unwrap().revision, 2);
     let audit = store.audit(&AuditFilter::default()).await.unwrap();
