@@ -1,5 +1,5 @@
 //! Guards: what a release watches, and the pure decision that turns a window of outcome
-//! metrics into a verdict. The loop in `rollout.rs` applies verdicts; nothing here reads a
+//! metrics into a verdict. The server's guard loop applies verdicts; nothing here reads a
 //! clock or the store.
 //!
 //! Each guard compares the users on a treatment variant with the users on the control variant
