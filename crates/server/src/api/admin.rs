@@ -36,8 +36,7 @@ pub(super) fn router() -> Router<AppState> {
         (status = 200, description = "The environments", body = doc::EnvironmentList),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn list_environments(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
     principal.require_read()?;
@@ -72,8 +71,7 @@ struct NewEnvironment {
         (status = 403, description = "Not an admin token", body = doc::ErrorBody),
         (status = 409, description = "The name is taken", body = doc::ErrorBody),
         (status = 422, description = "An invalid name", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn create_environment(
     principal: Principal,
@@ -118,8 +116,7 @@ fn segment_response(status: StatusCode, r: &SegmentRecord) -> Response {
         (status = 200, description = "The segments", body = doc::SegmentList),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn list_segments(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
     principal.require_read()?;
@@ -140,8 +137,7 @@ async fn list_segments(principal: Principal, State(state): State<AppState>) -> R
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such segment", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn read_segment(
     principal: Principal,
@@ -186,8 +182,7 @@ async fn validate_segment(state: &AppState, key: &str, segment: &Segment) -> Res
         (status = 409, description = "The key is taken", body = doc::ErrorBody),
         (status = 413, description = "The body is over 1 MiB", body = doc::ErrorBody),
         (status = 422, description = "No or an invalid key, or an invalid segment; `details.errors` lists them", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn create_segment(
     principal: Principal,
@@ -232,8 +227,7 @@ async fn create_segment(
         (status = 413, description = "The body is over 1 MiB", body = doc::ErrorBody),
         (status = 422, description = "An invalid segment; `details.errors` lists them", body = doc::ErrorBody),
         (status = 428, description = "No `If-Match`", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn update_segment(
     principal: Principal,
@@ -273,8 +267,7 @@ async fn update_segment(
             headers(("ETag" = String, description = "The current version"))),
         (status = 422, description = "Flags use the segment; `details.flags` names them", body = doc::ErrorBody),
         (status = 428, description = "No `If-Match`", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn delete_segment(
     principal: Principal,
@@ -323,8 +316,7 @@ fn uses_segment(flag: &dimmer_engine::Flag, key: &str) -> bool {
         (status = 200, description = "The tokens", body = doc::TokenList),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "Not an admin token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn list_tokens(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
     principal.require(&[])?;
@@ -365,8 +357,7 @@ struct NewToken {
         (status = 403, description = "Not an admin token", body = doc::ErrorBody),
         (status = 409, description = "The name is taken", body = doc::ErrorBody),
         (status = 422, description = "Unknown scope, invalid name, or an environment missing (sdk) or unexpected (others)", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn create_token(
     principal: Principal,
@@ -429,8 +420,7 @@ async fn create_token(
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "Not an admin token", body = doc::ErrorBody),
         (status = 404, description = "No such token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn revoke_token(
     principal: Principal,
@@ -474,8 +464,7 @@ struct AuditQuery {
         (status = 400, description = "A malformed query", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn audit(
     principal: Principal,

@@ -79,8 +79,7 @@ struct ListQuery {
         (status = 400, description = "A malformed query", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn list(
     principal: Principal,
@@ -106,8 +105,7 @@ async fn list(
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such flag", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn read(
     principal: Principal,
@@ -186,8 +184,7 @@ async fn validate(state: &AppState, key: &str, flag: &Flag, policy_errors: Vec<V
         (status = 409, description = "The key is taken (archived flags included)", body = doc::ErrorBody),
         (status = 413, description = "The body is over 1 MiB", body = doc::ErrorBody),
         (status = 422, description = "Invalid key or flag; `details.errors` lists every `{path, message}`", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn create(
     principal: Principal,
@@ -235,8 +232,7 @@ async fn create(
         (status = 413, description = "The body is over 1 MiB", body = doc::ErrorBody),
         (status = 422, description = "Invalid flag, or a body key that differs from the URL's", body = doc::ErrorBody),
         (status = 428, description = "No `If-Match`", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn update(
     principal: Principal,
@@ -319,8 +315,7 @@ async fn set_archived(
         (status = 404, description = "No such flag", body = doc::ErrorBody),
         (status = 412, description = "`If-Match` is stale", body = doc::ErrorBody,
             headers(("ETag" = String, description = "The current version"))),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn archive(
     principal: Principal,
@@ -353,8 +348,7 @@ async fn archive(
         (status = 404, description = "No such flag", body = doc::ErrorBody),
         (status = 412, description = "`If-Match` is stale", body = doc::ErrorBody,
             headers(("ETag" = String, description = "The current version"))),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn restore(
     principal: Principal,
@@ -391,8 +385,7 @@ async fn restore(
         (status = 413, description = "The body is over 1 MiB", body = doc::ErrorBody),
         (status = 422, description = "Invalid configuration or unknown environment; `details.errors` lists them", body = doc::ErrorBody),
         (status = 428, description = "No `If-Match`", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn put_environment(
     principal: Principal,
@@ -447,8 +440,7 @@ struct ToggleBody {
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such flag or environment", body = doc::ErrorBody),
         (status = 412, description = "The flag kept changing through 16 attempts", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn toggle(
     principal: Principal,

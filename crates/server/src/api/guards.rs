@@ -60,8 +60,7 @@ struct EnvQuery {
         (status = 403, description = "A reader token, or an sdk token of another environment", body = doc::ErrorBody),
         (status = 413, description = "Larger than 1 MiB", body = doc::ErrorBody),
         (status = 422, description = "Out of bounds (too many entries, a bad sketch, …; the path is named)", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn ingest(
     principal: Principal,
@@ -133,8 +132,7 @@ struct ViewQuery {
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such flag", body = doc::ErrorBody),
         (status = 422, description = "A bad window", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn view(
     principal: Principal,
@@ -260,8 +258,7 @@ fn invalid(field: &str, message: &str) -> ApiError {
         (status = 200, description = "`{\"guards\": [...]}` (empty when none)", body = Object),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn read_guards(
     principal: Principal,
@@ -303,8 +300,7 @@ pub(crate) struct PutGuards {
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such flag or environment", body = doc::ErrorBody),
         (status = 422, description = "A bad guard (its index and field are named)", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn put_guards(
     principal: Principal,
@@ -343,8 +339,7 @@ async fn put_guards(
         (status = 400, description = "Not JSON, or no `alerts` list", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn alertmanager(
     principal: Principal,

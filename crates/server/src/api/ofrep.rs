@@ -112,8 +112,7 @@ fn evaluate_one(flags: &CompiledFlags, key: &str, ctx: &Context) -> Result<Value
         (status = 403, description = "An sdk token asking for another environment", body = doc::ErrorBody),
         (status = 404, description = "`FLAG_NOT_FOUND` (OFREP's shape), or no such environment (`ErrorBody`)",
             body = doc::OfrepFailureOrError),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn single(
     principal: Principal,
@@ -160,8 +159,7 @@ async fn single(
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token asking for another environment", body = doc::ErrorBody),
         (status = 404, description = "No such environment", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn bulk(
     principal: Principal,

@@ -42,8 +42,7 @@ pub(crate) struct PolicyView {
     responses(
         (status = 200, description = "The effective policy", body = PolicyView),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn show(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
     // Any token: SDK and CI tokens check flag files against the same rules.
@@ -90,8 +89,7 @@ pub(crate) struct LifecycleList {
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such environment", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn list(
     principal: Principal,

@@ -90,8 +90,7 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
         (status = 200, description = "`{\"plans\": [plan]}`", body = Object),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn list_plans(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
     principal.require_read()?;
@@ -111,8 +110,7 @@ async fn list_plans(principal: Principal, State(state): State<AppState>) -> Resu
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
         (status = 404, description = "No plan on that flag in that environment", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn plan_status(
     principal: Principal,
@@ -168,8 +166,7 @@ pub(crate) struct StartPlan {
         (status = 404, description = "No such flag, environment or template", body = doc::ErrorBody),
         (status = 409, description = "A plan is already running or paused there", body = doc::ErrorBody),
         (status = 422, description = "Bad stages or dwell, or an unknown segment", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn start_plan(
     principal: Principal,
@@ -252,8 +249,7 @@ async fn command(
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No plan there", body = doc::ErrorBody),
         (status = 409, description = "The plan is released or rolled back", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn advance(
     principal: Principal,
@@ -280,8 +276,7 @@ async fn advance(
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No plan there", body = doc::ErrorBody),
         (status = 409, description = "The plan is released or rolled back", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn pause(
     principal: Principal,
@@ -309,8 +304,7 @@ async fn pause(
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No plan there", body = doc::ErrorBody),
         (status = 409, description = "The plan is not paused", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn resume(
     principal: Principal,
@@ -350,8 +344,7 @@ pub(crate) struct RollbackBody {
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No plan there", body = doc::ErrorBody),
         (status = 409, description = "The plan is over", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn rollback(
     principal: Principal,
@@ -389,8 +382,7 @@ fn required_reason(headers: &HeaderMap, body: Option<&str>) -> Result<String, Ap
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such flag or environment", body = doc::ErrorBody),
         (status = 422, description = "No reason given", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn kill(
     principal: Principal,
@@ -437,8 +429,7 @@ pub(crate) struct DialDownBody {
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such flag or environment", body = doc::ErrorBody),
         (status = 422, description = "No reason, or `to` missing or out of range", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn dial_down(
     principal: Principal,
@@ -480,8 +471,7 @@ async fn dial_down(
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such flag or environment", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn restore(
     principal: Principal,
@@ -512,8 +502,7 @@ fn template_view(t: &Template) -> Value {
         (status = 200, description = "`{\"templates\": [...]}`", body = Object),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn list_templates(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
     principal.require_read()?;
@@ -558,8 +547,7 @@ pub(crate) struct NewTemplate {
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "Not an admin token", body = doc::ErrorBody),
         (status = 422, description = "A bad name, stages or dwell", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn create_template(
     principal: Principal,
