@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::schemas as doc;
 use crate::api::AppState;
 use crate::api::auth::Principal;
-use crate::api::error::{ApiError, Code, Json};
+use crate::api::error::{ApiError, Code, Details, FieldError, Json};
 use crate::service::tokens;
 use dimmer_store::{AuditFilter, Environment, Scope, SegmentRecord};
 
@@ -161,7 +161,8 @@ async fn validate_segment(state: &AppState, key: &str, segment: &Segment) -> Res
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::new(Code::ValidationFailed, "the segment is invalid").with_details(json!({ "errors": errors })))
+        let errors = errors.iter().map(FieldError::from_engine).collect();
+        Err(ApiError::new(Code::ValidationFailed, "the segment is invalid").with_errors(errors))
     }
 }
 
@@ -194,7 +195,7 @@ async fn create_segment(
     let (key, reason, segment) = super::split_document::<Segment>(body)?;
     let key = key.filter(|k| !k.is_empty() && !k.contains('/')).ok_or_else(|| {
         ApiError::new(Code::ValidationFailed, "key: required, without '/'")
-            .with_details(json!({"errors": [{"path": "key", "message": "required"}]}))
+            .with_errors(vec![FieldError::new("key", "required")])
     })?;
     validate_segment(&state, &key, &segment).await?;
     let meta = principal.meta(super::reason(&headers, reason.as_deref()));
@@ -290,7 +291,7 @@ async fn delete_segment(
             Code::ValidationFailed,
             format!("segment \"{key}\" is used by flags: {}", in_use.join(", ")),
         )
-        .with_details(json!({ "flags": in_use })));
+        .with_details(Details::Flags { flags: in_use }));
     }
     let meta = principal.meta(super::reason(&headers, None));
     state.store.delete_segment(&key, expected, &meta).await?;

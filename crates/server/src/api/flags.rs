@@ -16,7 +16,7 @@ use super::policy::Check;
 use super::schemas as doc;
 use crate::api::AppState;
 use crate::api::auth::Principal;
-use crate::api::error::{ApiError, Code, Json};
+use crate::api::error::{ApiError, Code, FieldError, Json};
 use dimmer_store::{FlagRecord, StoreError};
 
 pub(super) fn router() -> Router<AppState> {
@@ -127,7 +127,7 @@ fn check_key(key: &str) -> Result<(), ApiError> {
             Code::ValidationFailed,
             "key: a flag key is 1 to 256 characters, without spaces, control characters or '/'",
         )
-        .with_details(json!({"errors": [{"path": "key", "message": "invalid flag key"}]})));
+        .with_errors(vec![FieldError::new("key", "invalid flag key")]));
     }
     Ok(())
 }
@@ -135,14 +135,12 @@ fn check_key(key: &str) -> Result<(), ApiError> {
 /// Validates `flag` as it would be stored: known environments, and the engine's compile step
 /// in every environment against the other flags and the segments. `policy_errors` (the flag
 /// policy's violations) come first in one 422 with the rest, so a caller sees every problem.
-async fn validate(state: &AppState, key: &str, flag: &Flag, policy_errors: Vec<Value>) -> Result<(), ApiError> {
+async fn validate(state: &AppState, key: &str, flag: &Flag, policy_errors: Vec<FieldError>) -> Result<(), ApiError> {
     let envs = state.store.list_environments().await?;
     let mut errors = policy_errors;
     for name in flag.environments.keys() {
         if !envs.iter().any(|e| &e.name == name) {
-            errors.push(
-                json!({"path": format!("environments.{name}"), "message": format!("unknown environment \"{name}\"")}),
-            );
+            errors.push(FieldError::new(format!("environments.{name}"), format!("unknown environment \"{name}\"")));
         }
     }
     let mut set = FlagSet::default();
@@ -157,7 +155,7 @@ async fn validate(state: &AppState, key: &str, flag: &Flag, policy_errors: Vec<V
     }
     let prefix = format!("flags{}", dimmer_engine::compile::path_key(key));
     let names: Vec<String> = envs.iter().map(|e| e.name.clone()).collect();
-    for entry in crate::service::validation::engine_errors(&set, &names, &prefix) {
+    for entry in crate::service::validation::engine_errors(&set, &names, &prefix).iter().map(FieldError::from_engine) {
         if !errors.contains(&entry) {
             errors.push(entry);
         }
@@ -196,8 +194,7 @@ async fn create(
     let kind_declared = dimmer_engine::policy::declares_kind(&body);
     let (key, reason, flag) = super::split_document::<Flag>(body)?;
     let key = key.ok_or_else(|| {
-        ApiError::new(Code::ValidationFailed, "key: required")
-            .with_details(json!({"errors": [{"path": "key", "message": "required"}]}))
+        ApiError::new(Code::ValidationFailed, "key: required").with_errors(vec![FieldError::new("key", "required")])
     })?;
     check_key(&key)?;
     let policy = super::policy::violations(&state, &key, &flag, Check::Create { kind_declared }).await?;

@@ -79,13 +79,11 @@ async fn ingest(
     let mut de = serde_json::Deserializer::from_slice(&body);
     let batch: MetricsBatch = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        refuse(
-            ApiError::new(Code::MalformedRequest, format!("{path}: {}", e.inner())).with_details(json!({"path": path})),
-        )
+        refuse(ApiError::new(Code::MalformedRequest, format!("{path}: {}", e.inner())).with_path(path))
     })?;
-    batch.check(&Limits::default()).map_err(|e| {
-        refuse(ApiError::new(Code::ValidationFailed, e.to_string()).with_details(json!({"path": e.path})))
-    })?;
+    batch
+        .check(&Limits::default())
+        .map_err(|e| refuse(ApiError::new(Code::ValidationFailed, e.to_string()).with_path(e.path)))?;
     let snap = state.hub.current(&env).await.map_err(|e| refuse(e.into()))?;
     let now = state.releases.clock().now_ms();
     let bucket = bucket_of(now, BUCKET_MS);
@@ -244,7 +242,7 @@ fn assessment_view(period: &Period, a: &Assessment) -> Value {
 }
 
 fn invalid(field: &str, message: &str) -> ApiError {
-    ApiError::new(Code::ValidationFailed, format!("{field}: {message}")).with_details(json!({"path": field}))
+    ApiError::new(Code::ValidationFailed, format!("{field}: {message}")).with_path(field)
 }
 
 /// The guards standing on a flag in an environment, outside any plan.

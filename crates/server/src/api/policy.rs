@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::schemas as doc;
 use crate::api::AppState;
 use crate::api::auth::Principal;
-use crate::api::error::{ApiError, Code, Json};
+use crate::api::error::{ApiError, Code, FieldError, Json};
 use dimmer_domain::release::Status;
 use dimmer_store::Scope;
 
@@ -145,15 +145,14 @@ pub(super) enum Check<'a> {
     Exposure { before: &'a Flag },
 }
 
-/// The policy's violations of a write, as `{path, rule, message}` (the shape of
-/// `details.errors`). A release plan counts as running when it is running or paused (and carries
+/// The policy's violations of a write, as entries of `details.errors` naming their rule. A release plan counts as running when it is running or paused (and carries
 /// guards, where the rule requires them).
 pub(super) async fn violations(
     state: &AppState,
     key: &str,
     after: &Flag,
     check: Check<'_>,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<Vec<FieldError>, ApiError> {
     let policy = &state.policy.policy;
     let (mut found, before): (Vec<Violation>, Option<&Flag>) = match check {
         Check::Create { kind_declared } => (policy.check_new_flag(key, after, kind_declared), None),
@@ -176,20 +175,25 @@ pub(super) async fn violations(
         }
         found.extend(policy.check_exposure(before, after, |env| running.iter().any(|r| r == env)));
     }
-    Ok(found.into_iter().map(|v| json!({"path": v.path, "rule": v.rule, "message": v.message})).collect())
+    Ok(found.into_iter().map(violation).collect())
+}
+
+/// A policy violation as an entry of `details.errors`.
+pub(super) fn violation(v: Violation) -> FieldError {
+    FieldError { path: v.path, rule: Some(v.rule), message: v.message }
 }
 
 /// A 422 naming every violated rule, or nothing.
-pub(super) fn refuse(errors: Vec<Value>) -> Result<(), ApiError> {
+pub(super) fn refuse(errors: Vec<FieldError>) -> Result<(), ApiError> {
     if errors.is_empty() {
         return Ok(());
     }
     let summary: Vec<String> = errors
         .iter()
         .map(|e| {
-            let rule = e["rule"].as_str().map(|r| format!(" [{r}]")).unwrap_or_default();
-            format!("{}: {}{rule}", e["path"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""))
+            let rule = e.rule.map(|r| format!(" [{r}]")).unwrap_or_default();
+            format!("{}: {}{rule}", e.path, e.message)
         })
         .collect();
-    Err(ApiError::new(Code::ValidationFailed, summary.join("; ")).with_details(json!({ "errors": errors })))
+    Err(ApiError::new(Code::ValidationFailed, summary.join("; ")).with_errors(errors))
 }

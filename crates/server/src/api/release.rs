@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::schemas as doc;
 use crate::api::AppState;
 use crate::api::auth::Principal;
-use crate::api::error::{ApiError, Code, Json};
+use crate::api::error::{ApiError, Code, FieldError, Json};
 use crate::service::releases::{Outcome, PlanView, ReleaseError, StageView};
 use dimmer_domain::release::{self, Command, Plan, Template};
 use dimmer_store::ChangeMeta;
@@ -38,7 +38,7 @@ impl From<ReleaseError> for ApiError {
             ReleaseError::NotFound { kind, key } => ApiError::not_found(kind, &key),
             ReleaseError::Invalid { field, message } => {
                 ApiError::new(Code::ValidationFailed, format!("{field}: {message}"))
-                    .with_details(json!({"errors": [{"path": field, "message": message}]}))
+                    .with_errors(vec![FieldError::new(field, message)])
             }
             ReleaseError::Conflict(message) => ApiError::new(Code::Conflict, message),
             ReleaseError::Store(e) => e.into(),
@@ -210,9 +210,7 @@ async fn start_plan(
     plan.guards = body.guards;
     let highest = plan.stages.iter().map(|s| s.weight).max().unwrap_or(0);
     let refused = state.policy.policy.check_plan(&env, highest, !plan.guards.is_empty());
-    super::policy::refuse(
-        refused.into_iter().map(|v| json!({"path": v.path, "rule": v.rule, "message": v.message})).collect(),
-    )?;
+    super::policy::refuse(refused.into_iter().map(super::policy::violation).collect())?;
     let meta = meta(&principal, &headers, body.reason.as_deref());
     answer(&state, state.releases.start(&key, &env, plan, &meta).await).await
 }

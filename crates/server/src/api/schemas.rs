@@ -12,7 +12,6 @@ use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
-use crate::api::error::Code;
 use dimmer_store::{AuditEntry, Environment, Scope, TokenRecord};
 
 /// Declares a type whose schema the OpenAPI document takes from the engine's JSON Schema;
@@ -53,25 +52,8 @@ engine_schema! {
     SegmentUpdate: "a segment's new definition";
 }
 
-/// Every error of the admin and SDK APIs (not OFREP's evaluation failures).
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ErrorBody {
-    /// The error.
-    pub error: ErrorObject,
-}
-
-/// An error: a stable code, a message for people, structured details.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ErrorObject {
-    /// Stable, snake_case; decides the HTTP status.
-    pub code: Code,
-    /// What went wrong, in words.
-    pub message: String,
-    /// Structured details, or null: `errors` (`[{path, message}]`) for validation failures,
-    /// `expected` and `current` for a version mismatch, `flags` for a segment in use.
-    #[schema(value_type = Value)]
-    pub details: Value,
-}
+/// Named `doc::ErrorBody` in every annotation; the type is the one [`crate::api::error`] answers.
+pub(crate) use crate::api::error::ErrorBody;
 
 /// `GET /api/v1/flags`.
 #[derive(Debug, ToSchema)]
