@@ -10,7 +10,7 @@ use axum::routing::{get, post, put};
 use dimmer_engine::model::EnvironmentConfig;
 use dimmer_engine::{Flag, FlagSet};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::policy::Check;
 use super::schemas as doc;
@@ -29,7 +29,8 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/flags/{key}/environments/{env}/toggle", post(toggle))
 }
 
-/// A flag as the API shows it: the model's fields plus key, version and bookkeeping.
+/// A flag as the API shows it: the model's fields plus key, version and bookkeeping. Documented
+/// as `doc::FlagView`, whose schema is derived from the engine's JSON Schema.
 #[derive(Debug, Serialize)]
 pub(crate) struct FlagView<'a> {
     key: &'a str,
@@ -54,6 +55,14 @@ impl<'a> From<&'a FlagRecord> for FlagView<'a> {
     }
 }
 
+/// `GET /api/v1/flags`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct FlagList<'a> {
+    /// Flags by key.
+    #[schema(value_type = Vec<doc::FlagView>)]
+    flags: Vec<FlagView<'a>>,
+}
+
 /// A response carrying a flag and its version as ETag.
 fn flag_response(status: StatusCode, record: &FlagRecord) -> Response {
     super::versioned(status, FlagView::from(record), record.version)
@@ -75,7 +84,7 @@ struct ListQuery {
     operation_id = "listFlags",
     params(ListQuery),
     responses(
-        (status = 200, description = "The flags", body = doc::FlagList),
+        (status = 200, description = "The flags", body = FlagList),
         (status = 400, description = "A malformed query", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
@@ -88,8 +97,7 @@ async fn list(
 ) -> Result<Response, ApiError> {
     principal.require_read()?;
     let flags = state.store.list_flags(q.archived).await?;
-    let views: Vec<FlagView<'_>> = flags.iter().map(FlagView::from).collect();
-    Ok(Json(json!({ "flags": views })).into_response())
+    Ok(Json(FlagList { flags: flags.iter().map(FlagView::from).collect() }).into_response())
 }
 
 /// One flag, archived or not.

@@ -7,8 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::schemas as doc;
 use crate::api::AppState;
@@ -80,6 +79,13 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
     })
 }
 
+/// `GET /api/v1/plans`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct PlanList {
+    /// Every plan, finished ones included.
+    plans: Vec<PlanView>,
+}
+
 /// Every release plan, finished ones included.
 #[utoipa::path(
     get,
@@ -87,15 +93,15 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
     tag = "releases",
     operation_id = "listPlans",
     responses(
-        (status = 200, description = "`{\"plans\": [plan]}`", body = Object),
+        (status = 200, description = "Every plan", body = PlanList),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
     )
 )]
 async fn list_plans(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
     principal.require_read()?;
-    let plans: Vec<PlanView> = state.store.list_plans().await?.iter().map(PlanView::of).collect();
-    Ok(Json(json!({ "plans": plans })).into_response())
+    let plans = state.store.list_plans().await?.iter().map(PlanView::of).collect();
+    Ok(Json(PlanList { plans }).into_response())
 }
 
 /// The flag's release plan in an environment: stages, current stage, status, next advance.
@@ -106,7 +112,7 @@ async fn list_plans(principal: Principal, State(state): State<AppState>) -> Resu
     operation_id = "getPlan",
     params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
     responses(
-        (status = 200, description = "The plan", body = Object),
+        (status = 200, description = "The plan", body = PlanView),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
         (status = 404, description = "No plan on that flag in that environment", body = doc::ErrorBody),
@@ -159,7 +165,7 @@ pub(crate) struct StartPlan {
     ),
     request_body(content = StartPlan, description = "A template or stages; may be empty"),
     responses(
-        (status = 200, description = "What changed", body = Object),
+        (status = 200, description = "What changed", body = Outcome),
         (status = 400, description = "Not JSON, or unknown fields", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
@@ -242,7 +248,7 @@ async fn command(
     params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
     request_body(content = ReasonOnly, description = "Optional"),
     responses(
-        (status = 200, description = "What changed", body = Object),
+        (status = 200, description = "What changed", body = Outcome),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No plan there", body = doc::ErrorBody),
@@ -269,7 +275,7 @@ async fn advance(
     params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
     request_body(content = ReasonOnly, description = "Optional"),
     responses(
-        (status = 200, description = "What changed", body = Object),
+        (status = 200, description = "What changed", body = Outcome),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No plan there", body = doc::ErrorBody),
@@ -297,7 +303,7 @@ async fn pause(
     params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
     request_body(content = ReasonOnly, description = "Optional"),
     responses(
-        (status = 200, description = "What changed", body = Object),
+        (status = 200, description = "What changed", body = Outcome),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No plan there", body = doc::ErrorBody),
@@ -337,7 +343,7 @@ pub(crate) struct RollbackBody {
     params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
     request_body(content = RollbackBody, description = "Optional"),
     responses(
-        (status = 200, description = "What changed", body = Object),
+        (status = 200, description = "What changed", body = Outcome),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No plan there", body = doc::ErrorBody),
@@ -375,7 +381,7 @@ fn required_reason(headers: &HeaderMap, body: Option<&str>) -> Result<String, Ap
     ),
     request_body(content = ReasonOnly, description = "The reason, unless in the header"),
     responses(
-        (status = 200, description = "What changed (`changed: false` when it was already off)", body = Object),
+        (status = 200, description = "What changed (`changed: false` when it was already off)", body = Outcome),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such flag or environment", body = doc::ErrorBody),
@@ -421,7 +427,7 @@ pub(crate) struct DialDownBody {
     ),
     request_body = DialDownBody,
     responses(
-        (status = 200, description = "What changed (`changed: false` when already at or below)", body = Object),
+        (status = 200, description = "What changed (`changed: false` when already at or below)", body = Outcome),
         (status = 400, description = "Not JSON", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
@@ -465,7 +471,7 @@ async fn dial_down(
     ),
     request_body(content = ReasonOnly, description = "Optional"),
     responses(
-        (status = 200, description = "What changed (`changed: false` when there was nothing to restore)", body = Object),
+        (status = 200, description = "What changed (`changed: false` when there was nothing to restore)", body = Outcome),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such flag or environment", body = doc::ErrorBody),
@@ -484,10 +490,39 @@ async fn restore(
     answer(&state, state.releases.restore(&key, &env, &meta).await).await
 }
 
-fn template_view(t: &Template) -> Value {
-    let stages: Vec<StageView> = t.stages.iter().map(StageView::of).collect();
-    let builtin = release::builtin_templates().iter().any(|b| b == t);
-    json!({"name": t.name, "description": t.description, "stages": stages, "default_for": t.default_for, "builtin": builtin})
+/// A plan template as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TemplateView<'a> {
+    /// Its name.
+    name: &'a str,
+    /// What it is for.
+    description: &'a str,
+    /// Its stages.
+    stages: Vec<StageView>,
+    /// Flag kinds for which it is the default template.
+    #[schema(value_type = Vec<doc::FlagKind>)]
+    default_for: &'a [dimmer_engine::FlagKind],
+    /// Whether it is one of the built-in templates, unchanged.
+    builtin: bool,
+}
+
+impl<'a> From<&'a Template> for TemplateView<'a> {
+    fn from(t: &'a Template) -> Self {
+        Self {
+            name: &t.name,
+            description: &t.description,
+            stages: t.stages.iter().map(StageView::of).collect(),
+            default_for: &t.default_for,
+            builtin: release::builtin_templates().iter().any(|b| b == t),
+        }
+    }
+}
+
+/// `GET /api/v1/templates`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TemplateList<'a> {
+    /// The built-in templates and the stored ones.
+    templates: Vec<TemplateView<'a>>,
 }
 
 /// Plan templates: the built-in ones and those stored on the server.
@@ -497,15 +532,15 @@ fn template_view(t: &Template) -> Value {
     tag = "releases",
     operation_id = "listTemplates",
     responses(
-        (status = 200, description = "`{\"templates\": [...]}`", body = Object),
+        (status = 200, description = "The templates", body = TemplateList),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
     )
 )]
 async fn list_templates(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
     principal.require_read()?;
-    let templates: Vec<Value> = state.releases.templates().await?.iter().map(template_view).collect();
-    Ok(Json(json!({ "templates": templates })).into_response())
+    let templates = state.releases.templates().await?;
+    Ok(Json(TemplateList { templates: templates.iter().map(TemplateView::from).collect() }).into_response())
 }
 
 /// A new (or replacing) template.
@@ -540,7 +575,7 @@ pub(crate) struct NewTemplate {
     operation_id = "createTemplate",
     request_body = NewTemplate,
     responses(
-        (status = 201, description = "The template", body = Object),
+        (status = 201, description = "The template", body = TemplateView),
         (status = 400, description = "Not JSON, or unknown fields", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "Not an admin token", body = doc::ErrorBody),
@@ -565,5 +600,5 @@ async fn create_template(
     let template = Template { name: body.name, description: body.description, stages, default_for: body.default_for };
     let meta = meta(&principal, &headers, body.reason.as_deref());
     state.store.put_template(&template, &meta).await?;
-    Ok((axum::http::StatusCode::CREATED, Json(template_view(&template))).into_response())
+    Ok((axum::http::StatusCode::CREATED, Json(TemplateView::from(&template))).into_response())
 }
