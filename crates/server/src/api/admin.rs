@@ -6,15 +6,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use dimmer_engine::{FlagSet, Segment};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::schemas as doc;
 use crate::api::AppState;
 use crate::api::auth::Principal;
-use crate::api::error::{ApiError, Code, Json};
+use crate::api::error::{ApiError, Code, Details, FieldError, Json};
 use crate::service::tokens;
-use dimmer_store::{AuditFilter, Environment, Scope, SegmentRecord};
+use dimmer_store::{AuditEntry, AuditFilter, Environment, Scope, SegmentRecord, TokenRecord};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -26,6 +26,13 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/audit", get(audit))
 }
 
+/// `GET /api/v1/environments`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct EnvironmentList {
+    /// Environments by name.
+    environments: Vec<Environment>,
+}
+
 /// Every environment and its revision.
 #[utoipa::path(
     get,
@@ -33,16 +40,15 @@ pub(super) fn router() -> Router<AppState> {
     tag = "environments",
     operation_id = "listEnvironments",
     responses(
-        (status = 200, description = "The environments", body = doc::EnvironmentList),
+        (status = 200, description = "The environments", body = EnvironmentList),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn list_environments(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
     principal.require_read()?;
-    let envs = state.store.list_environments().await?;
-    Ok(Json(json!({ "environments": envs })).into_response())
+    let environments = state.store.list_environments().await?;
+    Ok(Json(EnvironmentList { environments }).into_response())
 }
 
 /// A new environment.
@@ -72,8 +78,7 @@ struct NewEnvironment {
         (status = 403, description = "Not an admin token", body = doc::ErrorBody),
         (status = 409, description = "The name is taken", body = doc::ErrorBody),
         (status = 422, description = "An invalid name", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn create_environment(
     principal: Principal,
@@ -93,19 +98,40 @@ async fn create_environment(
     Ok((StatusCode::CREATED, Json(env)).into_response())
 }
 
-fn segment_view(r: &SegmentRecord) -> Value {
-    let mut v = serde_json::to_value(&r.segment).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut v {
-        map.insert("key".into(), json!(r.key));
-        map.insert("version".into(), json!(r.version));
-        map.insert("created_at".into(), json!(r.created_at));
-        map.insert("updated_at".into(), json!(r.updated_at));
+/// A segment as the API shows it: the model's fields, then key, version and bookkeeping.
+/// Documented as `doc::SegmentView`, whose schema is derived from the engine's JSON Schema.
+#[derive(Debug, Serialize)]
+pub(crate) struct SegmentView<'a> {
+    #[serde(flatten)]
+    segment: &'a Segment,
+    key: &'a str,
+    version: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl<'a> From<&'a SegmentRecord> for SegmentView<'a> {
+    fn from(r: &'a SegmentRecord) -> Self {
+        Self {
+            segment: &r.segment,
+            key: &r.key,
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
     }
-    v
+}
+
+/// `GET /api/v1/segments`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SegmentList<'a> {
+    /// Segments by key.
+    #[schema(value_type = Vec<doc::SegmentView>)]
+    segments: Vec<SegmentView<'a>>,
 }
 
 fn segment_response(status: StatusCode, r: &SegmentRecord) -> Response {
-    super::versioned(status, segment_view(r), r.version)
+    super::versioned(status, SegmentView::from(r), r.version)
 }
 
 /// Every segment, by key.
@@ -115,16 +141,15 @@ fn segment_response(status: StatusCode, r: &SegmentRecord) -> Response {
     tag = "segments",
     operation_id = "listSegments",
     responses(
-        (status = 200, description = "The segments", body = doc::SegmentList),
+        (status = 200, description = "The segments", body = SegmentList),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn list_segments(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
     principal.require_read()?;
-    let segments: Vec<Value> = state.store.list_segments().await?.iter().map(segment_view).collect();
-    Ok(Json(json!({ "segments": segments })).into_response())
+    let segments = state.store.list_segments().await?;
+    Ok(Json(SegmentList { segments: segments.iter().map(SegmentView::from).collect() }).into_response())
 }
 
 /// One segment.
@@ -140,8 +165,7 @@ async fn list_segments(principal: Principal, State(state): State<AppState>) -> R
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such segment", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn read_segment(
     principal: Principal,
@@ -165,7 +189,8 @@ async fn validate_segment(state: &AppState, key: &str, segment: &Segment) -> Res
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::new(Code::ValidationFailed, "the segment is invalid").with_details(json!({ "errors": errors })))
+        let errors = errors.iter().map(FieldError::from_engine).collect();
+        Err(ApiError::new(Code::ValidationFailed, "the segment is invalid").with_errors(errors))
     }
 }
 
@@ -186,8 +211,7 @@ async fn validate_segment(state: &AppState, key: &str, segment: &Segment) -> Res
         (status = 409, description = "The key is taken", body = doc::ErrorBody),
         (status = 413, description = "The body is over 1 MiB", body = doc::ErrorBody),
         (status = 422, description = "No or an invalid key, or an invalid segment; `details.errors` lists them", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn create_segment(
     principal: Principal,
@@ -199,7 +223,7 @@ async fn create_segment(
     let (key, reason, segment) = super::split_document::<Segment>(body)?;
     let key = key.filter(|k| !k.is_empty() && !k.contains('/')).ok_or_else(|| {
         ApiError::new(Code::ValidationFailed, "key: required, without '/'")
-            .with_details(json!({"errors": [{"path": "key", "message": "required"}]}))
+            .with_errors(vec![FieldError::new("key", "required")])
     })?;
     validate_segment(&state, &key, &segment).await?;
     let meta = principal.meta(super::reason(&headers, reason.as_deref()));
@@ -232,8 +256,7 @@ async fn create_segment(
         (status = 413, description = "The body is over 1 MiB", body = doc::ErrorBody),
         (status = 422, description = "An invalid segment; `details.errors` lists them", body = doc::ErrorBody),
         (status = 428, description = "No `If-Match`", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn update_segment(
     principal: Principal,
@@ -273,8 +296,7 @@ async fn update_segment(
             headers(("ETag" = String, description = "The current version"))),
         (status = 422, description = "Flags use the segment; `details.flags` names them", body = doc::ErrorBody),
         (status = 428, description = "No `If-Match`", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn delete_segment(
     principal: Principal,
@@ -297,7 +319,7 @@ async fn delete_segment(
             Code::ValidationFailed,
             format!("segment \"{key}\" is used by flags: {}", in_use.join(", ")),
         )
-        .with_details(json!({ "flags": in_use })));
+        .with_details(Details::Flags { flags: in_use }));
     }
     let meta = principal.meta(super::reason(&headers, None));
     state.store.delete_segment(&key, expected, &meta).await?;
@@ -313,6 +335,13 @@ fn uses_segment(flag: &dimmer_engine::Flag, key: &str) -> bool {
         .any(|c| c.op == dimmer_engine::Operator::InSegment && c.values.iter().any(|v| v.as_str() == Some(key)))
 }
 
+/// `GET /api/v1/tokens` (never the tokens themselves).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TokenList {
+    /// Tokens by name.
+    tokens: Vec<TokenRecord>,
+}
+
 /// Every token by name, without the tokens themselves (admin only).
 #[utoipa::path(
     get,
@@ -320,16 +349,15 @@ fn uses_segment(flag: &dimmer_engine::Flag, key: &str) -> bool {
     tag = "tokens",
     operation_id = "listTokens",
     responses(
-        (status = 200, description = "The tokens", body = doc::TokenList),
+        (status = 200, description = "The tokens", body = TokenList),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "Not an admin token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn list_tokens(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
     principal.require(&[])?;
     let tokens = state.store.list_tokens().await?;
-    Ok(Json(json!({ "tokens": tokens })).into_response())
+    Ok(Json(TokenList { tokens }).into_response())
 }
 
 /// A new token.
@@ -350,6 +378,19 @@ struct NewToken {
     reason: Option<String>,
 }
 
+/// A new token: the only time the token itself is shown.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct CreatedToken {
+    /// Its name.
+    name: String,
+    /// What it may do.
+    scope: Scope,
+    /// For `sdk` tokens, the one environment they read; null for others.
+    environment: Option<String>,
+    /// The token; store it now, it cannot be read again.
+    token: String,
+}
+
 /// Creates a token and answers it once (admin only); sdk tokens are bound to one environment.
 #[utoipa::path(
     post,
@@ -359,14 +400,13 @@ struct NewToken {
     params(("X-Dimmer-Reason" = Option<String>, Header, description = "Why, for the audit log (takes precedence over the body's `reason`)")),
     request_body = NewToken,
     responses(
-        (status = 201, description = "Created; the only time the token is shown", body = doc::CreatedToken),
+        (status = 201, description = "Created; the only time the token is shown", body = CreatedToken),
         (status = 400, description = "Not JSON or not of this shape", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "Not an admin token", body = doc::ErrorBody),
         (status = 409, description = "The name is taken", body = doc::ErrorBody),
         (status = 422, description = "Unknown scope, invalid name, or an environment missing (sdk) or unexpected (others)", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn create_token(
     principal: Principal,
@@ -407,11 +447,7 @@ async fn create_token(
     };
     let meta = principal.meta(super::reason(&headers, body.reason.as_deref()));
     let token = tokens::create_token(state.store.as_ref(), &body.name, scope, environment.clone(), &meta).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"name": body.name, "scope": scope, "environment": environment, "token": token})),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(CreatedToken { name: body.name, scope, environment, token })).into_response())
 }
 
 /// Revokes a token by name (admin only); it stops working at once on this server.
@@ -429,8 +465,7 @@ async fn create_token(
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "Not an admin token", body = doc::ErrorBody),
         (status = 404, description = "No such token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn revoke_token(
     principal: Principal,
@@ -462,6 +497,13 @@ struct AuditQuery {
     limit: u32,
 }
 
+/// `GET /api/v1/audit`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct AuditList {
+    /// Entries, newest first.
+    entries: Vec<AuditEntry>,
+}
+
 /// Audit entries matching the filter, newest first.
 #[utoipa::path(
     get,
@@ -470,12 +512,11 @@ struct AuditQuery {
     operation_id = "listAudit",
     params(AuditQuery),
     responses(
-        (status = 200, description = "The entries", body = doc::AuditList),
+        (status = 200, description = "The entries", body = AuditList),
         (status = 400, description = "A malformed query", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn audit(
     principal: Principal,
@@ -485,5 +526,5 @@ async fn audit(
     principal.require_read()?;
     let filter = AuditFilter { flag: q.flag, environment: q.env, actor: q.actor, before_id: q.before, limit: q.limit };
     let entries = state.store.audit(&filter).await?;
-    Ok(Json(json!({ "entries": entries })).into_response())
+    Ok(Json(AuditList { entries }).into_response())
 }

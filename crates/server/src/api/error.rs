@@ -10,7 +10,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
 
 use dimmer_store::StoreError;
 
@@ -70,20 +69,86 @@ pub struct ApiError {
     pub code: Code,
     /// What went wrong, in words.
     pub message: String,
-    /// Structured details (field paths, the current version, …).
-    pub details: Value,
+    /// Structured details (field paths, the current version, …), or none (`null` on the wire).
+    pub details: Option<Details>,
+}
+
+/// The structured `details` of an error: one of a few fixed shapes, so that clients (the CLI
+/// among them) can rely on them and the ETag of a 412 is taken from a type, not a JSON lookup.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Details {
+    /// Every invalid field, for validation failures and malformed documents.
+    Errors {
+        /// One entry per problem, in the order found.
+        errors: Vec<FieldError>,
+    },
+    /// The one field at fault (metric batches, guards, windows).
+    Path {
+        /// The field's path, such as `metrics[1].latency` or `guards[0].max`.
+        path: String,
+    },
+    /// A stale `If-Match`: the version named and the current one (also sent as `ETag`).
+    Version {
+        /// The version the request named.
+        expected: i64,
+        /// The current version.
+        current: i64,
+    },
+    /// The flags that still use a segment being deleted.
+    Flags {
+        /// Their keys.
+        flags: Vec<String>,
+    },
+}
+
+/// One entry of `details.errors`: where a request is wrong and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// The field's path in the request, such as `key` or `environments.production.rules[0]`.
+    pub path: String,
+    /// The flag-policy rule violated (docs/POLICY.md); only on policy violations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<&'static str>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A problem at `path` that no policy rule names.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), rule: None, message: message.into() }
+    }
+
+    /// An entry of [`crate::service::validation::engine_errors`], which the service hands over
+    /// as `{path, message}` JSON (it knows nothing of the API's types). A missing field reads as
+    /// empty rather than dropping the entry: a validation error must never get lost.
+    pub fn from_engine(entry: &serde_json::Value) -> Self {
+        let text = |field: &str| entry.get(field).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+        Self::new(text("path"), text("message"))
+    }
 }
 
 impl ApiError {
     /// An error with no details.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), details: Value::Null }
+        Self { code, message: message.into(), details: None }
     }
 
     /// Adds details.
-    pub fn with_details(mut self, details: Value) -> Self {
-        self.details = details;
+    pub fn with_details(mut self, details: Details) -> Self {
+        self.details = Some(details);
         self
+    }
+
+    /// Adds `details.errors`.
+    pub fn with_errors(self, errors: Vec<FieldError>) -> Self {
+        self.with_details(Details::Errors { errors })
+    }
+
+    /// Adds `details.path`.
+    pub fn with_path(self, path: impl Into<String>) -> Self {
+        self.with_details(Details::Path { path: path.into() })
     }
 
     /// 404 for a kind and key.
@@ -114,7 +179,7 @@ impl From<StoreError> for ApiError {
                 Code::VersionMismatch,
                 format!("version {expected} is stale: the current version is {current}"),
             )
-            .with_details(json!({"expected": expected, "current": current})),
+            .with_details(Details::Version { expected: *expected, current: *current }),
             StoreError::AlreadyRecorded { .. } => Self::new(Code::Conflict, e.to_string()),
             StoreError::Corrupt(_) | StoreError::Database(_) => Self::internal(&e),
         }
@@ -130,14 +195,39 @@ impl From<TokenError> for ApiError {
     }
 }
 
+/// Every error of the admin and SDK APIs (not OFREP's evaluation failures).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// The error.
+    pub error: ErrorObject,
+}
+
+/// An error: a stable code, a message for people, structured details.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorObject {
+    /// Stable, snake_case; decides the HTTP status.
+    pub code: Code,
+    /// What went wrong, in words.
+    pub message: String,
+    /// Structured details, or null: `errors` (`[{path, message}]`, policy violations with their
+    /// `rule`) for validation failures, `path` for a metric batch or guard, `expected` and
+    /// `current` for a version mismatch, `flags` for a segment in use.
+    #[schema(required = true)]
+    pub details: Option<Details>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
+        // A stale version: the current one goes out as the ETag too, ready for the retry.
+        let etag = match (self.code, &self.details) {
+            (Code::VersionMismatch, Some(Details::Version { current, .. })) => {
+                HeaderValue::from_str(&format!("\"{current}\"")).ok()
+            }
+            _ => None,
+        };
+        let body = ErrorBody { error: ErrorObject { code: self.code, message: self.message, details: self.details } };
         let mut response = (self.code.status(), AxumJson(body)).into_response();
-        if let StatusCode::PRECONDITION_FAILED = self.code.status()
-            && let Some(current) = self.details.get("current").and_then(Value::as_i64)
-            && let Ok(etag) = HeaderValue::from_str(&format!("\"{current}\""))
-        {
+        if let Some(etag) = etag {
             response.headers_mut().insert(header::ETAG, etag);
         }
         response

@@ -10,13 +10,13 @@ use axum::routing::{get, post, put};
 use dimmer_engine::model::EnvironmentConfig;
 use dimmer_engine::{Flag, FlagSet};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::policy::Check;
 use super::schemas as doc;
 use crate::api::AppState;
 use crate::api::auth::Principal;
-use crate::api::error::{ApiError, Code, Json};
+use crate::api::error::{ApiError, Code, FieldError, Json};
 use dimmer_store::{FlagRecord, StoreError};
 
 pub(super) fn router() -> Router<AppState> {
@@ -29,7 +29,8 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/flags/{key}/environments/{env}/toggle", post(toggle))
 }
 
-/// A flag as the API shows it: the model's fields plus key, version and bookkeeping.
+/// A flag as the API shows it: the model's fields plus key, version and bookkeeping. Documented
+/// as `doc::FlagView`, whose schema is derived from the engine's JSON Schema.
 #[derive(Debug, Serialize)]
 pub(crate) struct FlagView<'a> {
     key: &'a str,
@@ -54,6 +55,14 @@ impl<'a> From<&'a FlagRecord> for FlagView<'a> {
     }
 }
 
+/// `GET /api/v1/flags`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct FlagList<'a> {
+    /// Flags by key.
+    #[schema(value_type = Vec<doc::FlagView>)]
+    flags: Vec<FlagView<'a>>,
+}
+
 /// A response carrying a flag and its version as ETag.
 fn flag_response(status: StatusCode, record: &FlagRecord) -> Response {
     super::versioned(status, FlagView::from(record), record.version)
@@ -75,12 +84,11 @@ struct ListQuery {
     operation_id = "listFlags",
     params(ListQuery),
     responses(
-        (status = 200, description = "The flags", body = doc::FlagList),
+        (status = 200, description = "The flags", body = FlagList),
         (status = 400, description = "A malformed query", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn list(
     principal: Principal,
@@ -89,8 +97,7 @@ async fn list(
 ) -> Result<Response, ApiError> {
     principal.require_read()?;
     let flags = state.store.list_flags(q.archived).await?;
-    let views: Vec<FlagView<'_>> = flags.iter().map(FlagView::from).collect();
-    Ok(Json(json!({ "flags": views })).into_response())
+    Ok(Json(FlagList { flags: flags.iter().map(FlagView::from).collect() }).into_response())
 }
 
 /// One flag, archived or not.
@@ -106,8 +113,7 @@ async fn list(
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such flag", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn read(
     principal: Principal,
@@ -129,7 +135,7 @@ fn check_key(key: &str) -> Result<(), ApiError> {
             Code::ValidationFailed,
             "key: a flag key is 1 to 256 characters, without spaces, control characters or '/'",
         )
-        .with_details(json!({"errors": [{"path": "key", "message": "invalid flag key"}]})));
+        .with_errors(vec![FieldError::new("key", "invalid flag key")]));
     }
     Ok(())
 }
@@ -137,14 +143,12 @@ fn check_key(key: &str) -> Result<(), ApiError> {
 /// Validates `flag` as it would be stored: known environments, and the engine's compile step
 /// in every environment against the other flags and the segments. `policy_errors` (the flag
 /// policy's violations) come first in one 422 with the rest, so a caller sees every problem.
-async fn validate(state: &AppState, key: &str, flag: &Flag, policy_errors: Vec<Value>) -> Result<(), ApiError> {
+async fn validate(state: &AppState, key: &str, flag: &Flag, policy_errors: Vec<FieldError>) -> Result<(), ApiError> {
     let envs = state.store.list_environments().await?;
     let mut errors = policy_errors;
     for name in flag.environments.keys() {
         if !envs.iter().any(|e| &e.name == name) {
-            errors.push(
-                json!({"path": format!("environments.{name}"), "message": format!("unknown environment \"{name}\"")}),
-            );
+            errors.push(FieldError::new(format!("environments.{name}"), format!("unknown environment \"{name}\"")));
         }
     }
     let mut set = FlagSet::default();
@@ -159,7 +163,7 @@ async fn validate(state: &AppState, key: &str, flag: &Flag, policy_errors: Vec<V
     }
     let prefix = format!("flags{}", dimmer_engine::compile::path_key(key));
     let names: Vec<String> = envs.iter().map(|e| e.name.clone()).collect();
-    for entry in crate::service::validation::engine_errors(&set, &names, &prefix) {
+    for entry in crate::service::validation::engine_errors(&set, &names, &prefix).iter().map(FieldError::from_engine) {
         if !errors.contains(&entry) {
             errors.push(entry);
         }
@@ -186,8 +190,7 @@ async fn validate(state: &AppState, key: &str, flag: &Flag, policy_errors: Vec<V
         (status = 409, description = "The key is taken (archived flags included)", body = doc::ErrorBody),
         (status = 413, description = "The body is over 1 MiB", body = doc::ErrorBody),
         (status = 422, description = "Invalid key or flag; `details.errors` lists every `{path, message}`", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn create(
     principal: Principal,
@@ -199,8 +202,7 @@ async fn create(
     let kind_declared = dimmer_engine::policy::declares_kind(&body);
     let (key, reason, flag) = super::split_document::<Flag>(body)?;
     let key = key.ok_or_else(|| {
-        ApiError::new(Code::ValidationFailed, "key: required")
-            .with_details(json!({"errors": [{"path": "key", "message": "required"}]}))
+        ApiError::new(Code::ValidationFailed, "key: required").with_errors(vec![FieldError::new("key", "required")])
     })?;
     check_key(&key)?;
     let policy = super::policy::violations(&state, &key, &flag, Check::Create { kind_declared }).await?;
@@ -235,8 +237,7 @@ async fn create(
         (status = 413, description = "The body is over 1 MiB", body = doc::ErrorBody),
         (status = 422, description = "Invalid flag, or a body key that differs from the URL's", body = doc::ErrorBody),
         (status = 428, description = "No `If-Match`", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn update(
     principal: Principal,
@@ -319,8 +320,7 @@ async fn set_archived(
         (status = 404, description = "No such flag", body = doc::ErrorBody),
         (status = 412, description = "`If-Match` is stale", body = doc::ErrorBody,
             headers(("ETag" = String, description = "The current version"))),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn archive(
     principal: Principal,
@@ -353,8 +353,7 @@ async fn archive(
         (status = 404, description = "No such flag", body = doc::ErrorBody),
         (status = 412, description = "`If-Match` is stale", body = doc::ErrorBody,
             headers(("ETag" = String, description = "The current version"))),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn restore(
     principal: Principal,
@@ -391,8 +390,7 @@ async fn restore(
         (status = 413, description = "The body is over 1 MiB", body = doc::ErrorBody),
         (status = 422, description = "Invalid configuration or unknown environment; `details.errors` lists them", body = doc::ErrorBody),
         (status = 428, description = "No `If-Match`", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn put_environment(
     principal: Principal,
@@ -447,8 +445,7 @@ struct ToggleBody {
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such flag or environment", body = doc::ErrorBody),
         (status = 412, description = "The flag kept changing through 16 attempts", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn toggle(
     principal: Principal,

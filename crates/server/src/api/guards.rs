@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use dimmer_protocol::{Limits, MetricsBatch};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::auth::environment_of;
 use super::schemas as doc;
@@ -19,7 +19,7 @@ use crate::api::AppState;
 use crate::api::auth::Principal;
 use crate::api::error::{ApiError, Code, Json};
 use crate::service::guardian::{Guardian, Period};
-use crate::service::releases::ReleaseError;
+use crate::service::releases::{Outcome, ReleaseError};
 use dimmer_domain::guard::{self, Assessment, Guard};
 use dimmer_domain::outcomes::{Aggregate, BUCKET_MS, COARSE_BUCKET_MS, MetricRow, bucket_of, merge_rows, totals};
 use dimmer_domain::release::{Status, parse_duration};
@@ -43,6 +43,15 @@ struct EnvQuery {
     env: Option<String>,
 }
 
+/// `POST /api/v1/sdk/metrics`: what became of a batch's entries.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct IngestAnswer {
+    /// Entries stored.
+    accepted: usize,
+    /// Entries for flags the environment does not have, dropped.
+    ignored: usize,
+}
+
 /// Takes a batch of outcome metrics from an SDK: per flag and variant, evaluations, errors and
 /// successes, a latency sketch and custom events. Accepted whole or refused whole; entries for
 /// flags the environment does not have are ignored (and counted in the answer).
@@ -54,14 +63,13 @@ struct EnvQuery {
     params(EnvQuery),
     request_body(content = Object, description = "A metrics batch (see docs/guards.md and the dimmer-protocol crate)"),
     responses(
-        (status = 202, description = "Stored: `{\"accepted\": n, \"ignored\": m}`", body = Object),
+        (status = 202, description = "Stored", body = IngestAnswer),
         (status = 400, description = "Not JSON, or a field of the wrong type (the path is named)", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader token, or an sdk token of another environment", body = doc::ErrorBody),
         (status = 413, description = "Larger than 1 MiB", body = doc::ErrorBody),
         (status = 422, description = "Out of bounds (too many entries, a bad sketch, …; the path is named)", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn ingest(
     principal: Principal,
@@ -80,13 +88,11 @@ async fn ingest(
     let mut de = serde_json::Deserializer::from_slice(&body);
     let batch: MetricsBatch = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        refuse(
-            ApiError::new(Code::MalformedRequest, format!("{path}: {}", e.inner())).with_details(json!({"path": path})),
-        )
+        refuse(ApiError::new(Code::MalformedRequest, format!("{path}: {}", e.inner())).with_path(path))
     })?;
-    batch.check(&Limits::default()).map_err(|e| {
-        refuse(ApiError::new(Code::ValidationFailed, e.to_string()).with_details(json!({"path": e.path})))
-    })?;
+    batch
+        .check(&Limits::default())
+        .map_err(|e| refuse(ApiError::new(Code::ValidationFailed, e.to_string()).with_path(e.path)))?;
     let snap = state.hub.current(&env).await.map_err(|e| refuse(e.into()))?;
     let now = state.releases.clock().now_ms();
     let bucket = bucket_of(now, BUCKET_MS);
@@ -107,7 +113,8 @@ async fn ingest(
     state.store.record_metrics(&env, &rows).await.map_err(|e| refuse(e.into()))?;
     state.metrics.record_outcomes(&env, &rows);
     state.metrics.metric_batch("accepted");
-    Ok((StatusCode::ACCEPTED, Json(json!({"accepted": known.len(), "ignored": unknown.len()}))).into_response())
+    let answer = IngestAnswer { accepted: known.len(), ignored: unknown.len() };
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -119,6 +126,128 @@ struct ViewQuery {
     window: Option<String>,
 }
 
+/// `GET /api/v1/flags/{key}/metrics`: a flag's outcome metrics in one environment over a window.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct MetricsView {
+    /// The flag key.
+    flag: String,
+    /// The environment.
+    environment: String,
+    /// The window's start, Unix milliseconds (a bucket boundary).
+    from_ms: i64,
+    /// The window's end (exclusive), Unix milliseconds.
+    until_ms: i64,
+    /// The width of each point of `series`, in milliseconds.
+    step_ms: i64,
+    /// The control variant: the environment's off variant (`off` by default).
+    control: String,
+    /// Totals per variant over the window, by variant name.
+    variants: Vec<VariantTotals>,
+    /// The window in steps of `step_ms`; steps without data are left out.
+    series: Vec<SeriesPoint>,
+    /// What the guards say now.
+    guards: GuardAssessments,
+}
+
+/// One variant's totals over a window.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct VariantTotals {
+    /// The variant.
+    variant: String,
+    /// Evaluations that served it.
+    evaluations: u64,
+    /// Outcomes recorded as a success.
+    successes: u64,
+    /// Outcomes recorded as an error.
+    errors: u64,
+    /// Errors over outcomes; null without outcomes.
+    error_rate: Option<f64>,
+    /// Outcome latency, in milliseconds.
+    latency_ms: LatencySummary,
+    /// Custom events by name.
+    events: BTreeMap<String, EventTotals>,
+}
+
+/// A latency sketch, summarized; every figure is null without samples.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct LatencySummary {
+    /// Samples.
+    count: u64,
+    /// The mean.
+    mean: Option<f64>,
+    /// The median.
+    p50: Option<f64>,
+    /// The 90th percentile.
+    p90: Option<f64>,
+    /// The 95th percentile.
+    p95: Option<f64>,
+    /// The 99th percentile.
+    p99: Option<f64>,
+}
+
+/// One custom event's totals.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct EventTotals {
+    /// How many times it happened.
+    count: u64,
+    /// The sum of the values it came with.
+    sum: f64,
+    /// Its count per evaluation; null without evaluations.
+    per_evaluation: Option<f64>,
+}
+
+/// One step of a metrics series.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SeriesPoint {
+    /// The step's start, Unix milliseconds.
+    start_ms: i64,
+    /// Per variant with data in the step, by variant name.
+    variants: BTreeMap<String, SeriesVariant>,
+}
+
+/// One variant in one step of a series.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SeriesVariant {
+    /// Evaluations that served it.
+    evaluations: u64,
+    /// Outcomes recorded as an error.
+    errors: u64,
+    /// Outcomes recorded as a success.
+    successes: u64,
+    /// Errors over outcomes; null without outcomes.
+    error_rate: Option<f64>,
+    /// The 95th percentile of outcome latency, in milliseconds; null without samples.
+    latency_p95_ms: Option<f64>,
+}
+
+/// What the guards on a flag in an environment say now; each part only when it applies.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub(crate) struct GuardAssessments {
+    /// The running plan's guards, over its current stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan: Option<GuardAssessment>,
+    /// The standing guards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    standing: Option<GuardAssessment>,
+}
+
+/// One set of guards' assessment over the period they judge.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct GuardAssessment {
+    /// The period, for people: "stage 2 of 6" or "standing guards".
+    window: String,
+    /// The period's start, Unix milliseconds.
+    since_ms: i64,
+    /// The findings and the verdict.
+    assessment: Assessment,
+}
+
+impl GuardAssessment {
+    fn of(period: Period, assessment: Assessment) -> Self {
+        Self { window: period.label, since_ms: period.since_ms, assessment }
+    }
+}
+
 /// A flag's outcome metrics per variant over a window: totals (exposures, error rate, latency
 /// quantiles, event rates), a time series, and what its guards say now.
 #[utoipa::path(
@@ -128,13 +257,12 @@ struct ViewQuery {
     operation_id = "getFlagMetrics",
     params(("key" = String, Path, description = "The flag key"), ViewQuery),
     responses(
-        (status = 200, description = "Per-variant totals, a series and the guards' assessment", body = Object),
+        (status = 200, description = "Per-variant totals, a series and the guards' assessment", body = MetricsView),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such flag", body = doc::ErrorBody),
         (status = 422, description = "A bad window", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn view(
     principal: Principal,
@@ -174,79 +302,102 @@ async fn view(
         .and_then(|c| c.off_variant.clone())
         .unwrap_or_else(|| dimmer_engine::model::OFF.to_owned());
     let guards = guard_assessments(&state, &record, &query.env).await?;
-    Ok(Json(json!({
-        "flag": key,
-        "environment": query.env,
-        "from_ms": from,
-        "until_ms": until,
-        "step_ms": step,
-        "control": control,
-        "variants": variants.iter().map(|(name, a)| variant_view(name, a)).collect::<Vec<_>>(),
-        "series": series.iter().map(|(start, vs)| json!({
-            "start_ms": start,
-            "variants": vs.iter().map(|(name, a)| (name.clone(), json!({
-                "evaluations": a.evaluations,
-                "errors": a.errors,
-                "successes": a.successes,
-                "error_rate": a.error_rate(),
-                "latency_p95_ms": a.latency.quantile(0.95),
-            }))).collect::<serde_json::Map<_, _>>(),
-        })).collect::<Vec<_>>(),
-        "guards": guards,
-    }))
+    let series = series
+        .into_iter()
+        .map(|(start_ms, variants)| SeriesPoint {
+            start_ms,
+            variants: variants
+                .into_iter()
+                .map(|(name, a)| {
+                    let point = SeriesVariant {
+                        evaluations: a.evaluations,
+                        errors: a.errors,
+                        successes: a.successes,
+                        error_rate: a.error_rate(),
+                        latency_p95_ms: a.latency.quantile(0.95),
+                    };
+                    (name, point)
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Json(MetricsView {
+        flag: key,
+        environment: query.env,
+        from_ms: from,
+        until_ms: until,
+        step_ms: step,
+        control,
+        variants: variants.iter().map(|(name, a)| variant_totals(name, a)).collect(),
+        series,
+        guards,
+    })
     .into_response())
 }
 
-fn variant_view(name: &str, a: &Aggregate) -> Value {
-    json!({
-        "variant": name,
-        "evaluations": a.evaluations,
-        "successes": a.successes,
-        "errors": a.errors,
-        "error_rate": a.error_rate(),
-        "latency_ms": {
-            "count": a.latency.count(),
-            "mean": a.latency.mean(),
-            "p50": a.latency.quantile(0.5),
-            "p90": a.latency.quantile(0.9),
-            "p95": a.latency.quantile(0.95),
-            "p99": a.latency.quantile(0.99),
+fn variant_totals(name: &str, a: &Aggregate) -> VariantTotals {
+    VariantTotals {
+        variant: name.to_owned(),
+        evaluations: a.evaluations,
+        successes: a.successes,
+        errors: a.errors,
+        error_rate: a.error_rate(),
+        latency_ms: LatencySummary {
+            count: a.latency.count(),
+            mean: a.latency.mean(),
+            p50: a.latency.quantile(0.5),
+            p90: a.latency.quantile(0.9),
+            p95: a.latency.quantile(0.95),
+            p99: a.latency.quantile(0.99),
         },
-        "events": a.events.iter().map(|(event, s)| (event.clone(), json!({
-            "count": s.count,
-            "sum": s.sum,
-            "per_evaluation": a.event_rate(event),
-        }))).collect::<serde_json::Map<_, _>>(),
-    })
+        events: a
+            .events
+            .iter()
+            .map(|(event, s)| {
+                (event.clone(), EventTotals { count: s.count, sum: s.sum, per_evaluation: a.event_rate(event) })
+            })
+            .collect(),
+    }
 }
 
 /// What the plan's guards (while it runs) and the standing guards say now.
-async fn guard_assessments(state: &AppState, record: &dimmer_store::FlagRecord, env: &str) -> Result<Value, ApiError> {
-    let mut out = serde_json::Map::new();
+async fn guard_assessments(
+    state: &AppState,
+    record: &dimmer_store::FlagRecord,
+    env: &str,
+) -> Result<GuardAssessments, ApiError> {
+    let mut out = GuardAssessments::default();
     if let Some(plan) = state.store.get_plan(&record.key, env).await?
         && plan.state.status == Status::Running
         && !plan.plan.guards.is_empty()
     {
         let period = Guardian::plan_period(&plan);
         let a = state.guardian.assess(record, env, &plan.plan.guards, &period).await?;
-        out.insert("plan".into(), assessment_view(&period, &a));
+        out.plan = Some(GuardAssessment::of(period, a));
     }
     if let Some(standing) =
         state.store.list_standing_guards().await?.into_iter().find(|s| s.flag == record.key && s.environment == env)
     {
         let period = Guardian::standing_period(record, &standing);
         let a = state.guardian.assess(record, env, &standing.guards, &period).await?;
-        out.insert("standing".into(), assessment_view(&period, &a));
+        out.standing = Some(GuardAssessment::of(period, a));
     }
-    Ok(Value::Object(out))
-}
-
-fn assessment_view(period: &Period, a: &Assessment) -> Value {
-    json!({"window": period.label, "since_ms": period.since_ms, "assessment": a})
+    Ok(out)
 }
 
 fn invalid(field: &str, message: &str) -> ApiError {
-    ApiError::new(Code::ValidationFailed, format!("{field}: {message}")).with_details(json!({"path": field}))
+    ApiError::new(Code::ValidationFailed, format!("{field}: {message}")).with_path(field)
+}
+
+/// The guards standing on a flag in an environment (`GET` and `PUT .../guards`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct StandingGuardsView {
+    /// The flag key.
+    flag: String,
+    /// The environment.
+    environment: String,
+    /// The guards (empty when none stand).
+    guards: Vec<Guard>,
 }
 
 /// The guards standing on a flag in an environment, outside any plan.
@@ -257,11 +408,10 @@ fn invalid(field: &str, message: &str) -> ApiError {
     operation_id = "getStandingGuards",
     params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
     responses(
-        (status = 200, description = "`{\"guards\": [...]}` (empty when none)", body = Object),
+        (status = 200, description = "The guards standing there (none: an empty list)", body = StandingGuardsView),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn read_guards(
     principal: Principal,
@@ -272,7 +422,7 @@ async fn read_guards(
     let standing =
         state.store.list_standing_guards().await?.into_iter().find(|s| s.flag == key && s.environment == env);
     let guards = standing.map(|s| s.guards).unwrap_or_default();
-    Ok(Json(json!({"flag": key, "environment": env, "guards": guards})).into_response())
+    Ok(Json(StandingGuardsView { flag: key, environment: env, guards }).into_response())
 }
 
 /// Standing guards: the body of `PUT .../guards`.
@@ -297,14 +447,13 @@ pub(crate) struct PutGuards {
     params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
     request_body(content = PutGuards),
     responses(
-        (status = 200, description = "The guards now standing", body = Object),
+        (status = 200, description = "The guards now standing", body = StandingGuardsView),
         (status = 400, description = "Not JSON, or unknown fields", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such flag or environment", body = doc::ErrorBody),
         (status = 422, description = "A bad guard (its index and field are named)", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn put_guards(
     principal: Principal,
@@ -325,7 +474,50 @@ async fn put_guards(
     let standing =
         StandingGuards { flag: key.clone(), environment: env.clone(), guards: body.guards, updated_at_ms: 0 };
     state.store.put_standing_guards(&standing, &meta).await?;
-    Ok(Json(json!({"flag": key, "environment": env, "guards": standing.guards})).into_response())
+    Ok(Json(StandingGuardsView { flag: key, environment: env, guards: standing.guards }).into_response())
+}
+
+/// The answer to Alertmanager: per alert, what was done or why nothing was.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub(crate) struct AlertmanagerAnswer {
+    /// Firing alerts acted on.
+    applied: Vec<AppliedAlert>,
+    /// Alerts that changed nothing, and why.
+    ignored: Vec<IgnoredAlert>,
+}
+
+/// A firing alert acted on.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct AppliedAlert {
+    /// The alert's name (`alertname`, else its position).
+    alert: String,
+    /// The flag it named.
+    flag: String,
+    /// The environment it named.
+    environment: String,
+    /// What was done.
+    action: AlertAction,
+    /// What changed.
+    outcome: Outcome,
+}
+
+/// What an alert does to its flag.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum AlertAction {
+    /// Switched off (`dimmer_action: kill`).
+    Kill,
+    /// Exposure cut to `dimmer_to` percent (0 by default).
+    DialDown,
+}
+
+/// An alert that changed nothing.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct IgnoredAlert {
+    /// The alert's name (`alertname`, else its position).
+    alert: String,
+    /// Why it changed nothing.
+    why: String,
 }
 
 /// Receives Prometheus Alertmanager's webhook and dials down (or kills) the flag each firing
@@ -339,12 +531,11 @@ async fn put_guards(
     operation_id = "alertmanagerWebhook",
     request_body(content = Object, description = "Alertmanager's webhook payload (version 4)"),
     responses(
-        (status = 200, description = "What was applied and what was ignored, per alert", body = Object),
+        (status = 200, description = "What was applied and what was ignored, per alert", body = AlertmanagerAnswer),
         (status = 400, description = "Not JSON, or no `alerts` list", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn alertmanager(
     principal: Principal,
@@ -356,8 +547,7 @@ async fn alertmanager(
         .get("alerts")
         .and_then(Value::as_array)
         .ok_or_else(|| ApiError::new(Code::MalformedRequest, "alerts: expected Alertmanager's list of alerts"))?;
-    let mut applied = Vec::new();
-    let mut ignored = Vec::new();
+    let mut answer = AlertmanagerAnswer::default();
     let mut changed = false;
     for (i, alert) in alerts.iter().enumerate() {
         let label = |names: &[&str]| {
@@ -365,13 +555,15 @@ async fn alertmanager(
         };
         let name = label(&["alertname"]).unwrap_or_else(|| format!("alerts[{i}]"));
         if alert.get("status").and_then(Value::as_str) != Some("firing") {
-            ignored.push(json!({"alert": name, "why": "not firing (resolved alerts change nothing)"}));
+            answer
+                .ignored
+                .push(IgnoredAlert { alert: name, why: "not firing (resolved alerts change nothing)".into() });
             continue;
         }
         let (Some(flag), Some(env)) =
             (label(&["flag", "dimmer_flag"]), label(&["environment", "env", "dimmer_environment"]))
         else {
-            ignored.push(json!({"alert": name, "why": "no flag and environment labels"}));
+            answer.ignored.push(IgnoredAlert { alert: name, why: "no flag and environment labels".into() });
             continue;
         };
         let summary = ["summary", "description"]
@@ -383,28 +575,32 @@ async fn alertmanager(
             if summary.is_empty() { String::new() } else { format!(": {summary}") }
         );
         let meta = principal.meta(Some(reason));
-        let kill = label(&["dimmer_action"]).as_deref() == Some("kill");
+        let action = if label(&["dimmer_action"]).as_deref() == Some("kill") {
+            AlertAction::Kill
+        } else {
+            AlertAction::DialDown
+        };
         let to = match label(&["dimmer_to"]).map(|t| t.trim_end_matches('%').parse::<f64>()) {
             None => 0,
             Some(Ok(p)) if (0.0..=100.0).contains(&p) => (p * 1000.0).round() as u32,
             Some(_) => {
-                ignored.push(json!({"alert": name, "why": "dimmer_to: not a percentage from 0 to 100"}));
+                answer
+                    .ignored
+                    .push(IgnoredAlert { alert: name, why: "dimmer_to: not a percentage from 0 to 100".into() });
                 continue;
             }
         };
-        let outcome = if kill {
-            state.releases.kill(&flag, &env, &meta).await
-        } else {
-            state.releases.dial_down(&flag, &env, to, &meta).await
+        let outcome = match action {
+            AlertAction::Kill => state.releases.kill(&flag, &env, &meta).await,
+            AlertAction::DialDown => state.releases.dial_down(&flag, &env, to, &meta).await,
         };
         match outcome {
-            Ok(o) => {
-                changed |= o.changed;
-                applied.push(json!({"alert": name, "flag": flag, "environment": env,
-                    "action": if kill { "kill" } else { "dial_down" }, "outcome": o}));
+            Ok(outcome) => {
+                changed |= outcome.changed;
+                answer.applied.push(AppliedAlert { alert: name, flag, environment: env, action, outcome });
             }
             Err(e @ (ReleaseError::NotFound { .. } | ReleaseError::Invalid { .. } | ReleaseError::Conflict(_))) => {
-                ignored.push(json!({"alert": name, "why": e.to_string()}));
+                answer.ignored.push(IgnoredAlert { alert: name, why: e.to_string() });
             }
             Err(e) => return Err(e.into()),
         }
@@ -412,5 +608,5 @@ async fn alertmanager(
     if changed {
         super::publish(&state).await;
     }
-    Ok(Json(json!({"applied": applied, "ignored": ignored})).into_response())
+    Ok(Json(answer).into_response())
 }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use dimmer_store::Store;
 use tokio::sync::watch;
 
-use crate::api::error::{ApiError, Code};
+use crate::api::error::{ApiError, Code, FieldError};
 use crate::service::guardian::Guardian;
 use crate::service::hub::Hub;
 use crate::service::metrics::Metrics;
@@ -151,8 +151,9 @@ pub(crate) fn split_document<T: serde::de::DeserializeOwned>(
     let reason = take("reason")?;
     let document = serde_path_to_error::deserialize::<_, T>(serde_json::Value::Object(map)).map_err(|e| {
         let path = e.path().to_string();
-        ApiError::new(Code::MalformedRequest, format!("{path}: {}", e.inner()))
-            .with_details(serde_json::json!({"errors": [{"path": path, "message": e.inner().to_string()}]}))
+        let message = e.inner().to_string();
+        ApiError::new(Code::MalformedRequest, format!("{path}: {message}"))
+            .with_errors(vec![FieldError::new(path, message)])
     })?;
     Ok((key, reason, document))
 }

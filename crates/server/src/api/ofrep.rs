@@ -12,13 +12,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use dimmer_engine::{CompiledFlags, Context, ErrorCode, Reason, evaluate};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::schemas as doc;
 use crate::api::AppState;
 use crate::api::auth::Principal;
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, Json};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/ofrep/v1/evaluate/flags/{key}", post(single)).route("/ofrep/v1/evaluate/flags", post(bulk))
@@ -31,8 +32,105 @@ struct EnvQuery {
     env: Option<String>,
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_string()).into_response()
+/// A successful OFREP evaluation.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OfrepEvaluationSuccess {
+    /// The flag key.
+    pub key: String,
+    /// The value served (of the flag's kind).
+    #[schema(value_type = Value)]
+    pub value: Value,
+    /// OpenFeature's reason (`TARGETING_MATCH`, `SPLIT`, `DEFAULT`, `DISABLED`, `STATIC`, …);
+    /// a failed prerequisite reads as `DISABLED`.
+    pub reason: &'static str,
+    /// The variant served, when the flag has variants.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// Where the answer comes from.
+    pub metadata: OfrepFlagMetadata,
+}
+
+/// The metadata of one OFREP evaluation.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OfrepFlagMetadata {
+    /// The environment evaluated.
+    pub environment: String,
+    /// The id of the rule that matched, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// `PREREQUISITE_FAILED` when a failed prerequisite is reported as `DISABLED`.
+    #[serde(rename = "dimmerReason", skip_serializing_if = "Option::is_none")]
+    pub dimmer_reason: Option<&'static str>,
+}
+
+/// OFREP's error codes.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(crate) enum OfrepErrorCode {
+    /// No such flag (404).
+    FlagNotFound,
+    /// The flag could not be evaluated as defined (400).
+    ParseError,
+    /// The flag needs a `targetingKey` (400).
+    TargetingKeyMissing,
+    /// The context is not an object, or the body not JSON (400).
+    InvalidContext,
+    /// Anything else, e.g. an off flag without an off variant (400).
+    General,
+}
+
+/// A failed OFREP evaluation of one flag.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct OfrepEvaluationFailure {
+    /// The flag key.
+    pub key: String,
+    /// Why it failed.
+    pub error_code: OfrepErrorCode,
+    /// In words.
+    pub error_details: String,
+}
+
+/// One flag of a bulk evaluation: a success or a failure.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum OfrepBulkItem {
+    /// Evaluated.
+    Success(OfrepEvaluationSuccess),
+    /// Not evaluated.
+    Failure(OfrepEvaluationFailure),
+}
+
+/// A bulk OFREP evaluation: every flag of the environment.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OfrepBulkEvaluationSuccess {
+    /// One entry per flag.
+    pub flags: Vec<OfrepBulkItem>,
+    /// Where the answer comes from.
+    pub metadata: OfrepBulkMetadata,
+}
+
+/// The metadata of a bulk evaluation.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OfrepBulkMetadata {
+    /// The environment evaluated.
+    pub environment: String,
+    /// Its revision (the `ETag` names it too).
+    pub revision: i64,
+}
+
+/// A bulk OFREP evaluation that could not start.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct OfrepBulkEvaluationFailure {
+    /// Why.
+    pub error_code: OfrepErrorCode,
+    /// In words.
+    pub error_details: String,
+}
+
+fn json_response(status: StatusCode, body: impl Serialize) -> Response {
+    (status, Json(body)).into_response()
 }
 
 /// Reads `{"context": {...}}`; any other shape is `INVALID_CONTEXT`.
@@ -48,49 +146,55 @@ fn parse_context(body: &Bytes) -> Result<Context, String> {
     }
 }
 
-/// One evaluation in OFREP's terms: `Ok` is an evaluationSuccess, `Err` a failure with its status.
-fn evaluate_one(flags: &CompiledFlags, key: &str, ctx: &Context) -> Result<Value, (StatusCode, Value)> {
+/// One evaluation in OFREP's terms: a success, or a failure with its status.
+fn evaluate_one(
+    flags: &CompiledFlags,
+    key: &str,
+    ctx: &Context,
+) -> Result<OfrepEvaluationSuccess, (StatusCode, OfrepEvaluationFailure)> {
     let eval = evaluate(flags, key, ctx);
-    let failure = |status: StatusCode, code: &str, details: &str| {
-        (status, json!({"key": key, "errorCode": code, "errorDetails": details}))
+    let failure = |status: StatusCode, error_code: OfrepErrorCode, details: &str| {
+        (status, OfrepEvaluationFailure { key: key.to_owned(), error_code, error_details: details.to_owned() })
     };
     if let Some(code) = eval.error {
         let details = eval.error_message.unwrap_or("evaluation failed");
         return Err(match code {
             ErrorCode::FlagNotFound => {
-                failure(StatusCode::NOT_FOUND, "FLAG_NOT_FOUND", &format!("flag \"{key}\" was not found"))
+                failure(StatusCode::NOT_FOUND, OfrepErrorCode::FlagNotFound, &format!("flag \"{key}\" was not found"))
             }
-            ErrorCode::ParseError => failure(StatusCode::BAD_REQUEST, "PARSE_ERROR", details),
-            ErrorCode::TargetingKeyMissing => failure(StatusCode::BAD_REQUEST, "TARGETING_KEY_MISSING", details),
-            ErrorCode::InvalidContext => failure(StatusCode::BAD_REQUEST, "INVALID_CONTEXT", details),
-            ErrorCode::TypeMismatch | ErrorCode::General => failure(StatusCode::BAD_REQUEST, "GENERAL", details),
+            ErrorCode::ParseError => failure(StatusCode::BAD_REQUEST, OfrepErrorCode::ParseError, details),
+            ErrorCode::TargetingKeyMissing => {
+                failure(StatusCode::BAD_REQUEST, OfrepErrorCode::TargetingKeyMissing, details)
+            }
+            ErrorCode::InvalidContext => failure(StatusCode::BAD_REQUEST, OfrepErrorCode::InvalidContext, details),
+            ErrorCode::TypeMismatch | ErrorCode::General => {
+                failure(StatusCode::BAD_REQUEST, OfrepErrorCode::General, details)
+            }
         });
     }
     let Some(value) = eval.value else {
-        return Err(failure(StatusCode::BAD_REQUEST, "GENERAL", "the flag is off and has no off variant to serve"));
+        return Err(failure(
+            StatusCode::BAD_REQUEST,
+            OfrepErrorCode::General,
+            "the flag is off and has no off variant to serve",
+        ));
     };
     // OFREP's reasons are OpenFeature's; a failed prerequisite reads as DISABLED for this context.
-    let reason = match eval.reason {
-        Reason::PrerequisiteFailed => "DISABLED",
-        other => other.as_str(),
+    let (reason, dimmer_reason) = match eval.reason {
+        Reason::PrerequisiteFailed => ("DISABLED", Some("PREREQUISITE_FAILED")),
+        other => (other.as_str(), None),
     };
-    let mut out = Map::new();
-    out.insert("key".into(), json!(key));
-    out.insert("value".into(), value.clone());
-    out.insert("reason".into(), json!(reason));
-    if let Some(variant) = eval.variant {
-        out.insert("variant".into(), json!(variant));
-    }
-    let mut metadata = Map::new();
-    metadata.insert("environment".into(), json!(flags.environment()));
-    if let Some(rule) = eval.rule_id {
-        metadata.insert("rule".into(), json!(rule));
-    }
-    if eval.reason == Reason::PrerequisiteFailed {
-        metadata.insert("dimmerReason".into(), json!("PREREQUISITE_FAILED"));
-    }
-    out.insert("metadata".into(), Value::Object(metadata));
-    Ok(Value::Object(out))
+    Ok(OfrepEvaluationSuccess {
+        key: key.to_owned(),
+        value: value.clone(),
+        reason,
+        variant: eval.variant.map(str::to_owned),
+        metadata: OfrepFlagMetadata {
+            environment: flags.environment().to_owned(),
+            rule: eval.rule_id.map(str::to_owned),
+            dimmer_reason,
+        },
+    })
 }
 
 /// Evaluates one flag for a context (OFREP `evaluateFlag`).
@@ -105,15 +209,14 @@ fn evaluate_one(flags: &CompiledFlags, key: &str, ctx: &Context) -> Result<Value
     ),
     request_body(content = ref("#/components/schemas/OfrepEvaluationRequest"), description = "Optional: the evaluation context; an empty body is an empty context"),
     responses(
-        (status = 200, description = "Evaluated", body = doc::OfrepEvaluationSuccess),
+        (status = 200, description = "Evaluated", body = OfrepEvaluationSuccess),
         (status = 400, description = "`TARGETING_KEY_MISSING`, `INVALID_CONTEXT`, `PARSE_ERROR` or `GENERAL` (OFREP's shape), or a non-sdk token without `?env=` (`ErrorBody`)",
             body = doc::OfrepFailureOrError),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token asking for another environment", body = doc::ErrorBody),
         (status = 404, description = "`FLAG_NOT_FOUND` (OFREP's shape), or no such environment (`ErrorBody`)",
             body = doc::OfrepFailureOrError),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn single(
     principal: Principal,
@@ -126,16 +229,15 @@ async fn single(
     let ctx = match parse_context(&body) {
         Ok(ctx) => ctx,
         Err(details) => {
-            return Ok(json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({"key": key, "errorCode": "INVALID_CONTEXT", "errorDetails": details}),
-            ));
+            let failure =
+                OfrepEvaluationFailure { key, error_code: OfrepErrorCode::InvalidContext, error_details: details };
+            return Ok(json_response(StatusCode::BAD_REQUEST, failure));
         }
     };
     let snap = state.hub.current(&env).await?;
     Ok(match evaluate_one(&snap.compiled, &key, &ctx) {
-        Ok(success) => json_response(StatusCode::OK, &success),
-        Err((status, failure)) => json_response(status, &failure),
+        Ok(success) => json_response(StatusCode::OK, success),
+        Err((status, failure)) => json_response(status, failure),
     })
 }
 
@@ -151,7 +253,7 @@ async fn single(
     ),
     request_body(content = ref("#/components/schemas/OfrepEvaluationRequest"), description = "Optional: the evaluation context; an empty body is an empty context"),
     responses(
-        (status = 200, description = "Every flag evaluated; failures are listed with their `errorCode`", body = doc::OfrepBulkEvaluationSuccess,
+        (status = 200, description = "Every flag evaluated; failures are listed with their `errorCode`", body = OfrepBulkEvaluationSuccess,
             headers(("ETag" = String, description = "Names the environment's revision"))),
         (status = 304, description = "`If-None-Match` names the current configuration",
             headers(("ETag" = String, description = "Names the environment's revision"))),
@@ -160,8 +262,7 @@ async fn single(
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token asking for another environment", body = doc::ErrorBody),
         (status = 404, description = "No such environment", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn bulk(
     principal: Principal,
@@ -174,10 +275,9 @@ async fn bulk(
     let ctx = match parse_context(&body) {
         Ok(ctx) => ctx,
         Err(details) => {
-            return Ok(json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({"errorCode": "INVALID_CONTEXT", "errorDetails": details}),
-            ));
+            let failure =
+                OfrepBulkEvaluationFailure { error_code: OfrepErrorCode::InvalidContext, error_details: details };
+            return Ok(json_response(StatusCode::BAD_REQUEST, failure));
         }
     };
     let snap = state.hub.current(&env).await?;
@@ -185,16 +285,17 @@ async fn bulk(
     if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == snap.etag.as_bytes()) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
-    let flags: Vec<Value> = snap
+    let flags = snap
         .compiled
         .keys()
         .map(|key| match evaluate_one(&snap.compiled, key, &ctx) {
-            Ok(v) => v,
-            Err((_, failure)) => failure,
+            Ok(success) => OfrepBulkItem::Success(success),
+            Err((_, failure)) => OfrepBulkItem::Failure(failure),
         })
         .collect();
-    let body = json!({"flags": flags, "metadata": {"environment": env, "revision": snap.revision()}});
-    let mut response = json_response(StatusCode::OK, &body);
+    let revision = snap.revision();
+    let body = OfrepBulkEvaluationSuccess { flags, metadata: OfrepBulkMetadata { environment: env, revision } };
+    let mut response = json_response(StatusCode::OK, body);
     response.headers_mut().insert(header::ETAG, etag);
     Ok(response)
 }

@@ -9,6 +9,9 @@
 //! (`Flag`, `Segment`, `EnvironmentConfig`, `Rule`, …) to `components.schemas`. OpenAPI 3.1
 //! schemas are JSON Schema 2020-12, the dialect schemars writes, so they are embedded unchanged
 //! but for their `$ref`s.
+//!
+//! Security is declared here once, not per handler: [`Security`] makes every operation require a
+//! token (`BearerAuth` or `ApiKeyAuth`) except those listed in [`PUBLIC`].
 
 use std::sync::LazyLock;
 
@@ -18,7 +21,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
@@ -96,7 +101,7 @@ pub(super) fn router() -> Router<AppState> {
         super::flags::ReasonBody,
         schemas::OfrepEvaluationRequest,
     )),
-    modifiers(&SecuritySchemes),
+    modifiers(&Security),
     tags(
         (name = "flags", description = "Flags: the engine's model plus key, version and bookkeeping; writes are validated through the engine in every environment."),
         (name = "segments", description = "Reusable user groups."),
@@ -113,11 +118,41 @@ pub(super) fn router() -> Router<AppState> {
 )]
 pub(crate) struct ApiDoc;
 
-/// The two ways to present a token, accepted on every route that needs one.
-struct SecuritySchemes;
+/// The operations that need no token, as (method, path): liveness and readiness (probes carry
+/// no credentials), Prometheus' scrape, and this document. Their handlers take no `Principal`;
+/// every other handler does, and its operation is documented as requiring a token.
+pub(crate) const PUBLIC: &[(&str, &str)] =
+    &[("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"), ("get", "/api/v1/openapi.json")];
 
-impl utoipa::Modify for SecuritySchemes {
+/// The two ways to present a token, and the requirement of one on every operation but the
+/// [`PUBLIC`] ones (one place instead of an annotation on each handler).
+struct Security;
+
+impl utoipa::Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in &mut openapi.paths.paths {
+            let operations = [
+                ("get", &mut item.get),
+                ("put", &mut item.put),
+                ("post", &mut item.post),
+                ("delete", &mut item.delete),
+                ("options", &mut item.options),
+                ("head", &mut item.head),
+                ("patch", &mut item.patch),
+                ("trace", &mut item.trace),
+            ];
+            for (method, operation) in operations {
+                if let Some(operation) = operation
+                    && !PUBLIC.contains(&(method, path.as_str()))
+                {
+                    // Either scheme will do: two requirements, each of one scheme.
+                    operation.security = Some(vec![
+                        SecurityRequirement::new("BearerAuth", Vec::<String>::new()),
+                        SecurityRequirement::new("ApiKeyAuth", Vec::<String>::new()),
+                    ]);
+                }
+            }
+        }
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "BearerAuth",
@@ -320,5 +355,26 @@ mod tests {
         assert!(!doc.contains(PLACEHOLDER), "a placeholder schema was left in the document");
         assert!(engine["FlagView"]["properties"]["kind"].is_object());
         assert!(engine["SegmentCreate"]["required"].as_array().unwrap().contains(&json!("key")));
+    }
+
+    #[test]
+    fn every_operation_but_the_public_ones_requires_a_token() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let token = json!([{"BearerAuth": []}, {"ApiKeyAuth": []}]);
+        let mut public = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                if PUBLIC.contains(&(method.as_str(), path.as_str())) {
+                    assert!(operation.get("security").is_none(), "{method} {path} is public");
+                    public.push((method.as_str(), path.as_str()));
+                } else {
+                    assert_eq!(operation["security"], token, "{method} {path}");
+                }
+            }
+        }
+        public.sort_unstable();
+        let mut listed = PUBLIC.to_vec();
+        listed.sort_unstable();
+        assert_eq!(public, listed, "every public operation is documented");
     }
 }

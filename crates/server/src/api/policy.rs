@@ -6,14 +6,13 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dimmer_engine::Flag;
-use dimmer_engine::policy::{Violation, kind_name};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use dimmer_engine::policy::{PolicyFile, Reason, State as LifecycleState, Violation, kind_name};
+use serde::{Deserialize, Serialize};
 
 use super::schemas as doc;
 use crate::api::AppState;
 use crate::api::auth::Principal;
-use crate::api::error::{ApiError, Code, Json};
+use crate::api::error::{ApiError, Code, FieldError, Json};
 use dimmer_domain::release::Status;
 use dimmer_store::Scope;
 
@@ -22,15 +21,14 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 /// `GET /api/v1/policy`.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code, reason = "documentation-only type: described in the OpenAPI document, never built")]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct PolicyView {
     /// True when no policy file was given and the default policy applies.
     default: bool,
     /// The effective policy in the shape of `dimmer-policy.yaml` (docs/POLICY.md), defaults
     /// filled in: `version`, `naming`, `required`, `kinds`, `release_plans`, `stale`.
     #[schema(value_type = Object)]
-    policy: Value,
+    policy: PolicyFile,
 }
 
 /// The policy the server enforces, in the shape of a policy file, defaults filled in.
@@ -42,14 +40,13 @@ pub(crate) struct PolicyView {
     responses(
         (status = 200, description = "The effective policy", body = PolicyView),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn show(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
     // Any token: SDK and CI tokens check flag files against the same rules.
     principal.require(&[Scope::Writer, Scope::Reader, Scope::Sdk])?;
     let p = &state.policy;
-    Ok(Json(json!({"default": p.source.is_none(), "policy": p.policy.to_file()})).into_response())
+    Ok(Json(PolicyView { default: p.source.is_none(), policy: p.policy.to_file() }).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -63,17 +60,53 @@ struct LifecycleQuery {
 }
 
 /// `GET /api/v1/lifecycle`.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code, reason = "documentation-only type: described in the OpenAPI document, never built")]
-pub(crate) struct LifecycleList {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct LifecycleList<'a> {
     /// The server's time of the decision, Unix milliseconds.
     now: i64,
-    /// One entry per flag: `key`, `kind`, `owner`, `state` (new, rolling-out, released, stale,
-    /// archived), `phase` (the state apart from staleness), `reasons` (`[{rule, message}]`:
-    /// past_lifetime, released_untouched, no_evaluations), `released_since`, `age_days`,
-    /// `updated_at`.
-    #[schema(value_type = Vec<Object>)]
-    flags: Vec<Value>,
+    /// One entry per flag, by key.
+    flags: Vec<LifecycleEntry<'a>>,
+}
+
+/// One flag's lifecycle.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct LifecycleEntry<'a> {
+    /// The flag key.
+    key: &'a str,
+    /// The flag's kind.
+    #[schema(value_type = doc::FlagKind)]
+    kind: &'static str,
+    /// Who owns the flag, if the flag says.
+    owner: Option<&'a str>,
+    /// When the flag's definition last changed, Unix milliseconds.
+    updated_at: i64,
+    /// `new`, `rolling-out`, `released`, `stale` or `archived`.
+    #[schema(value_type = String)]
+    state: LifecycleState,
+    /// The state apart from staleness (`new`, `rolling-out`, `released` or `archived`).
+    #[schema(value_type = String)]
+    phase: LifecycleState,
+    /// Why the flag is stale; empty otherwise.
+    reasons: Vec<StaleReason<'a>>,
+    /// Since when the flag has been released, Unix milliseconds, or null.
+    released_since: Option<i64>,
+    /// Whole days since creation.
+    age_days: i64,
+}
+
+/// Why a flag is stale.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct StaleReason<'a> {
+    /// The rule: `past_lifetime`, `released_untouched` or `no_evaluations`.
+    rule: &'static str,
+    /// In words, with the numbers.
+    message: &'a str,
+}
+
+impl<'a> From<&'a Reason> for StaleReason<'a> {
+    fn from(r: &'a Reason) -> Self {
+        Self { rule: r.rule, message: &r.message }
+    }
 }
 
 /// Every flag's lifecycle, decided from facts: exposure now and in the audit log's history,
@@ -90,8 +123,7 @@ pub(crate) struct LifecycleList {
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such environment", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn list(
     principal: Principal,
@@ -116,24 +148,22 @@ async fn list(
     let now = state.clock.now_ms();
     let all =
         crate::service::policy::lifecycles(state.store.as_ref(), &state.policy.policy, now, q.env.as_deref()).await?;
-    let flags: Vec<Value> = all
+    let flags = all
         .iter()
         .filter(|(_, l)| q.state.as_deref().is_none_or(|s| s == l.state.name()))
-        .map(|(r, l)| {
-            json!({
-                "key": r.key,
-                "kind": kind_name(r.flag.kind),
-                "owner": r.flag.owner,
-                "updated_at": r.updated_at,
-                "state": l.state,
-                "phase": l.phase,
-                "reasons": l.reasons,
-                "released_since": l.released_since,
-                "age_days": l.age_days,
-            })
+        .map(|(r, l)| LifecycleEntry {
+            key: &r.key,
+            kind: kind_name(r.flag.kind),
+            owner: r.flag.owner.as_deref(),
+            updated_at: r.updated_at,
+            state: l.state,
+            phase: l.phase,
+            reasons: l.reasons.iter().map(StaleReason::from).collect(),
+            released_since: l.released_since,
+            age_days: l.age_days,
         })
         .collect();
-    Ok(Json(json!({"now": now, "flags": flags})).into_response())
+    Ok(Json(LifecycleList { now, flags }).into_response())
 }
 
 /// What a flag write is checked for.
@@ -147,15 +177,14 @@ pub(super) enum Check<'a> {
     Exposure { before: &'a Flag },
 }
 
-/// The policy's violations of a write, as `{path, rule, message}` (the shape of
-/// `details.errors`). A release plan counts as running when it is running or paused (and carries
+/// The policy's violations of a write, as entries of `details.errors` naming their rule. A release plan counts as running when it is running or paused (and carries
 /// guards, where the rule requires them).
 pub(super) async fn violations(
     state: &AppState,
     key: &str,
     after: &Flag,
     check: Check<'_>,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<Vec<FieldError>, ApiError> {
     let policy = &state.policy.policy;
     let (mut found, before): (Vec<Violation>, Option<&Flag>) = match check {
         Check::Create { kind_declared } => (policy.check_new_flag(key, after, kind_declared), None),
@@ -178,20 +207,25 @@ pub(super) async fn violations(
         }
         found.extend(policy.check_exposure(before, after, |env| running.iter().any(|r| r == env)));
     }
-    Ok(found.into_iter().map(|v| json!({"path": v.path, "rule": v.rule, "message": v.message})).collect())
+    Ok(found.into_iter().map(violation).collect())
+}
+
+/// A policy violation as an entry of `details.errors`.
+pub(super) fn violation(v: Violation) -> FieldError {
+    FieldError { path: v.path, rule: Some(v.rule), message: v.message }
 }
 
 /// A 422 naming every violated rule, or nothing.
-pub(super) fn refuse(errors: Vec<Value>) -> Result<(), ApiError> {
+pub(super) fn refuse(errors: Vec<FieldError>) -> Result<(), ApiError> {
     if errors.is_empty() {
         return Ok(());
     }
     let summary: Vec<String> = errors
         .iter()
         .map(|e| {
-            let rule = e["rule"].as_str().map(|r| format!(" [{r}]")).unwrap_or_default();
-            format!("{}: {}{rule}", e["path"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""))
+            let rule = e.rule.map(|r| format!(" [{r}]")).unwrap_or_default();
+            format!("{}: {}{rule}", e.path, e.message)
         })
         .collect();
-    Err(ApiError::new(Code::ValidationFailed, summary.join("; ")).with_details(json!({ "errors": errors })))
+    Err(ApiError::new(Code::ValidationFailed, summary.join("; ")).with_errors(errors))
 }

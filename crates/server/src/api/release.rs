@@ -7,13 +7,12 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::schemas as doc;
 use crate::api::AppState;
 use crate::api::auth::Principal;
-use crate::api::error::{ApiError, Code, Json};
+use crate::api::error::{ApiError, Code, FieldError, Json};
 use crate::service::releases::{Outcome, PlanView, ReleaseError, StageView};
 use dimmer_domain::release::{self, Command, Plan, Template};
 use dimmer_store::ChangeMeta;
@@ -38,7 +37,7 @@ impl From<ReleaseError> for ApiError {
             ReleaseError::NotFound { kind, key } => ApiError::not_found(kind, &key),
             ReleaseError::Invalid { field, message } => {
                 ApiError::new(Code::ValidationFailed, format!("{field}: {message}"))
-                    .with_details(json!({"errors": [{"path": field, "message": message}]}))
+                    .with_errors(vec![FieldError::new(field, message)])
             }
             ReleaseError::Conflict(message) => ApiError::new(Code::Conflict, message),
             ReleaseError::Store(e) => e.into(),
@@ -80,6 +79,13 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
     })
 }
 
+/// `GET /api/v1/plans`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct PlanList {
+    /// Every plan, finished ones included.
+    plans: Vec<PlanView>,
+}
+
 /// Every release plan, finished ones included.
 #[utoipa::path(
     get,
@@ -87,16 +93,15 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
     tag = "releases",
     operation_id = "listPlans",
     responses(
-        (status = 200, description = "`{\"plans\": [plan]}`", body = Object),
+        (status = 200, description = "Every plan", body = PlanList),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn list_plans(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
     principal.require_read()?;
-    let plans: Vec<PlanView> = state.store.list_plans().await?.iter().map(PlanView::of).collect();
-    Ok(Json(json!({ "plans": plans })).into_response())
+    let plans = state.store.list_plans().await?.iter().map(PlanView::of).collect();
+    Ok(Json(PlanList { plans }).into_response())
 }
 
 /// The flag's release plan in an environment: stages, current stage, status, next advance.
@@ -107,12 +112,11 @@ async fn list_plans(principal: Principal, State(state): State<AppState>) -> Resu
     operation_id = "getPlan",
     params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
     responses(
-        (status = 200, description = "The plan", body = Object),
+        (status = 200, description = "The plan", body = PlanView),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
         (status = 404, description = "No plan on that flag in that environment", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn plan_status(
     principal: Principal,
@@ -161,15 +165,14 @@ pub(crate) struct StartPlan {
     ),
     request_body(content = StartPlan, description = "A template or stages; may be empty"),
     responses(
-        (status = 200, description = "What changed", body = Object),
+        (status = 200, description = "What changed", body = Outcome),
         (status = 400, description = "Not JSON, or unknown fields", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such flag, environment or template", body = doc::ErrorBody),
         (status = 409, description = "A plan is already running or paused there", body = doc::ErrorBody),
         (status = 422, description = "Bad stages or dwell, or an unknown segment", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn start_plan(
     principal: Principal,
@@ -213,9 +216,7 @@ async fn start_plan(
     plan.guards = body.guards;
     let highest = plan.stages.iter().map(|s| s.weight).max().unwrap_or(0);
     let refused = state.policy.policy.check_plan(&env, highest, !plan.guards.is_empty());
-    super::policy::refuse(
-        refused.into_iter().map(|v| json!({"path": v.path, "rule": v.rule, "message": v.message})).collect(),
-    )?;
+    super::policy::refuse(refused.into_iter().map(super::policy::violation).collect())?;
     let meta = meta(&principal, &headers, body.reason.as_deref());
     answer(&state, state.releases.start(&key, &env, plan, &meta).await).await
 }
@@ -247,13 +248,12 @@ async fn command(
     params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
     request_body(content = ReasonOnly, description = "Optional"),
     responses(
-        (status = 200, description = "What changed", body = Object),
+        (status = 200, description = "What changed", body = Outcome),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No plan there", body = doc::ErrorBody),
         (status = 409, description = "The plan is released or rolled back", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn advance(
     principal: Principal,
@@ -275,13 +275,12 @@ async fn advance(
     params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
     request_body(content = ReasonOnly, description = "Optional"),
     responses(
-        (status = 200, description = "What changed", body = Object),
+        (status = 200, description = "What changed", body = Outcome),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No plan there", body = doc::ErrorBody),
         (status = 409, description = "The plan is released or rolled back", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn pause(
     principal: Principal,
@@ -304,13 +303,12 @@ async fn pause(
     params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
     request_body(content = ReasonOnly, description = "Optional"),
     responses(
-        (status = 200, description = "What changed", body = Object),
+        (status = 200, description = "What changed", body = Outcome),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No plan there", body = doc::ErrorBody),
         (status = 409, description = "The plan is not paused", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn resume(
     principal: Principal,
@@ -345,13 +343,12 @@ pub(crate) struct RollbackBody {
     params(("key" = String, Path, description = "The flag key"), ("env" = String, Path, description = "The environment")),
     request_body(content = RollbackBody, description = "Optional"),
     responses(
-        (status = 200, description = "What changed", body = Object),
+        (status = 200, description = "What changed", body = Outcome),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No plan there", body = doc::ErrorBody),
         (status = 409, description = "The plan is over", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn rollback(
     principal: Principal,
@@ -384,13 +381,12 @@ fn required_reason(headers: &HeaderMap, body: Option<&str>) -> Result<String, Ap
     ),
     request_body(content = ReasonOnly, description = "The reason, unless in the header"),
     responses(
-        (status = 200, description = "What changed (`changed: false` when it was already off)", body = Object),
+        (status = 200, description = "What changed (`changed: false` when it was already off)", body = Outcome),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such flag or environment", body = doc::ErrorBody),
         (status = 422, description = "No reason given", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn kill(
     principal: Principal,
@@ -431,14 +427,13 @@ pub(crate) struct DialDownBody {
     ),
     request_body = DialDownBody,
     responses(
-        (status = 200, description = "What changed (`changed: false` when already at or below)", body = Object),
+        (status = 200, description = "What changed (`changed: false` when already at or below)", body = Outcome),
         (status = 400, description = "Not JSON", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such flag or environment", body = doc::ErrorBody),
         (status = 422, description = "No reason, or `to` missing or out of range", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn dial_down(
     principal: Principal,
@@ -476,12 +471,11 @@ async fn dial_down(
     ),
     request_body(content = ReasonOnly, description = "Optional"),
     responses(
-        (status = 200, description = "What changed (`changed: false` when there was nothing to restore)", body = Object),
+        (status = 200, description = "What changed (`changed: false` when there was nothing to restore)", body = Outcome),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
         (status = 404, description = "No such flag or environment", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn restore(
     principal: Principal,
@@ -496,10 +490,39 @@ async fn restore(
     answer(&state, state.releases.restore(&key, &env, &meta).await).await
 }
 
-fn template_view(t: &Template) -> Value {
-    let stages: Vec<StageView> = t.stages.iter().map(StageView::of).collect();
-    let builtin = release::builtin_templates().iter().any(|b| b == t);
-    json!({"name": t.name, "description": t.description, "stages": stages, "default_for": t.default_for, "builtin": builtin})
+/// A plan template as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TemplateView<'a> {
+    /// Its name.
+    name: &'a str,
+    /// What it is for.
+    description: &'a str,
+    /// Its stages.
+    stages: Vec<StageView>,
+    /// Flag kinds for which it is the default template.
+    #[schema(value_type = Vec<doc::FlagKind>)]
+    default_for: &'a [dimmer_engine::FlagKind],
+    /// Whether it is one of the built-in templates, unchanged.
+    builtin: bool,
+}
+
+impl<'a> From<&'a Template> for TemplateView<'a> {
+    fn from(t: &'a Template) -> Self {
+        Self {
+            name: &t.name,
+            description: &t.description,
+            stages: t.stages.iter().map(StageView::of).collect(),
+            default_for: &t.default_for,
+            builtin: release::builtin_templates().iter().any(|b| b == t),
+        }
+    }
+}
+
+/// `GET /api/v1/templates`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TemplateList<'a> {
+    /// The built-in templates and the stored ones.
+    templates: Vec<TemplateView<'a>>,
 }
 
 /// Plan templates: the built-in ones and those stored on the server.
@@ -509,16 +532,15 @@ fn template_view(t: &Template) -> Value {
     tag = "releases",
     operation_id = "listTemplates",
     responses(
-        (status = 200, description = "`{\"templates\": [...]}`", body = Object),
+        (status = 200, description = "The templates", body = TemplateList),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn list_templates(principal: Principal, State(state): State<AppState>) -> Result<Response, ApiError> {
     principal.require_read()?;
-    let templates: Vec<Value> = state.releases.templates().await?.iter().map(template_view).collect();
-    Ok(Json(json!({ "templates": templates })).into_response())
+    let templates = state.releases.templates().await?;
+    Ok(Json(TemplateList { templates: templates.iter().map(TemplateView::from).collect() }).into_response())
 }
 
 /// A new (or replacing) template.
@@ -553,13 +575,12 @@ pub(crate) struct NewTemplate {
     operation_id = "createTemplate",
     request_body = NewTemplate,
     responses(
-        (status = 201, description = "The template", body = Object),
+        (status = 201, description = "The template", body = TemplateView),
         (status = 400, description = "Not JSON, or unknown fields", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "Not an admin token", body = doc::ErrorBody),
         (status = 422, description = "A bad name, stages or dwell", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn create_template(
     principal: Principal,
@@ -579,5 +600,5 @@ async fn create_template(
     let template = Template { name: body.name, description: body.description, stages, default_for: body.default_for };
     let meta = meta(&principal, &headers, body.reason.as_deref());
     state.store.put_template(&template, &meta).await?;
-    Ok((axum::http::StatusCode::CREATED, Json(template_view(&template))).into_response())
+    Ok((axum::http::StatusCode::CREATED, Json(TemplateView::from(&template))).into_response())
 }

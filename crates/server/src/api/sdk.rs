@@ -65,8 +65,7 @@ struct EnvQuery {
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token asking for another environment", body = doc::ErrorBody),
         (status = 404, description = "No such environment", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn config(
     principal: Principal,
@@ -139,8 +138,7 @@ impl Drop for ConnectionGuard {
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token asking for another environment", body = doc::ErrorBody),
         (status = 404, description = "No such environment", body = doc::ErrorBody),
-    ),
-    security(("BearerAuth" = []), ("ApiKeyAuth" = []))
+    )
 )]
 async fn stream(
     principal: Principal,

@@ -5,14 +5,30 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::json;
+use serde::Serialize;
 
-use super::schemas as doc;
 use crate::api::AppState;
 use crate::api::error::Json;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Health {
+    /// `ok`.
+    status: &'static str,
+}
+
+/// `GET /readyz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Readiness {
+    /// `ready` or `unavailable`.
+    status: &'static str,
+    /// When unavailable: `storage` (absent when ready).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
 }
 
 /// Liveness: the process answers.
@@ -21,10 +37,10 @@ pub(super) fn router() -> Router<AppState> {
     path = "/healthz",
     tag = "system",
     operation_id = "healthz",
-    responses((status = 200, description = "Alive", body = doc::Health, example = json!({"status": "ok"})))
+    responses((status = 200, description = "Alive", body = Health, example = json!({"status": "ok"})))
 )]
 async fn healthz() -> Response {
-    Json(json!({"status": "ok"})).into_response()
+    Json(Health { status: "ok" }).into_response()
 }
 
 /// Readiness: the storage answers.
@@ -34,18 +50,18 @@ async fn healthz() -> Response {
     tag = "system",
     operation_id = "readyz",
     responses(
-        (status = 200, description = "Ready", body = doc::Readiness, example = json!({"status": "ready"})),
-        (status = 503, description = "The storage does not answer", body = doc::Readiness,
+        (status = 200, description = "Ready", body = Readiness, example = json!({"status": "ready"})),
+        (status = 503, description = "The storage does not answer", body = Readiness,
             example = json!({"status": "unavailable", "reason": "storage"})),
     )
 )]
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.list_environments().await {
-        Ok(_) => Json(json!({"status": "ready"})).into_response(),
+        Ok(_) => Json(Readiness { status: "ready", reason: None }).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready: storage does not answer");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "reason": "storage"})))
-                .into_response()
+            let body = Readiness { status: "unavailable", reason: Some("storage") };
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }
 }
