@@ -29,6 +29,7 @@ pub mod import;
 pub mod model;
 pub mod ops;
 pub mod policy;
+pub mod scope;
 pub mod semver;
 
 pub use compile::{CompiledFlags, Diagnostic, Severity, compile, validate};

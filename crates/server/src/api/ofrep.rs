@@ -211,11 +211,11 @@ fn evaluate_one(
     responses(
         (status = 200, description = "Evaluated", body = OfrepEvaluationSuccess),
         (status = 400, description = "`TARGETING_KEY_MISSING`, `INVALID_CONTEXT`, `PARSE_ERROR` or `GENERAL` (OFREP's shape), or a non-sdk token without `?env=` (`ErrorBody`)",
-            body = doc::OfrepFailureOrError),
+            body = OfrepFailureOrError),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token asking for another environment", body = doc::ErrorBody),
         (status = 404, description = "`FLAG_NOT_FOUND` (OFREP's shape), or no such environment (`ErrorBody`)",
-            body = doc::OfrepFailureOrError),
+            body = OfrepFailureOrError),
     )
 )]
 async fn single(
@@ -258,7 +258,7 @@ async fn single(
         (status = 304, description = "`If-None-Match` names the current configuration",
             headers(("ETag" = String, description = "Names the environment's revision"))),
         (status = 400, description = "`INVALID_CONTEXT` (OFREP's shape), or a non-sdk token without `?env=` (`ErrorBody`)",
-            body = doc::OfrepBulkFailureOrError),
+            body = OfrepBulkFailureOrError),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token asking for another environment", body = doc::ErrorBody),
         (status = 404, description = "No such environment", body = doc::ErrorBody),
@@ -298,4 +298,26 @@ async fn bulk(
     let mut response = json_response(StatusCode::OK, body);
     response.headers_mut().insert(header::ETAG, etag);
     Ok(response)
+}
+
+/// An OFREP failure, or an error of the API's own shape (authentication, environment).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code, reason = "documentation only: described in the OpenAPI document, never built")]
+pub(crate) enum OfrepFailureOrError {
+    /// OFREP's failure.
+    Ofrep(OfrepEvaluationFailure),
+    /// The API's error.
+    Api(doc::ErrorBody),
+}
+
+/// A bulk OFREP failure, or an error of the API's own shape (authentication, environment).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code, reason = "documentation only: described in the OpenAPI document, never built")]
+pub(crate) enum OfrepBulkFailureOrError {
+    /// OFREP's failure.
+    Ofrep(OfrepBulkEvaluationFailure),
+    /// The API's error.
+    Api(doc::ErrorBody),
 }

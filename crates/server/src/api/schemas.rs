@@ -8,13 +8,10 @@
 
 use std::borrow::Cow;
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
-
-use super::ofrep::{OfrepBulkEvaluationFailure, OfrepEvaluationFailure};
 
 /// Declares a type whose schema the OpenAPI document takes from the engine's JSON Schema;
 /// utoipa only sees a placeholder (and makes every use a `$ref` to it).
@@ -76,26 +73,6 @@ pub(crate) struct OfrepEvaluationRequest {
     /// The evaluation context: `targetingKey` and any attributes.
     #[schema(value_type = Option<Object>)]
     pub context: Option<Map<String, Value>>,
-}
-
-/// An OFREP failure, or an error of the API's own shape (authentication, environment).
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(untagged)]
-pub(crate) enum OfrepFailureOrError {
-    /// OFREP's failure.
-    Ofrep(OfrepEvaluationFailure),
-    /// The API's error.
-    Api(ErrorBody),
-}
-
-/// A bulk OFREP failure, or an error of the API's own shape (authentication, environment).
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(untagged)]
-pub(crate) enum OfrepBulkFailureOrError {
-    /// OFREP's failure.
-    Ofrep(OfrepBulkEvaluationFailure),
-    /// The API's error.
-    Api(ErrorBody),
 }
 
 /// The description every placeholder schema starts with; none is left in the served document.

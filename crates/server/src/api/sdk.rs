@@ -93,17 +93,27 @@ fn snapshot_event(snap: &EnvSnapshot) -> Event {
 }
 
 /// Patch events from `from` (exclusive) to the snapshot's revision, one per revision; `None`
-/// when the feed cannot say what changed (then a snapshot is due). Subscribers that were up to
+/// when the feed cannot say what changed, or when the patches would weigh more than the snapshot
+/// (then a snapshot is due). Subscribers that were up to
 /// date share the hub's precomputed patches; only those behind query the feed.
 async fn patch_events(state: &AppState, snap: &EnvSnapshot, from: i64) -> Option<Vec<Event>> {
-    let to_event = |p: &Patch| Event::default().event("patch").id(p.revision.to_string()).data(p.data.clone());
+    let to_events = |patches: &[Patch]| {
+        // Replaying more than the snapshot itself would cost both ends more than starting over.
+        let replay: usize = patches.iter().map(|p| p.data.len()).sum();
+        (replay <= snap.json.len()).then(|| {
+            patches
+                .iter()
+                .map(|p| Event::default().event("patch").id(p.revision.to_string()).data(p.data.clone()))
+                .collect()
+        })
+    };
     if let Some((previous, patches)) = &snap.patches_from
         && *previous == from
     {
-        return Some(patches.iter().map(to_event).collect());
+        return to_events(patches);
     }
     let items = state.store.changes_since(&snap.snapshot.environment, from).await.ok()??;
-    Some(patches(&snap.snapshot, items).iter().map(to_event).collect())
+    to_events(&patches(&snap.snapshot, items))
 }
 
 /// Decrements the connection gauge when the stream ends, however it ends.

@@ -69,7 +69,10 @@ pub struct EnvSnapshot {
 }
 
 impl EnvSnapshot {
-    fn build(snapshot: Snapshot) -> Self {
+    fn build(mut snapshot: Snapshot) -> Self {
+        // What clients of this environment may see: its own configuration and the segments it
+        // uses, never another environment's targeting.
+        snapshot.flags = snapshot.flags.for_environment(&snapshot.environment);
         let (compiled, _diagnostics) = dimmer_engine::compile(&snapshot.flags, &snapshot.environment);
         // Serializing plain data into a string cannot fail.
         let json = serde_json::to_string(&snapshot).unwrap_or_default();

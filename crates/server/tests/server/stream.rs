@@ -31,8 +31,12 @@ async fn stream_sends_a_snapshot_then_one_patch_per_change() {
 #[tokio::test]
 async fn last_event_id_resumes_with_only_the_missed_changes() {
     let server = TestServer::start().await;
-    server.admin(Method::POST, "/api/v1/flags", Some(json!({"key": "a"}))).await;
-    server.admin(Method::POST, "/api/v1/flags", Some(json!({"key": "b"}))).await;
+    // Enough flags that two missed changes weigh less than a whole snapshot.
+    for key in ["a", "b", "c", "d", "e", "f"] {
+        server
+            .admin(Method::POST, "/api/v1/flags", Some(json!({"key": key, "description": "a flag of the test"})))
+            .await;
+    }
     let sdk = server.token("svc", "sdk", Some("production")).await;
     let mut sse = SseClient::connect(&server, &sdk, None).await;
     let seen = sse.next(5).await.expect("snapshot").id.expect("id");
@@ -103,4 +107,148 @@ async fn shutdown_closes_streams_cleanly_with_a_final_event() {
         .await
         .expect("the server stops once its streams are closed")
         .expect("stop task");
+}
+
+#[tokio::test]
+async fn a_resume_that_would_replay_more_than_a_snapshot_gets_the_snapshot() {
+    let server = TestServer::start().await;
+    server.admin(Method::POST, "/api/v1/flags", Some(json!({"key": "a"}))).await;
+    let sdk = server.token("svc", "sdk", Some("production")).await;
+    let mut sse = SseClient::connect(&server, &sdk, None).await;
+    let seen = sse.next(5).await.expect("snapshot").id.expect("id");
+    drop(sse);
+    for enabled in [true, false, true, false, true, false] {
+        let path = "/api/v1/flags/a/environments/production/toggle";
+        server.admin(Method::POST, path, Some(json!({"enabled": enabled}))).await;
+    }
+    let mut sse = SseClient::connect(&server, &sdk, Some(&seen)).await;
+    let event = sse.next(5).await.expect("event");
+    assert_eq!(event.event, "snapshot", "six patches of the same flag weigh more than the snapshot");
+    let snapshot: Value = serde_json::from_str(&event.data).unwrap();
+    assert_eq!(snapshot["flags"]["flags"]["a"]["environments"]["production"]["enabled"], false);
+    server.stop().await;
+}
+
+/// A flag with production targeting (a user key, a rule on a production-only segment) and a
+/// development configuration of its own.
+async fn production_secrets(server: &TestServer) {
+    let (s, v) = server
+        .admin(
+            Method::POST,
+            "/api/v1/segments",
+            Some(json!({"key": "prod-customers", "included": ["prod-customer-42"]})),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 201, "{v}");
+    let flag = json!({"key": "checkout", "environments": {
+        "production": {"enabled": true, "targets": {"on": ["vip-prod-user"]},
+            "rules": [{"clauses": [{"op": "in_segment", "values": ["prod-customers"]}], "serve": {"variant": "on"}}]},
+        "development": {"enabled": true}
+    }});
+    let (s, v) = server.admin(Method::POST, "/api/v1/flags", Some(flag)).await;
+    assert_eq!(s.as_u16(), 201, "{v}");
+}
+
+/// A resource as read, without the bookkeeping the API adds around the definition.
+fn definition(read: &Value) -> Value {
+    let mut v = read.clone();
+    for field in ["key", "version", "archived", "created_at", "updated_at"] {
+        v.as_object_mut().unwrap().remove(field);
+    }
+    v
+}
+
+fn assert_no_production_targeting(what: &str, text: &str) {
+    for secret in ["vip-prod-user", "prod-customer-42", "prod-customers", "\"production\""] {
+        assert!(!text.contains(secret), "{what} shows {secret} to a development token: {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_development_sdk_token_sees_no_production_targeting_in_config_stream_or_ofrep() {
+    let server = TestServer::start().await;
+    production_secrets(&server).await;
+    let dev = server.token("dev-app", "sdk", Some("development")).await;
+
+    let (s, _, config) = server.call(Method::GET, "/api/v1/sdk/config", Some(&dev), None, &[]).await;
+    assert_eq!(s.as_u16(), 200);
+    assert_no_production_targeting("the snapshot", &config.to_string());
+    assert_eq!(config["flags"]["flags"]["checkout"]["environments"]["development"]["enabled"], true);
+
+    let mut sse = SseClient::connect(&server, &dev, None).await;
+    let first = sse.next(5).await.expect("snapshot");
+    assert_no_production_targeting("the stream's snapshot", &first.data);
+
+    let body = json!({"context": {"targetingKey": "vip-prod-user"}});
+    let (s, _, bulk) = server.call(Method::POST, "/ofrep/v1/evaluate/flags", Some(&dev), Some(body), &[]).await;
+    assert_eq!(s.as_u16(), 200, "{bulk}");
+    assert_no_production_targeting("OFREP", &bulk.to_string());
+
+    // A flag-wide change reaches development, still without production's configuration.
+    let (s, _, flag) = server.call(Method::GET, "/api/v1/flags/checkout", Some(crate::support::ADMIN), None, &[]).await;
+    assert_eq!(s.as_u16(), 200, "{flag}");
+    let mut edited = definition(&flag);
+    edited["description"] = json!("now with a description");
+    let version = flag["version"].to_string();
+    let (s, _, v) = server
+        .call(
+            Method::PUT,
+            "/api/v1/flags/checkout",
+            Some(crate::support::ADMIN),
+            Some(edited),
+            &[("if-match", &version)],
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    let patch = sse.next(5).await.expect("patch");
+    assert_eq!(patch.event, "patch");
+    assert_no_production_targeting("the patch", &patch.data);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_production_change_sends_nothing_to_development_streams() {
+    let server = TestServer::start().await;
+    production_secrets(&server).await;
+    let dev = server.token("dev-app", "sdk", Some("development")).await;
+    let mut sse = SseClient::connect(&server, &dev, None).await;
+    let first = sse.next(5).await.expect("snapshot");
+    let dev_revision: i64 = first.id.unwrap().parse().unwrap();
+
+    // Production moves: a toggle, a segment it alone uses.
+    let toggle = "/api/v1/flags/checkout/environments/production/toggle";
+    server.admin(Method::POST, toggle, Some(json!({"enabled": false}))).await;
+    let (s, _, segment) =
+        server.call(Method::GET, "/api/v1/segments/prod-customers", Some(crate::support::ADMIN), None, &[]).await;
+    assert_eq!(s.as_u16(), 200, "{segment}");
+    let mut edited = definition(&segment);
+    edited["included"] = json!(["prod-customer-42", "prod-customer-43"]);
+    let version = segment["version"].to_string();
+    let (s, _, v) = server
+        .call(
+            Method::PUT,
+            "/api/v1/segments/prod-customers",
+            Some(crate::support::ADMIN),
+            Some(edited),
+            &[("if-match", &version)],
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+
+    // Then development moves once. Events arrive in order, so the next event the development
+    // stream gets is this change, at the next revision: the production changes sent nothing.
+    server
+        .admin(Method::POST, "/api/v1/flags/checkout/environments/development/toggle", Some(json!({"enabled": false})))
+        .await;
+    let next = sse.next(5).await.expect("development's own change");
+    assert_eq!(next.event, "patch");
+    assert_eq!(
+        next.id.unwrap().parse::<i64>().unwrap(),
+        dev_revision + 1,
+        "development's revisions move for development only"
+    );
+    let data: Value = serde_json::from_str(&next.data).unwrap();
+    assert_eq!(data["flags"]["checkout"]["environments"]["development"]["enabled"], false);
+    assert_no_production_targeting("the patch", &next.data);
+    server.stop().await;
 }

@@ -174,7 +174,7 @@ pub(super) async fn create_segment(
     let entry =
         Audit { action: "segment.create", environment: None, flag: None, segment: Some(key), before: None, after };
     s.audit_entry(&mut tx, meta, entry).await?;
-    let changes = s.bump_all(&mut tx, "segment", key).await?;
+    let changes = bump_segment_users(s, &mut tx, key).await?;
     tx.commit().await?;
     s.publish(changes);
     Ok(SegmentRecord { key: key.into(), segment: segment.clone(), version: 1, created_at: now, updated_at: now })
@@ -206,7 +206,7 @@ pub(super) async fn update_segment(
         after: serde_json::to_value(segment).ok(),
     };
     s.audit_entry(&mut tx, meta, entry).await?;
-    let changes = s.bump_all(&mut tx, "segment", key).await?;
+    let changes = bump_segment_users(s, &mut tx, key).await?;
     tx.commit().await?;
     s.publish(changes);
     Ok(SegmentRecord { segment: segment.clone(), version: before.version + 1, updated_at: now, ..before })
@@ -220,6 +220,8 @@ pub(super) async fn delete_segment(
 ) -> StoreResult<()> {
     let mut tx = s.dialect.begin_write(&s.pool).await?;
     let before = segment_at(s, &mut tx, key, expected_version).await?;
+    // The environments that saw the segment, decided before it goes.
+    let users = flag_set_in(&mut tx).await?.environments_using_segment(key);
     sqlx::query("DELETE FROM segments WHERE key = $1").bind(key).execute(&mut *tx).await?;
     let entry = Audit {
         action: "segment.delete",
@@ -230,7 +232,7 @@ pub(super) async fn delete_segment(
         after: None,
     };
     s.audit_entry(&mut tx, meta, entry).await?;
-    let changes = s.bump_all(&mut tx, "segment", key).await?;
+    let changes = s.bump(&mut tx, Some(&users), "segment", key).await?;
     tx.commit().await?;
     s.publish(changes);
     Ok(())
@@ -257,12 +259,18 @@ pub(super) async fn snapshot(s: &SqlStore, environment: &str) -> StoreResult<Sna
         .await?
         .ok_or_else(|| StoreError::NotFound { kind: "environment", key: environment.into() })?
         .try_get(0)?;
+    let flags = flag_set_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Snapshot { environment: environment.into(), revision, flags })
+}
+
+/// Every non-archived flag and every segment, read in the caller's transaction.
+async fn flag_set_in(conn: &mut AnyConnection) -> StoreResult<FlagSet> {
     let flag_rows = sqlx::query(&format!("SELECT {FLAG_COLUMNS} FROM flags WHERE NOT archived ORDER BY key"))
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?;
     let segment_rows =
-        sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments ORDER BY key")).fetch_all(&mut *tx).await?;
-    tx.commit().await?;
+        sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments ORDER BY key")).fetch_all(&mut *conn).await?;
     let mut flags = FlagSet::default();
     for row in &flag_rows {
         let r = flag_from(row)?;
@@ -272,7 +280,15 @@ pub(super) async fn snapshot(s: &SqlStore, environment: &str) -> StoreResult<Sna
         let r = segment_from(row)?;
         flags.segments.insert(r.key, r.segment);
     }
-    Ok(Snapshot { environment: environment.into(), revision, flags })
+    Ok(flags)
+}
+
+/// Bumps the environments whose view includes the segment `key` as it now stands: a segment
+/// change concerns only the environments whose flags use it (directly or through another
+/// segment); others' streams are not woken and their clients never see it.
+async fn bump_segment_users(s: &SqlStore, conn: &mut AnyConnection, key: &str) -> StoreResult<Vec<super::Change>> {
+    let users = flag_set_in(conn).await?.environments_using_segment(key);
+    s.bump(conn, Some(&users), "segment", key).await
 }
 
 pub(super) async fn changes_since(

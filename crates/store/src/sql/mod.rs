@@ -12,7 +12,7 @@ mod flags;
 mod metrics;
 mod releases;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -100,15 +100,46 @@ impl SqlStore {
 
     /// Bumps every environment's revision and records `kind`/`key` in the feed.
     async fn bump_all(&self, conn: &mut AnyConnection, kind: &str, key: &str) -> StoreResult<Vec<Change>> {
+        self.bump(conn, None, kind, key).await
+    }
+
+    /// Bumps the revision of each environment in `only` (every environment when `None`) and
+    /// records `kind`/`key` in their feeds. Each environment has its own revision sequence: a
+    /// change that concerns one environment wakes only that environment's streams.
+    async fn bump(
+        &self,
+        conn: &mut AnyConnection,
+        only: Option<&BTreeSet<String>>,
+        kind: &str,
+        key: &str,
+    ) -> StoreResult<Vec<Change>> {
         let lock = self.dialect.row_lock();
         if !lock.is_empty() {
             // Lock the revision rows in one order in every writer, so concurrent writers queue
             // instead of deadlocking.
             sqlx::query(&format!("SELECT name FROM environments ORDER BY name{lock}")).execute(&mut *conn).await?;
         }
-        let rows = sqlx::query("UPDATE environments SET revision = revision + 1 RETURNING name, revision")
-            .fetch_all(&mut *conn)
-            .await?;
+        let rows = match only {
+            None => {
+                sqlx::query("UPDATE environments SET revision = revision + 1 RETURNING name, revision")
+                    .fetch_all(&mut *conn)
+                    .await?
+            }
+            Some(names) => {
+                let mut rows = Vec::with_capacity(names.len());
+                for name in names {
+                    rows.extend(
+                        sqlx::query(
+                            "UPDATE environments SET revision = revision + 1 WHERE name = $1 RETURNING name, revision",
+                        )
+                        .bind(name)
+                        .fetch_optional(&mut *conn)
+                        .await?,
+                    );
+                }
+                rows
+            }
+        };
         // RETURNING comes in storage order; announce in name order, the same on every commit.
         let mut bumped = rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<StoreResult<Vec<_>>>()?;
         bumped.sort();
@@ -235,7 +266,10 @@ impl SqlStore {
         .await?;
         let after =
             FlagRecord { flag: flag.clone(), version: before.version + 1, archived, updated_at: now, ..before.clone() };
-        let changes = self.bump_all(conn, "flag", &before.key).await?;
+        // A change to one environment's configuration concerns that environment only; anything
+        // else (variants, description, archiving) is in every environment's view.
+        let only = single_changed_environment(&before.flag, flag).map(|env| BTreeSet::from([env]));
+        let changes = self.bump(conn, only.as_ref(), "flag", &before.key).await?;
         Ok((after, changes))
     }
 }

@@ -126,7 +126,7 @@ contract!(
     duplicate_keys_and_names_are_refused_alike,
     archived_flags_leave_snapshots_and_come_back_on_restore,
     segments_are_created_updated_and_deleted_with_versions,
-    every_write_bumps_every_revision_and_lands_in_the_feed,
+    each_write_bumps_the_environments_it_concerns_and_lands_in_their_feeds,
     subscribers_hear_of_each_commit,
     audit_entries_record_actor_reason_and_diff_and_filter,
     tokens_are_stored_hashed_found_listed_and_revoked,
@@ -215,22 +215,40 @@ async fn segments_are_created_updated_and_deleted_with_versions(store: Arc<dyn S
     assert!(store.list_segments().await.unwrap().is_empty());
 }
 
-async fn every_write_bumps_every_revision_and_lands_in_the_feed(store: Arc<dyn Store>) {
-    let before = store.snapshot("production").await.unwrap().revision;
+async fn each_write_bumps_the_environments_it_concerns_and_lands_in_their_feeds(store: Arc<dyn Store>) {
+    let revision = |env: &'static str| {
+        let store = store.clone();
+        async move { store.snapshot(env).await.unwrap().revision }
+    };
+    let (prod, staging) = (revision("production").await, revision("staging").await);
+    // Flag-wide writes are in every environment's view.
     store.create_flag("a", &flag(""), &meta("x", None)).await.unwrap();
     store.update_flag("a", &flag("changed"), 1, &meta("x", None)).await.unwrap();
+    // A segment nobody uses concerns no environment.
     store.create_segment("s", &Segment::default(), &meta("x", None)).await.unwrap();
-    for env in DEFAULT_ENVIRONMENTS {
-        assert_eq!(store.snapshot(env).await.unwrap().revision, before + 3, "{env}");
-    }
-    let items = store.changes_since("production", before).await.unwrap().expect("the feed reaches back");
+    // Production's own configuration, then a production rule on the segment.
+    let in_production = |config: serde_json::Value| -> Flag {
+        serde_json::from_value(json!({"description": "changed", "environments": {"production": config}})).unwrap()
+    };
+    store.update_flag("a", &in_production(json!({"enabled": true})), 2, &meta("x", None)).await.unwrap();
+    let rule = json!({"enabled": true, "rules": [{"clauses": [{"op": "in_segment", "values": ["s"]}], "serve": {"variant": "on"}}]});
+    store.update_flag("a", &in_production(rule), 3, &meta("x", None)).await.unwrap();
+    // Now production uses the segment: its changes concern production alone.
+    let members = Segment { included: vec!["u1".into()], ..Segment::default() };
+    store.update_segment("s", &members, 1, &meta("x", None)).await.unwrap();
+
+    assert_eq!(revision("production").await, prod + 5);
+    assert_eq!(revision("staging").await, staging + 2, "production's own changes leave staging's revision alone");
+    assert_eq!(revision("development").await, revision("staging").await);
+    let items = store.changes_since("production", prod).await.unwrap().expect("the feed reaches back");
     let seen: Vec<(i64, &str, &str)> =
-        items.iter().map(|i| (i.revision - before, i.kind.as_str(), i.key.as_str())).collect();
-    assert_eq!(seen, [(1, "flag", "a"), (2, "flag", "a"), (3, "segment", "s")]);
-    assert_eq!(store.changes_since("production", before + 3).await.unwrap(), Some(Vec::new()));
-    assert_eq!(store.changes_since("production", before + 99).await.unwrap(), None, "a revision from the future");
+        items.iter().map(|i| (i.revision - prod, i.kind.as_str(), i.key.as_str())).collect();
+    assert_eq!(seen, [(1, "flag", "a"), (2, "flag", "a"), (3, "flag", "a"), (4, "flag", "a"), (5, "segment", "s")]);
+    let items = store.changes_since("staging", staging).await.unwrap().expect("the feed reaches back");
+    assert_eq!(items.iter().map(|i| i.revision - staging).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(store.changes_since("production", prod + 5).await.unwrap(), Some(Vec::new()));
+    assert_eq!(store.changes_since("production", prod + 99).await.unwrap(), None, "a revision from the future");
     assert!(matches!(store.changes_since("nowhere", 0).await, Err(StoreError::NotFound { kind: "environment", .. })));
-    assert_eq!(store.changes_since("staging", before + 1).await.unwrap().map(|i| i.len()), Some(2));
 }
 
 async fn subscribers_hear_of_each_commit(store: Arc<dyn Store>) {
