@@ -4,7 +4,7 @@
 use dimmer_engine::hash::bucket;
 use dimmer_engine::{
     CompiledFlags, Context, Diagnostic, ErrorCode, Evaluation, Explain, FlagSet, Reason, Severity, compile, evaluate,
-    evaluate_traced, validate,
+    evaluate_traced, evaluate_traced_with_random, evaluate_with_random, validate,
 };
 use serde_json::{Value, json};
 
@@ -623,6 +623,39 @@ fn random_bucketing_uses_the_callers_random_number() {
         let without = evaluate(&flags, "sticky-first", &Context::new().with_random(r));
         let want = if bucket("sticky-first", r.to_string().as_bytes(), 0, 100_000) < 50_000 { "on" } else { "off" };
         assert_eq!(without.variant, Some(want));
+    }
+}
+
+#[test]
+fn a_callers_random_number_stands_in_for_random_when_the_context_has_none() {
+    // Unleash's flexibleRollout with `default` stickiness, as imported: userId, sessionId, then
+    // $random, behind a 100% gate.
+    let flags = compile_clean(json!({"flags": {
+        "anonymous-ok": {"environments": {"production": {
+            "enabled": true,
+            "rules": [{"gate": {"weight": 100, "total": 100, "bucket_by": ["userId", "sessionId", "$random"]}, "serve": {"variant": "on"}}],
+            "default": {"variant": "off"}
+        }}},
+        "coin": {"environments": {"production": {
+            "enabled": true,
+            "default": {"rollout": {"bucket_by": "$random", "variants": [{"variant": "on", "weight": 50000}, {"variant": "off", "weight": 50000}]}}
+        }}}
+    }}));
+    let anonymous = Context::new();
+    assert_eq!(evaluate(&flags, "anonymous-ok", &anonymous).variant, Some("off"), "no random number: nobody is placed");
+    assert_eq!(evaluate_with_random(&flags, "anonymous-ok", &anonymous, None).variant, Some("off"));
+    let eval = evaluate_with_random(&flags, "anonymous-ok", &anonymous, Some(12_345));
+    assert_eq!((eval.variant, eval.reason), (Some("on"), Reason::TargetingMatch));
+    for r in [0, 1, 7, 49_999, u32::MAX] {
+        // The caller's number buckets exactly as the same number carried by the context would...
+        let drawn = evaluate_with_random(&flags, "coin", &anonymous, Some(r));
+        assert_eq!(drawn, evaluate(&flags, "coin", &Context::new().with_random(r)), "random {r}");
+        // ...and a number the context carries wins, so a caller can pin it.
+        let pinned = Context::new().with_random(r);
+        assert_eq!(evaluate_with_random(&flags, "coin", &pinned, Some(r.wrapping_add(1))), drawn, "random {r}");
+        let mut trace = Explain::default();
+        assert_eq!(evaluate_traced_with_random(&flags, "coin", &anonymous, Some(r), &mut trace), drawn);
+        assert!(trace.0.iter().any(|step| step.contains("bucket")), "{trace:?}");
     }
 }
 
