@@ -104,6 +104,8 @@ fn case(what: &'static str, flag: &'static str, context: Context, want: Option<&
 
 fn cases() -> Vec<Case> {
     let rule_2 = Context::with_key("u-4").attr("version", "2.3.1").attr("email", "cat@dimmer.org").attr("seats", 40);
+    let loose_version =
+        Context::with_key("u-6").attr("version", "v2.4").attr("email", "eve@dimmer.org").attr("seats", 40);
     let no_rule = Context::with_key("u-5").attr("version", "1.9.9").attr("email", "dan@dimmer.org").attr("name", "dan");
     vec![
         case("boolean flag without rules", "plain", Context::with_key("u-1"), Some("on")),
@@ -122,6 +124,7 @@ fn cases() -> Vec<Case> {
             Some("r1"),
         ),
         Case { regex: true, ..case("rule 2 (semver, regex) after rules 0 and 1 fail", "rules", rule_2, Some("r2")) },
+        Case { regex: true, ..case("rule 2 with a loose version (v2.4)", "rules", loose_version, Some("r2")) },
         Case { regex: true, ..case("no rule matches: default", "rules", no_rule, Some("on")) },
         case("50% rollout behind an in clause", "split", Context::with_key("user-1").attr("country", "fr"), None),
         case("50% rollout behind an in clause", "split", Context::with_key("user-2").attr("country", "de"), None),

@@ -660,6 +660,29 @@ fn a_callers_random_number_stands_in_for_random_when_the_context_has_none() {
 }
 
 #[test]
+fn semantic_version_clauses_match_the_loose_versions_clients_send() {
+    let flags = compile_clean(json!({"flags": {"modern": {"environments": {"production": {
+        "enabled": true,
+        "rules": [{"clauses": [{"attribute": "app", "op": "semver_gte", "values": ["v2.1"]}], "serve": {"variant": "on"}}],
+        "default": {"variant": "off"}
+    }}}}}));
+    for (version, want) in [
+        ("2.1.0", "on"),
+        ("2.1", "on"),
+        ("v2.1.3", "on"),
+        ("3", "on"),
+        ("2", "off"),
+        ("v2.0.9", "off"),
+        ("2.1-rc.1", "off"),
+        ("02.1", "off"),
+        ("version 3", "off"),
+    ] {
+        let eval = evaluate(&flags, "modern", &user("u").attr("app", version));
+        assert_eq!(eval.variant, Some(want), "{version}");
+    }
+}
+
+#[test]
 fn unknown_flag_is_flag_not_found_with_no_value() {
     let flags = compile_clean(json!({"flags": {"known": {"environments": {"production": {"enabled": true}}}}}));
     let eval = evaluate(&flags, "unknown", &user("a"));
@@ -960,7 +983,7 @@ fn validate_covers_every_environment_not_only_one() {
 #[test]
 fn validate_reports_flag_and_segment_problems_even_without_environments() {
     let set = flag_set(json!({
-        "segments": {"bad": {"rules": [{"clauses": [{"attribute": "v", "op": "semver_gt", "values": ["1.0"]}]}]}},
+        "segments": {"bad": {"rules": [{"clauses": [{"attribute": "v", "op": "semver_gt", "values": ["1.0.0.0"]}]}]}},
         "flags": {"empty": {"variants": {"on": null, "off": false}}}
     }));
     let paths: Vec<String> = validate(&set).into_iter().map(|d| d.path).collect();
