@@ -27,6 +27,7 @@ pub mod context;
 pub mod eval;
 pub mod hash;
 pub mod import;
+pub mod keys;
 pub mod model;
 pub mod ops;
 pub mod policy;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use dimmer_engine::import::unleash::{self, DISABLED_VARIANT, ENABLED_VARIANT};
 use dimmer_engine::model::ON;
-use dimmer_engine::{compile, evaluate_with_random};
+use dimmer_engine::{Severity, compile, evaluate_with_random};
 use serde_json::Value;
 
 /// The specification ships in the repository (`tests/vectors/`); a missing one is a bug.
@@ -49,7 +49,10 @@ fn unleash_client_specification_passes_in_full() {
         let imported = unleash::import_value(spec["state"].clone(), "default")
             .unwrap_or_else(|e| panic!("{file}: import failed: {e}"));
         let (flags, diagnostics) = compile(&imported.flags, "default");
-        assert!(diagnostics.is_empty(), "{file}: imported flags do not compile cleanly: {diagnostics:#?}");
+        // Warnings are allowed: Unleash's UTF-8 flag names (18-utf8-flag-names.json) break
+        // Dimmer's key rule and are reported, but evaluate.
+        let errors: Vec<_> = diagnostics.iter().filter(|d| d.severity == Severity::Error).collect();
+        assert!(errors.is_empty(), "{file}: imported flags do not compile cleanly: {errors:#?}");
 
         let empty = Vec::new();
         for test in spec["tests"].as_array().unwrap_or(&empty) {

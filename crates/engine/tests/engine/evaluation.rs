@@ -660,6 +660,64 @@ fn a_callers_random_number_stands_in_for_random_when_the_context_has_none() {
 }
 
 #[test]
+fn keys_that_break_the_key_rule_warn_at_compile_and_fail_validation() {
+    let set = flag_set(json!({
+        "segments": {"a#b": {"included": ["u"]}, "ok-segment": {}},
+        "flags": {
+            "a?b": {"environments": {"production": {"enabled": true}}},
+            "..": {"environments": {"production": {"enabled": true}}},
+            "new.checkout_v2-b": {"environments": {"production": {"enabled": true}}}
+        }
+    }));
+    let (flags, diagnostics) = compile(&set, PROD);
+    let shown: Vec<(Severity, &str)> = diagnostics.iter().map(|d| (d.severity, d.path.as_str())).collect();
+    assert_eq!(
+        shown,
+        [
+            (Severity::Warning, "segments[\"a#b\"]"),
+            (Severity::Warning, "flags[\"..\"]"),
+            (Severity::Warning, "flags[\"a?b\"]")
+        ],
+        "{diagnostics:#?}"
+    );
+    assert!(diagnostics[2].message.contains("'?' at position 2 is not allowed (it starts a URL's query)"));
+    // Stored data keeps working: a warning breaks nothing.
+    assert_served(&evaluate(&flags, "a?b", &user("u")), "on", json!(true), Reason::Static);
+    assert_served(&evaluate(&flags, "..", &user("u")), "on", json!(true), Reason::Static);
+    // What is about to be written is refused.
+    let validated = validate(&set);
+    assert_eq!(validated.len(), 3, "{validated:#?}");
+    assert!(validated.iter().all(|d| d.severity == Severity::Error), "{validated:#?}");
+}
+
+#[test]
+fn keys_that_could_never_be_evaluated_still_break_their_flag() {
+    let (flags, diagnostics) = compile_with_diagnostics(json!({"flags": {
+        "bell\u{7}": {"environments": {"production": {"enabled": true}}},
+        "fine": {"environments": {"production": {"enabled": true}}}
+    }}));
+    assert_eq!(
+        errors(&diagnostics),
+        [(
+            "flags[\"bell\\u0007\"]",
+            "U+0007 at position 5 is not allowed (a control character): keys are ASCII letters, digits, '-', '_' and '.'"
+        )]
+    );
+    assert_eq!(evaluate(&flags, "bell\u{7}", &user("u")).error, Some(ErrorCode::ParseError));
+    assert_eq!(evaluate(&flags, "fine", &user("u")).error, None);
+}
+
+#[test]
+fn diagnostic_paths_escape_invisible_and_bidirectional_characters() {
+    let (_, diagnostics) = compile_with_diagnostics(json!({"flags": {
+        "pay\u{202E}latot": {"environments": {"production": {"enabled": true}}}
+    }}));
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+    assert_eq!(diagnostics[0].path, "flags[\"pay\\u202elatot\"]");
+    assert!(diagnostics[0].to_string().is_ascii(), "{}", diagnostics[0]);
+}
+
+#[test]
 fn semantic_version_clauses_match_the_loose_versions_clients_send() {
     let flags = compile_clean(json!({"flags": {"modern": {"environments": {"production": {
         "enabled": true,
