@@ -236,8 +236,25 @@ mod tests {
     fn the_schema_pattern_agrees_with_check_key() {
         let pattern = regex::Regex::new(KEY_PATTERN).unwrap_or_else(|e| panic!("{e}"));
         let mut keys: Vec<String> = [
-            "", "a", "-", "_", ".", "..", "a.", ".a", "a.b", "a..b", "-a-", "a?b", "a b", "é", "a\nb", "a:b", "a/b",
-            "x\u{202E}", "9.9.9",
+            "",
+            "a",
+            "-",
+            "_",
+            ".",
+            "..",
+            "a.",
+            ".a",
+            "a.b",
+            "a..b",
+            "-a-",
+            "a?b",
+            "a b",
+            "é",
+            "a\nb",
+            "a:b",
+            "a/b",
+            "x\u{202E}",
+            "9.9.9",
         ]
         .iter()
         .map(|k| (*k).to_owned())
