@@ -49,12 +49,14 @@ impl fmt::Display for Diagnostic {
 }
 
 /// Formats a map key as a diagnostic path segment (`.key`, or `["odd key"]` when a dot or other
-/// character would make the path ambiguous).
+/// character would make the path ambiguous). The quoted form escapes everything but printable
+/// ASCII, so a path printed in a terminal shows the key as it is, not as a bidirectional or
+/// invisible character would make it look.
 pub fn path_key(key: &str) -> String {
     if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         format!(".{key}")
     } else {
-        format!("[{}]", serde_json::Value::String(key.to_owned()))
+        format!("[{}]", crate::keys::quote(key))
     }
 }
 
@@ -206,10 +208,32 @@ impl CompiledFlags {
 
 /// Compiles `set` for `environment`. Diagnostics cover the flag-level fields, that environment's
 /// configurations and every segment; a flag with an error is compiled as broken.
+///
+/// A flag or segment key that breaks the [key rule](crate::keys) is a warning here, not an
+/// error: data stored before the rule, or imported from a tool that allows such keys (Unleash
+/// allows any UTF-8 name in its clients), keeps evaluating and can still be changed, killed or
+/// dialed down. New keys are refused where they are made: [`validate`] (`dimmer lint`) reports
+/// them as errors, and the server checks [`crate::keys::check_key`] on create. Keys that could
+/// never be evaluated (empty, over 256 bytes, or with control characters) stay errors that
+/// break the flag, as they always were.
 pub fn compile(set: &FlagSet, environment: &str) -> (CompiledFlags, Vec<Diagnostic>) {
+    compile_with(set, environment, Severity::Warning)
+}
+
+/// [`compile`], with `key_severity` for keys that break the key rule.
+fn compile_with(set: &FlagSet, environment: &str, key_severity: Severity) -> (CompiledFlags, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let segment_index: HashMap<&str, usize> = set.segments.keys().enumerate().map(|(i, k)| (k.as_str(), i)).collect();
 
+    for key in set.segments.keys() {
+        if let Err(e) = crate::keys::check_key(key) {
+            diags.push(Diagnostic {
+                severity: key_severity,
+                path: format!("segments{}", path_key(key)),
+                message: e.to_string(),
+            });
+        }
+    }
     let (segments, broken_segments) = compile_segments(set, &segment_index, &mut diags);
 
     let mut flags = Vec::with_capacity(set.flags.len());
@@ -223,6 +247,7 @@ pub fn compile(set: &FlagSet, environment: &str) -> (CompiledFlags, Vec<Diagnost
             set,
             segment_index: &segment_index,
             broken_segments: &broken_segments,
+            key_severity,
             diags: &mut errors,
         };
         cx.check_flag_fields(&base);
@@ -295,6 +320,8 @@ pub fn compile(set: &FlagSet, environment: &str) -> (CompiledFlags, Vec<Diagnost
 }
 
 /// Validates every environment of every flag (and every segment): what `dimmer lint` checks.
+/// Unlike [`compile`], a key that breaks the [key rule](crate::keys) is an error: a file being
+/// checked is about to be written, and the server refuses such keys for new flags and segments.
 pub fn validate(set: &FlagSet) -> Vec<Diagnostic> {
     let mut envs: Vec<&str> = set.flags.values().flat_map(|f| f.environments.keys().map(String::as_str)).collect();
     envs.sort_unstable();
@@ -305,7 +332,7 @@ pub fn validate(set: &FlagSet) -> Vec<Diagnostic> {
     let mut seen = HashSet::new();
     let mut all = Vec::new();
     for env in envs {
-        for d in compile(set, env).1 {
+        for d in compile_with(set, env, Severity::Error).1 {
             if seen.insert(d.clone()) {
                 all.push(d);
             }
@@ -511,6 +538,8 @@ struct FlagCx<'a> {
     set: &'a FlagSet,
     segment_index: &'a HashMap<&'a str, usize>,
     broken_segments: &'a HashSet<usize>,
+    /// How a key that breaks the key rule (but can be evaluated) is reported.
+    key_severity: Severity,
     diags: &'a mut Vec<Diagnostic>,
 }
 
@@ -524,8 +553,13 @@ impl FlagCx<'_> {
     }
 
     fn check_flag_fields(&mut self, base: &str) {
-        if self.key.is_empty() || self.key.chars().any(char::is_control) || self.key.len() > 256 {
-            self.error(base.to_owned(), "a flag key must be 1 to 256 characters without control characters");
+        if let Err(e) = crate::keys::check_key(self.key) {
+            // These keys could never be evaluated, and broke their flag before the key rule.
+            let unusable = self.key.is_empty()
+                || self.key.len() > crate::keys::MAX_KEY_LEN
+                || self.key.chars().any(char::is_control);
+            let severity = if unusable { Severity::Error } else { self.key_severity };
+            self.diags.push(Diagnostic { severity, path: base.to_owned(), message: e.to_string() });
         }
         if self.flag.variants.is_empty() {
             self.error(format!("{base}.variants"), "a flag needs at least one variant");

@@ -145,9 +145,38 @@ impl<'a> Outcome<'a> {
     }
 }
 
+/// What one evaluation reads: the context, and the random number for `$random` (the
+/// context's own, or the caller's).
+#[derive(Clone, Copy)]
+struct Input<'c> {
+    context: &'c Context,
+    random: Option<u32>,
+}
+
 /// Evaluates flag `key` for `context`.
+///
+/// `$random` bucketing uses the number the context carries ([`Context::with_random`]); without
+/// one it is skipped. Callers that serve real traffic use [`evaluate_with_random`] instead.
 pub fn evaluate<'a>(flags: &'a CompiledFlags, key: &str, context: &Context) -> Evaluation<'a> {
-    evaluate_traced(flags, key, context, &mut NoTrace)
+    evaluate_traced_with_random(flags, key, context, None, &mut NoTrace)
+}
+
+/// Evaluates flag `key` for `context`, with `random` standing in for `$random` when the context
+/// carries no number of its own (the context's wins, so a caller can pin it).
+///
+/// The engine reads no random source; every caller that evaluates for real traffic (the SDK,
+/// `dimmer eval`, the server's OFREP endpoints) draws a fresh number per evaluation and passes it
+/// here. Without one, a rollout bucketing by `$random` (Unleash's `random` stickiness, and its
+/// `default` stickiness for a context with neither `userId` nor `sessionId`) places nobody.
+/// `None` means the caller has no random source: `$random` is skipped, as in [`evaluate`].
+#[inline]
+pub fn evaluate_with_random<'a>(
+    flags: &'a CompiledFlags,
+    key: &str,
+    context: &Context,
+    random: Option<u32>,
+) -> Evaluation<'a> {
+    evaluate_traced_with_random(flags, key, context, random, &mut NoTrace)
 }
 
 /// Evaluates flag `key` for `context`, reporting each step to `tracer`.
@@ -157,6 +186,18 @@ pub fn evaluate_traced<'a, T: Tracer>(
     context: &Context,
     tracer: &mut T,
 ) -> Evaluation<'a> {
+    evaluate_traced_with_random(flags, key, context, None, tracer)
+}
+
+/// [`evaluate_with_random`], reporting each step to `tracer`.
+pub fn evaluate_traced_with_random<'a, T: Tracer>(
+    flags: &'a CompiledFlags,
+    key: &str,
+    context: &Context,
+    random: Option<u32>,
+    tracer: &mut T,
+) -> Evaluation<'a> {
+    let input = Input { context, random: context.random().or(random) };
     let Some(&index) = flags.index.get(key) else {
         tracer.step(|| format!("no flag \"{key}\" in environment \"{}\"", flags.environment));
         return Evaluation {
@@ -169,7 +210,7 @@ pub fn evaluate_traced<'a, T: Tracer>(
             error_message: Some("flag not found"),
         };
     };
-    let outcome = evaluate_index(flags, index, context, tracer, 0);
+    let outcome = evaluate_index(flags, index, input, tracer, 0);
     let flag = &flags.flags[index];
     let served = outcome.variant.and_then(|v| flag.variants.get(v));
     let rule_id = match (&flag.body, outcome.rule) {
@@ -190,10 +231,11 @@ pub fn evaluate_traced<'a, T: Tracer>(
 fn evaluate_index<'a, T: Tracer>(
     flags: &'a CompiledFlags,
     index: usize,
-    context: &Context,
+    input: Input<'_>,
     tracer: &mut T,
     depth: usize,
 ) -> Outcome<'a> {
+    let context = input.context;
     let flag = &flags.flags[index];
     let cfg = match &flag.body {
         Body::Ready(cfg) => cfg,
@@ -212,7 +254,7 @@ fn evaluate_index<'a, T: Tracer>(
         }
         let parent = &flags.flags[prereq.flag];
         tracer.step(|| format!("evaluating prerequisite \"{}\":", parent.key));
-        let got = evaluate_index(flags, prereq.flag, context, tracer, depth + 1);
+        let got = evaluate_index(flags, prereq.flag, input, tracer, depth + 1);
         if let Some((ErrorCode::General, message)) = got.error {
             // Too deep a chain is the caller's problem, not a failed prerequisite.
             return Outcome::failed(cfg.off, ErrorCode::General, message);
@@ -234,10 +276,10 @@ fn evaluate_index<'a, T: Tracer>(
             return Outcome::served(variant, Reason::TargetingMatch, None);
         }
     }
-    let outcome = rules_and_default(flags, index, cfg, context, tracer);
+    let outcome = rules_and_default(flags, index, cfg, input, tracer);
     match &cfg.exposure {
         Some(exposure) if outcome.error.is_none() && outcome.variant.is_some() && outcome.variant != cfg.off => {
-            held_back(flags, exposure, cfg, context, tracer).unwrap_or(outcome)
+            held_back(flags, exposure, cfg, input, tracer).unwrap_or(outcome)
         }
         _ => outcome,
     }
@@ -249,11 +291,12 @@ fn held_back<'a, T: Tracer>(
     flags: &'a CompiledFlags,
     exposure: &CompiledExposure,
     cfg: &Config,
-    context: &Context,
+    input: Input<'_>,
     tracer: &mut T,
 ) -> Option<Outcome<'a>> {
+    let context = input.context;
     let gate = &exposure.gate;
-    let bucket = if gate.weight == 0 { None } else { bucket_of(&gate.bucketing, context) };
+    let bucket = if gate.weight == 0 { None } else { bucket_of(&gate.bucketing, input) };
     match bucket {
         Some(b) if b < gate.weight => {
             tracer
@@ -281,9 +324,10 @@ fn rules_and_default<'a, T: Tracer>(
     flags: &'a CompiledFlags,
     index: usize,
     cfg: &Config,
-    context: &Context,
+    input: Input<'_>,
     tracer: &mut T,
 ) -> Outcome<'a> {
+    let context = input.context;
     for (r, rule) in cfg.rules.iter().enumerate() {
         let label = || rule.id.as_deref().map_or(format!("rule[{r}]"), |id| format!("rule[{r}] \"{id}\""));
         if !clauses_hold(flags, &rule.clauses, context, tracer, &label) {
@@ -294,7 +338,7 @@ fn rules_and_default<'a, T: Tracer>(
             let admitted = if gate.weight == 0 {
                 false
             } else {
-                match bucket_of(&gate.bucketing, context) {
+                match bucket_of(&gate.bucketing, input) {
                     Some(b) => {
                         tracer.step(|| {
                             format!(
@@ -318,11 +362,11 @@ fn rules_and_default<'a, T: Tracer>(
             }
         }
         tracer.step(|| format!("{} matched", label()));
-        return serve(&rule.serve, cfg, context, Reason::TargetingMatch, Some(r), tracer, flag_variants(flags, index));
+        return serve(&rule.serve, cfg, input, Reason::TargetingMatch, Some(r), tracer, flag_variants(flags, index));
     }
     let reason = if cfg.is_static { Reason::Static } else { Reason::Default };
     tracer.step(|| "no rule matched: serving the default".to_owned());
-    serve(&cfg.default, cfg, context, reason, None, tracer, flag_variants(flags, index))
+    serve(&cfg.default, cfg, input, reason, None, tracer, flag_variants(flags, index))
 }
 
 fn flag_variants(flags: &CompiledFlags, index: usize) -> &[(Box<str>, Value)] {
@@ -332,7 +376,7 @@ fn flag_variants(flags: &CompiledFlags, index: usize) -> &[(Box<str>, Value)] {
 fn serve<'a, T: Tracer>(
     serve: &CompiledServe,
     cfg: &Config,
-    context: &Context,
+    input: Input<'_>,
     fixed_reason: Reason,
     rule: Option<usize>,
     tracer: &mut T,
@@ -341,7 +385,7 @@ fn serve<'a, T: Tracer>(
     match serve {
         CompiledServe::Variant(v) => Outcome::served(*v, fixed_reason, rule),
         CompiledServe::Rollout { bucketing, ranges } => {
-            let Some(b) = bucket_of(bucketing, context) else {
+            let Some(b) = bucket_of(bucketing, input) else {
                 tracer.step(|| "the rollout has no bucketing value in the context".to_owned());
                 return Outcome {
                     rule,
@@ -424,13 +468,11 @@ fn in_segment(flags: &CompiledFlags, index: usize, context: &Context, depth: usi
 
 /// The context's bucket, or `None` when no bucketing source has a usable value.
 #[inline]
-fn bucket_of(bucketing: &Bucketing, context: &Context) -> Option<u32> {
+fn bucket_of(bucketing: &Bucketing, input: Input<'_>) -> Option<u32> {
     for source in bucketing.sources.iter() {
         let found = match source {
-            BucketSource::Random => {
-                context.random().map(|r| with_text(&Value::from(r), |bytes| bucket(bucketing, bytes)))
-            }
-            BucketSource::Attribute(path) => match context.lookup(path) {
+            BucketSource::Random => input.random.map(|r| with_text(&Value::from(r), |bytes| bucket(bucketing, bytes))),
+            BucketSource::Attribute(path) => match input.context.lookup(path) {
                 // An empty string identifies nobody: bucketing it would put every anonymous
                 // user in the same bucket.
                 Some(Value::String(s)) if !s.is_empty() => Some(bucket(bucketing, s.as_bytes())),

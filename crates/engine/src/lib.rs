@@ -2,7 +2,8 @@
 //! percentage bucketing.
 //!
 //! The engine is pure. It does no I/O, never reads the clock and has no randomness of its own:
-//! time arrives as a context attribute and randomness (for `$random` bucketing) as an argument.
+//! time arrives as a context attribute and randomness (for `$random` bucketing) as an argument
+//! ([`evaluate_with_random`], or [`Context::with_random`]).
 //! Use it in two steps: [`compile`] a [`FlagSet`] once per change, then [`evaluate`] many times.
 //!
 //! ```
@@ -26,6 +27,7 @@ pub mod context;
 pub mod eval;
 pub mod hash;
 pub mod import;
+pub mod keys;
 pub mod model;
 pub mod ops;
 pub mod policy;
@@ -34,5 +36,8 @@ pub mod semver;
 
 pub use compile::{CompiledFlags, Diagnostic, Severity, compile, validate};
 pub use context::Context;
-pub use eval::{ErrorCode, Evaluation, Explain, NoTrace, Reason, Tracer, evaluate, evaluate_traced};
+pub use eval::{
+    ErrorCode, Evaluation, Explain, NoTrace, Reason, Tracer, evaluate, evaluate_traced, evaluate_traced_with_random,
+    evaluate_with_random,
+};
 pub use model::{Flag, FlagKind, FlagSet, Operator, Segment};

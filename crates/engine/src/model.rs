@@ -22,9 +22,11 @@ pub const FULL_WEIGHT: u32 = 100_000;
 pub struct FlagSet {
     /// Flags by key.
     #[serde(default)]
+    #[schemars(extend("propertyNames" = {"pattern": crate::keys::KEY_PATTERN}))]
     pub flags: IndexMap<String, Flag>,
     /// Reusable user groups by key.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    #[schemars(extend("propertyNames" = {"pattern": crate::keys::KEY_PATTERN}))]
     pub segments: IndexMap<String, Segment>,
 }
 

@@ -172,7 +172,7 @@ impl Matcher {
                 .is_some_and(|n| numbers.iter().any(|v| n.partial_cmp(v).is_some_and(|ord| cmp.holds(ord)))),
             Matcher::Semver(cmp, versions) => value
                 .as_str()
-                .and_then(Version::parse)
+                .and_then(Version::parse_loose)
                 .is_some_and(|actual| versions.iter().any(|(_, v)| cmp.holds(actual.cmp(&v.view())))),
             Matcher::Date(cmp, dates) => date_of(value).is_some_and(|t| dates.iter().any(|d| cmp.holds(t.cmp(d)))),
             Matcher::Cidr(nets) => value
@@ -362,8 +362,12 @@ pub(crate) fn compile_matcher(op: &Operator, values: &[Value], case_insensitive:
             non_empty(values, op)?;
             let mut versions = Vec::new();
             for (i, s) in strings(values, "a semantic version string")?.into_iter().enumerate() {
-                let parsed = Version::parse(&s).map(|v| v.to_owned_version()).ok_or_else(|| {
-                    OpError::at(i, format!("\"{s}\" is not a semantic version (MAJOR.MINOR.PATCH[-PRE][+BUILD])"))
+                // Loose like the attribute it is compared with, as LaunchDarkly reads both sides.
+                let parsed = Version::parse_loose(&s).map(|v| v.to_owned_version()).ok_or_else(|| {
+                    OpError::at(
+                        i,
+                        format!("\"{s}\" is not a semantic version ([v]MAJOR[.MINOR[.PATCH]][-PRE][+BUILD])"),
+                    )
                 })?;
                 versions.push((s, parsed));
             }
@@ -477,7 +481,17 @@ mod tests {
             ("num_eq", json!([12]), json!("12.0"), true),
             ("semver_gt", json!(["1.2.2"]), json!("1.10.0"), true),
             ("semver_lt", json!(["2.0.0-alpha.3"]), json!("2.0.0-alpha.1"), true),
-            ("semver_eq", json!(["1.0.0"]), json!("v1.0.0"), false),
+            ("semver_eq", json!(["1.0.0"]), json!("v1.0.0"), true),
+            ("semver_eq", json!(["2.0.0"]), json!("2"), true),
+            ("semver_eq", json!(["2.1.0"]), json!("2.1"), true),
+            ("semver_eq", json!(["2"]), json!("2.0.0"), true),
+            ("semver_gte", json!(["v2.1"]), json!("2.1.0"), true),
+            ("semver_lt", json!(["2.1"]), json!("v2.0.9"), true),
+            ("semver_lt", json!(["2.0.0"]), json!("2-rc.1"), true),
+            ("semver_eq", json!(["1.0.0"]), json!("01.0.0"), false),
+            ("semver_eq", json!(["1.0.0"]), json!("1.0.0.0"), false),
+            ("semver_eq", json!(["1.0.0"]), json!(" 1.0.0"), false),
+            ("semver_eq", json!(["1.0.0"]), json!(1), false),
             ("semver_lte", json!(["1.0.0"]), json!("1.0.0"), true),
             ("semver_gte", json!(["1.0.0"]), json!("0.9.9"), false),
             ("before", json!(["2022-01-29T13:00:00Z"]), json!("2022-01-28T13:00:00.000Z"), true),
@@ -524,7 +538,8 @@ mod tests {
         let cases: &[(&str, Value, Option<usize>, &str)] = &[
             ("eq", json!(["a"]), None, "unknown operator \"eq\""),
             ("regex", json!(["ok", "("]), Some(1), "invalid regular expression"),
-            ("semver_gt", json!(["1.0"]), Some(0), "not a semantic version"),
+            ("semver_gt", json!(["1.0", "1.0.0.0"]), Some(1), "not a semantic version"),
+            ("semver_gt", json!(["01.0"]), Some(0), "not a semantic version"),
             ("lt", json!([1, "x"]), Some(1), "expected a number"),
             ("after", json!(["yesterday"]), Some(0), "RFC 3339"),
             ("cidr", json!(["10.0.0.0/33"]), Some(0), "not a CIDR"),

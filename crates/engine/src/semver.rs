@@ -1,5 +1,9 @@
 //! Semantic versions (semver 2.0.0), parsed without allocating so that comparing a context's
 //! version on the evaluation path costs no heap.
+//!
+//! Clients send versions loosely (`2`, `2.1`, `v1.2.3`), and LaunchDarkly and flagd match them,
+//! so the operators read both sides with [`Version::parse_loose`]: a leading `v` is dropped and
+//! a missing minor or patch is 0. [`Version::parse`] stays strict semver 2.0.0.
 
 use std::cmp::Ordering;
 
@@ -16,6 +20,18 @@ pub struct Version<'a> {
 impl<'a> Version<'a> {
     /// Parses a strict semver 2.0.0 version (`1.2.3`, `2.0.0-rc.1+build.5`); no `v` prefix.
     pub fn parse(text: &'a str) -> Option<Self> {
+        Self::parse_with(text, false)
+    }
+
+    /// Parses a strict version, or a loose one as clients send it: a leading `v` (`v1.2.3`),
+    /// and a missing minor or patch taken as 0 (`2` is `2.0.0`, `2.1-rc.1` is `2.1.0-rc.1`).
+    /// Everything else is as strict as [`Version::parse`]: no leading zeros, no whitespace, no
+    /// fourth number, valid pre-release and build identifiers.
+    pub fn parse_loose(text: &'a str) -> Option<Self> {
+        Self::parse_with(text.strip_prefix('v').unwrap_or(text), true)
+    }
+
+    fn parse_with(text: &'a str, loose: bool) -> Option<Self> {
         let (core_pre, build) = match text.split_once('+') {
             Some((a, b)) => (a, Some(b)),
             None => (text, None),
@@ -36,8 +52,13 @@ impl<'a> Version<'a> {
         };
         let mut parts = core.split('.');
         let major = numeric(parts.next()?)?;
-        let minor = numeric(parts.next()?)?;
-        let patch = numeric(parts.next()?)?;
+        let mut next = || match parts.next() {
+            Some(part) => numeric(part),
+            None if loose => Some(0),
+            None => None,
+        };
+        let minor = next()?;
+        let patch = next()?;
         if parts.next().is_some() {
             return None;
         }
@@ -164,6 +185,44 @@ mod tests {
     fn invalid_versions_are_rejected() {
         for bad in ["v1.2.3", "1.2", "1.2.3.4", "01.2.3", "1.2.3-", "1.2.3-01", "1.2.3+", "a.b.c", "", " 1.2.3"] {
             assert!(Version::parse(bad).is_none(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn loose_versions_drop_the_v_and_fill_missing_numbers_with_zero() {
+        let loose = |s| Version::parse_loose(s).unwrap_or_else(|| panic!("{s} should parse loosely"));
+        for (text, same_as) in [
+            ("2", "2.0.0"),
+            ("2.1", "2.1.0"),
+            ("v1.2.3", "1.2.3"),
+            ("v2", "2.0.0"),
+            ("v2.1", "2.1.0"),
+            ("2-rc.1", "2.0.0-rc.1"),
+            ("v2.1-beta+build.7", "2.1.0-beta"),
+            ("1.2.3-rc.1+b", "1.2.3-rc.1"),
+            ("0", "0.0.0"),
+        ] {
+            assert_eq!(loose(text), v(same_as), "{text} = {same_as}");
+        }
+        assert!(loose("2") < v("2.0.1") && loose("2.1") > v("2.0.9"));
+        assert!(loose("2-rc.1") < loose("2"), "a pre-release still ranks below its release");
+    }
+
+    #[test]
+    fn loose_parsing_is_strict_about_everything_else() {
+        for bad in [
+            "", "v", "V1.2.3", "vv1", " 2", "2 ", "2.", "2..1", "1.2.3.4", "02", "1.02", "v01.2.3", "1.2.3-", "2-01",
+            "2+", "a", "1.x", "-1", "v-1", "1e3", "+1",
+        ] {
+            assert!(Version::parse_loose(bad).is_none(), "{bad:?} should not parse, even loosely");
+        }
+    }
+
+    #[test]
+    fn strict_versions_parse_the_same_either_way() {
+        for text in ["1.2.3", "0.0.0", "2.0.0-rc.1+build.5", "1.0.0-alpha.beta", "10.20.30"] {
+            assert_eq!(Version::parse(text), Version::parse_loose(text), "{text}");
+            assert!(Version::parse(text).is_some(), "{text}");
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 
-use dimmer_engine::{CompiledFlags, Context, FlagSet, Reason, compile, evaluate};
+use dimmer_engine::{CompiledFlags, Context, FlagSet, Reason, compile, evaluate_with_random};
 use serde_json::{Value, json};
 
 const SEGMENT_SIZE: usize = 10_000;
@@ -94,14 +94,18 @@ struct Case {
     want: Option<&'static str>,
     /// Whether the evaluation reaches a regex clause.
     regex: bool,
+    /// The caller's random number, as the SDK passes one per evaluation.
+    random: Option<u32>,
 }
 
 fn case(what: &'static str, flag: &'static str, context: Context, want: Option<&'static str>) -> Case {
-    Case { what, flag, context, want, regex: false }
+    Case { what, flag, context, want, regex: false, random: None }
 }
 
 fn cases() -> Vec<Case> {
     let rule_2 = Context::with_key("u-4").attr("version", "2.3.1").attr("email", "cat@dimmer.org").attr("seats", 40);
+    let loose_version =
+        Context::with_key("u-6").attr("version", "v2.4").attr("email", "eve@dimmer.org").attr("seats", 40);
     let no_rule = Context::with_key("u-5").attr("version", "1.9.9").attr("email", "dan@dimmer.org").attr("name", "dan");
     vec![
         case("boolean flag without rules", "plain", Context::with_key("u-1"), Some("on")),
@@ -120,6 +124,7 @@ fn cases() -> Vec<Case> {
             Some("r1"),
         ),
         Case { regex: true, ..case("rule 2 (semver, regex) after rules 0 and 1 fail", "rules", rule_2, Some("r2")) },
+        Case { regex: true, ..case("rule 2 with a loose version (v2.4)", "rules", loose_version, Some("r2")) },
         Case { regex: true, ..case("no rule matches: default", "rules", no_rule, Some("on")) },
         case("50% rollout behind an in clause", "split", Context::with_key("user-1").attr("country", "fr"), None),
         case("50% rollout behind an in clause", "split", Context::with_key("user-2").attr("country", "de"), None),
@@ -128,6 +133,7 @@ fn cases() -> Vec<Case> {
         case("numeric bucketing value", "by-number", Context::with_key("u").attr("accountId", 12_345), None),
         case("float bucketing value", "by-number", Context::with_key("u").attr("accountId", 12.5), None),
         case("$random bucketing", "by-number", Context::with_key("u").with_random(987_654), None),
+        Case { random: Some(42), ..case("the caller's random number", "by-number", Context::with_key("u"), None) },
         case("individual target", "members", Context::with_key("vip-2"), Some("on")),
         case("individual target to off", "members", Context::with_key("banned"), Some("off")),
         case("member of a 10,000-key segment", "members", Context::with_key("member-9876"), Some("on")),
@@ -166,7 +172,12 @@ fn compile_flags() -> CompiledFlags {
 fn allocations(flags: &CompiledFlags, case: &Case) -> Option<String> {
     let info = allocation_counter::measure(|| {
         for _ in 0..3 {
-            black_box(evaluate(black_box(flags), black_box(case.flag), black_box(&case.context)));
+            black_box(evaluate_with_random(
+                black_box(flags),
+                black_box(case.flag),
+                black_box(&case.context),
+                black_box(case.random),
+            ));
         }
     });
     (info.count_total != 0)
@@ -192,7 +203,7 @@ fn evaluation_makes_no_heap_allocation() {
         // The first search of a regex on a thread builds that thread's search cache (the regex
         // crate's pool), reused by every later search: warm it so the measurement sees the
         // steady state.
-        let eval = evaluate(&flags, case.flag, &case.context);
+        let eval = evaluate_with_random(&flags, case.flag, &case.context, case.random);
         if case.want.is_some() {
             assert_eq!(eval.variant, case.want, "{}: {eval:?}", case.what);
         }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dimmer_engine::{Context, Evaluation, Reason, evaluate};
+use dimmer_engine::{Context, Evaluation, Reason, evaluate_with_random};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
@@ -349,7 +349,8 @@ impl Client {
         let shared = self.shared();
         let run = |loaded: Option<&Loaded>, memo: Option<&mut SlotMemo>| {
             let Some(loaded) = loaded else { return f(None).0 };
-            let eval = evaluate(&loaded.compiled, key, context);
+            // A fresh number per evaluation for `$random` (the engine has no random source).
+            let eval = evaluate_with_random(&loaded.compiled, key, context, Some(crate::random::next_u32()));
             let (out, served) = f(Some((loaded, &eval)));
             if served
                 && shared.metrics.enabled

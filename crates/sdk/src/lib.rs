@@ -2,7 +2,8 @@
 //! to the client, and report what happened to the users of each variant.
 //!
 //! - **Local evaluation.** Getters run the engine on the configuration held in memory: no
-//!   network, no await, no lock. When nothing is known they serve the caller's default, with a
+//!   network, no await, no lock. Each evaluation draws a fresh random number for rollouts that
+//!   bucket by `$random` (a number set with `Context::with_random` wins). When nothing is known they serve the caller's default, with a
 //!   reason (`ERROR` / `PROVIDER_NOT_READY` or `FLAG_NOT_FOUND`).
 //! - **Kept current.** A snapshot at start, then server-sent events (reconnecting with
 //!   exponential backoff and jitter, resuming with `Last-Event-ID`), or ETag polling when the
@@ -40,6 +41,7 @@ mod error;
 pub mod metrics;
 #[cfg(feature = "openfeature")]
 pub mod openfeature;
+mod random;
 mod shared;
 pub mod sse;
 mod state;

@@ -1,11 +1,13 @@
-//! `dimmer eval`: evaluate one flag from a flags file for a context, as JSON.
+//! `dimmer eval`: evaluate flags from a flags file for one context or several, as JSON.
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use dimmer_engine::{Context, Explain, Reason, compile, evaluate_traced};
+use dimmer_engine::{
+    CompiledFlags, Context, Evaluation, Explain, NoTrace, Reason, compile, evaluate_traced_with_random,
+};
 use serde_json::{Value, json};
 
 use super::FileArg;
@@ -16,16 +18,21 @@ pub struct EvalArgs {
     /// The flags file (JSON or YAML; `-` for standard input).
     #[arg(long)]
     file: FileArg,
-    /// The flag key.
-    #[arg(long)]
-    flag: String,
+    /// The flag key; repeat it to evaluate several flags.
+    #[arg(long, required_unless_present = "all")]
+    flag: Vec<String>,
+    /// Evaluate every flag of the file, in file order.
+    #[arg(long, conflicts_with = "flag")]
+    all: bool,
     /// The environment; may be left out when the file has one.
     #[arg(long)]
     env: Option<String>,
-    /// The evaluation context as a JSON object, or `@path` to a JSON file.
+    /// The evaluation context as a JSON object, or a JSON array of contexts to evaluate each
+    /// flag for; or `@path` to a JSON file holding either.
     #[arg(long, default_value = "{}")]
     context: String,
-    /// A random number for rollouts that bucket by `$random`.
+    /// The random number for rollouts that bucket by `$random` [default: a fresh one per
+    /// evaluation].
     #[arg(long)]
     random: Option<u32>,
     /// Also say which target, rule, clause or bucket decided.
@@ -52,15 +59,48 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     if super::report(&args.file, &diagnostics) {
         bail!("{} is invalid: fix the errors above", args.file.display());
     }
-    let context = parse_context(&args.context)?;
-    let context = match args.random {
-        Some(r) => context.with_random(r),
-        None => context,
+    let (contexts, several_contexts) = parse_contexts(&args.context)?;
+    let keys: Vec<String> = if args.all { flags.keys().map(str::to_owned).collect() } else { args.flag.clone() };
+
+    let mut results = Vec::with_capacity(contexts.len() * keys.len());
+    let mut failed = false;
+    for (i, context) in contexts.iter().enumerate() {
+        for key in &keys {
+            let mut out = evaluate_one(&flags, key, context, &env, &args);
+            failed |= out["reason"] == Reason::Error.as_str();
+            if several_contexts {
+                out["context"] = json!(i);
+            }
+            results.push(out);
+        }
+    }
+    // One flag for one context prints one object, as it always has; anything else a list.
+    let printed = match results.pop() {
+        Some(only) if results.is_empty() && !several_contexts && !args.all => only,
+        last => {
+            results.extend(last);
+            Value::Array(results)
+        }
     };
+    println!("{}", serde_json::to_string_pretty(&printed)?);
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// One evaluation as printed: `{flag, value, variant, reason}`, the error, and with `--explain`
+/// the environment, the deciding rule and the steps.
+fn evaluate_one(flags: &CompiledFlags, key: &str, context: &Context, env: &str, args: &EvalArgs) -> Value {
+    // The engine has no random source: each evaluation gets a fresh number for `$random`, as in
+    // the SDK, unless --random pins it. Without a working OS source `$random` is skipped, which
+    // only matters to rollouts that bucket by it.
+    let random = args.random.or_else(|| getrandom::u32().ok());
     let mut trace = Explain::default();
-    let eval = evaluate_traced(&flags, &args.flag, &context, &mut trace);
+    let eval: Evaluation<'_> = if args.explain {
+        evaluate_traced_with_random(flags, key, context, random, &mut trace)
+    } else {
+        evaluate_traced_with_random(flags, key, context, random, &mut NoTrace)
+    };
     let mut out = json!({
-        "flag": args.flag,
+        "flag": key,
         "value": eval.value,
         "variant": eval.variant,
         "reason": eval.reason.as_str(),
@@ -77,18 +117,34 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         }
         out["explanation"] = json!(trace.0);
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(if eval.reason == Reason::Error { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    out
 }
 
-fn parse_context(arg: &str) -> Result<Context> {
+/// The `--context` argument: one object, or an array of objects (`true` in the second place).
+fn parse_contexts(arg: &str) -> Result<(Vec<Context>, bool)> {
     let text = match arg.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading context file {path}"))?,
         None => arg.to_owned(),
     };
     let value: Value = serde_json::from_str(&text).context("--context: not valid JSON")?;
     match value {
-        Value::Object(map) => Ok(Context::from_map(map)),
-        other => bail!("--context: expected a JSON object, found {}", dimmer_engine::ops::kind_of(&other)),
+        Value::Object(map) => Ok((vec![Context::from_map(map)], false)),
+        Value::Array(items) => {
+            let contexts = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::Object(map) => Ok(Context::from_map(map)),
+                    other => {
+                        bail!("--context[{i}]: expected a JSON object, found {}", dimmer_engine::ops::kind_of(&other))
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((contexts, true))
+        }
+        other => bail!(
+            "--context: expected a JSON object or an array of objects, found {}",
+            dimmer_engine::ops::kind_of(&other)
+        ),
     }
 }

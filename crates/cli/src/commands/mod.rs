@@ -30,7 +30,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Evaluate one flag from a flags file for a context.
+    /// Evaluate flags from a flags file for a context (or several).
     Eval(eval::EvalArgs),
     /// Convert another tool's flags into Dimmer flags (JSON on standard output).
     #[command(subcommand)]

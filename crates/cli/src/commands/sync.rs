@@ -208,6 +208,22 @@ fn plan(server: &ServerFlags, wanted: &FlagSet) -> Result<Plan> {
     Ok(plan)
 }
 
+/// The created flags and segments whose keys break the key rule, as `flags.KEY: reason`. The
+/// server refuses them, so `apply` names them all before writing anything; updates of flags
+/// stored before the rule are left alone.
+fn bad_new_keys(plan: &Plan) -> Vec<String> {
+    plan.changes
+        .iter()
+        .filter(|c| c.action == "create")
+        .filter_map(|c| {
+            let map = if c.kind == "segment" { "segments" } else { "flags" };
+            dimmer_engine::keys::check_key(&c.key)
+                .err()
+                .map(|e| format!("{map}{}: {e}", dimmer_engine::compile::path_key(&c.key)))
+        })
+        .collect()
+}
+
 fn show(plan: &Plan) {
     if plan.changes.is_empty() {
         println!("no changes: the server matches the file");
@@ -259,6 +275,13 @@ pub fn apply(remote: &Remote, args: ApplyArgs) -> Result<ExitCode> {
         }
         (None, None) => bail!("give a flags file (-f FILE) or a saved plan (--plan FILE)"),
     };
+    let bad = bad_new_keys(&plan);
+    if !bad.is_empty() {
+        for line in &bad {
+            eprintln!("error: {line}");
+        }
+        bail!("{} new key(s) break the key rule (docs/flags.md#keys); nothing was written", bad.len());
+    }
     if args.dry_run {
         if remote.json {
             println!("{}", serde_json::to_string_pretty(&plan)?);

@@ -8,3 +8,4 @@ mod policy;
 mod sdk;
 mod serve;
 mod training;
+mod unleash;

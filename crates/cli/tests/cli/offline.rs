@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn dimmer(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dimmer")).args(args).output().expect("the dimmer binary runs")
@@ -132,6 +132,95 @@ fn eval_of_an_unknown_flag_says_so_and_fails() {
 }
 
 #[test]
+fn eval_takes_several_flags_and_contexts_in_one_run() {
+    let dir = scratch("batch");
+    let file = write(
+        &dir,
+        "flags.yaml",
+        &format!("{FLAGS}  plain:\n    environments:\n      production: {{enabled: true}}\n"),
+    );
+    let contexts = r#"[{"targetingKey":"vip-1"}, {"targetingKey":"u2","country":"fr","plan":"pro"}]"#;
+    let out = dimmer(&["eval", "--file", &file, "--flag", "checkout", "--flag", "nope", "--context", contexts]);
+    assert_eq!(out.status.code(), Some(1), "an unknown flag is an error, in a list as alone");
+    let got: Vec<(Value, Value, Value)> = stdout_json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["context"].clone(), r["flag"].clone(), r["reason"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (json!(0), json!("checkout"), json!("TARGETING_MATCH")),
+            (json!(0), json!("nope"), json!("ERROR")),
+            (json!(1), json!("checkout"), json!("TARGETING_MATCH")),
+            (json!(1), json!("nope"), json!("ERROR")),
+        ]
+    );
+    // --all: every flag in file order, as a list even for one context.
+    let out = dimmer(&["eval", "--file", &file, "--all", "--context", r#"{"targetingKey":"vip-1"}"#]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        stdout_json(&out),
+        json!([
+            {"flag": "checkout", "value": true, "variant": "on", "reason": "TARGETING_MATCH"},
+            {"flag": "plain", "value": true, "variant": "on", "reason": "STATIC"}
+        ])
+    );
+    let out = dimmer(&["eval", "--file", &file, "--all", "--context", r#"[{}, 3]"#]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--context[1]: expected a JSON object, found a number"));
+    let out = dimmer(&["eval", "--file", &file]);
+    assert!(!out.status.success(), "a flag or --all is required");
+}
+
+#[test]
+fn eval_draws_a_random_number_per_evaluation_unless_one_is_given() {
+    let dir = scratch("random");
+    let file = write(
+        &dir,
+        "flags.yaml",
+        "flags:\n  coin:\n    environments:\n      production:\n        enabled: true\n        default: {rollout: {bucket_by: $random, variants: [{variant: on, weight: 50000}, {variant: off, weight: 50000}]}}\n",
+    );
+    let anonymous = json!(vec![json!({}); 400]).to_string();
+    let heads = |extra: &[&str]| {
+        let mut args = vec!["eval", "--file", file.as_str(), "--flag", "coin", "--context", anonymous.as_str()];
+        args.extend_from_slice(extra);
+        let out = dimmer(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        stdout_json(&out).as_array().unwrap().iter().filter(|r| r["variant"] == "on").count()
+    };
+    // Binomial(400, 0.5): 200 ± 10; 120..280 is 8 standard deviations.
+    let drawn = heads(&[]);
+    assert!((120..=280).contains(&drawn), "{drawn} of 400 anonymous evaluations got on");
+    let pinned = heads(&["--random", "7"]);
+    assert!(pinned == 0 || pinned == 400, "--random pins every evaluation: {pinned}");
+}
+
+#[test]
+fn keys_that_break_the_key_rule_fail_lint_and_still_evaluate() {
+    let dir = scratch("keys");
+    let file = write(
+        &dir,
+        "flags.yaml",
+        "flags:\n  \"a?b\":\n    environments:\n      production: {enabled: true}\nsegments:\n  \"..\": {included: [u]}\n",
+    );
+    let out = dimmer(&["lint", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "error: flags[\"a?b\"]: '?' at position 2 is not allowed (it starts a URL's query)",
+        "error: segments[\"..\"]: a key cannot start or end with '.'",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
+    let out = dimmer(&["eval", "--file", &file, "--flag", "a?b"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout_json(&out)["value"], true);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: flags[\"a?b\"]"));
+}
+
+#[test]
 fn lint_lists_every_problem_with_its_path_and_fails() {
     let dir = scratch("lint");
     let bad = FLAGS
@@ -192,14 +281,10 @@ fn import_unleash_writes_native_flags_that_eval_reads() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let native = write(&dir, "native.json", &String::from_utf8_lossy(&out.stdout));
     // The exact buckets are pinned by the conformance suite; here, the imported gate behaves as a 50% gate.
-    let mut on = 0;
-    for user in 0..200 {
-        let ctx = format!(r#"{{"userId":"{user}","country":"fr"}}"#);
-        let out = dimmer(&["eval", "--file", &native, "--flag", "rollout.half", "--context", &ctx]);
-        if stdout_json(&out)["value"] == true {
-            on += 1;
-        }
-    }
+    let contexts: Vec<Value> = (0..200).map(|user| json!({"userId": user.to_string(), "country": "fr"})).collect();
+    let out = dimmer(&["eval", "--file", &native, "--flag", "rollout.half", "--context", &json!(contexts).to_string()]);
+    let results = stdout_json(&out);
+    let on = results.as_array().unwrap().iter().filter(|r| r["value"] == true).count();
     assert!((60..140).contains(&on), "about half of 200 users should be on, got {on}");
     let out = dimmer(&["import", "unleash", &write(&dir, "not.json", r#"{"hello": 1}"#)]);
     assert_eq!(out.status.code(), Some(1));

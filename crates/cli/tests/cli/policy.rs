@@ -261,5 +261,21 @@ fn export_then_apply_round_trips_with_a_dry_run_diff_and_refuses_a_stale_version
     let (code, out, _) = remote(&["apply", "-f", &file_arg, "--dry-run"]);
     assert_eq!(code, Some(0));
     assert!(out.contains("no changes"), "{out}");
+
+    // New keys that break the key rule are named, and nothing is written, not even the rest.
+    let bad_file = dir.join("bad-keys.yaml");
+    std::fs::write(
+        &bad_file,
+        "flags:\n  \"a?b\": {}\n  fine-new-flag: {}\nsegments:\n  \"beta testers\": {}\n  ok-segment: {}\n",
+    )
+    .expect("write");
+    let file_arg = bad_file.display().to_string();
+    let (code, _, err) = remote(&["apply", "-f", &file_arg]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("error: flags[\"a?b\"]: '?' at position 2 is not allowed"), "{err}");
+    assert!(err.contains("error: segments[\"beta testers\"]: U+0020 at position 5"), "{err}");
+    assert!(err.contains("2 new key(s) break the key rule"), "{err}");
+    let (_, out, _) = remote(&["export"]);
+    assert!(!out.contains("ok-segment") && !out.contains("fine-new-flag"), "{out}");
     served.kill();
 }

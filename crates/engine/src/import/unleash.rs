@@ -673,6 +673,17 @@ fn constraint_clause(c: &Constraint) -> Result<Clause, String> {
         ops::validate(&op, &values, case_insensitive)
             .map_err(|e| format!("constraint on \"{}\": {}", c.context_name, e.message))?;
     }
+    if matches!(
+        op,
+        Operator::SemverEq | Operator::SemverGt | Operator::SemverGte | Operator::SemverLt | Operator::SemverLte
+    ) && let Some(loose) =
+        values.iter().filter_map(Value::as_str).find(|v| crate::semver::Version::parse(v).is_none())
+    {
+        // Dimmer reads versions loosely on both sides (as LaunchDarkly does); Unleash holds the
+        // constraint's own value to strict semver and never matches otherwise (its client
+        // specification: `SEMVER_EQ v2.0.0` is false even for `v2.0.0`).
+        return Err(format!("constraint on \"{}\": \"{loose}\" is not a strict semantic version", c.context_name));
+    }
     Ok(Clause { attribute: Some(c.context_name.clone()), op, values, negate: c.inverted, case_insensitive })
 }
 

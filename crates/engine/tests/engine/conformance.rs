@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use dimmer_engine::import::unleash::{self, DISABLED_VARIANT, ENABLED_VARIANT};
 use dimmer_engine::model::ON;
-use dimmer_engine::{compile, evaluate};
+use dimmer_engine::{Severity, compile, evaluate_with_random};
 use serde_json::Value;
 
 /// The specification ships in the repository (`tests/vectors/`); a missing one is a bug.
@@ -49,14 +49,17 @@ fn unleash_client_specification_passes_in_full() {
         let imported = unleash::import_value(spec["state"].clone(), "default")
             .unwrap_or_else(|e| panic!("{file}: import failed: {e}"));
         let (flags, diagnostics) = compile(&imported.flags, "default");
-        assert!(diagnostics.is_empty(), "{file}: imported flags do not compile cleanly: {diagnostics:#?}");
+        // Warnings are allowed: Unleash's UTF-8 flag names (18-utf8-flag-names.json) break
+        // Dimmer's key rule and are reported, but evaluate.
+        let errors: Vec<_> = diagnostics.iter().filter(|d| d.severity == Severity::Error).collect();
+        assert!(errors.is_empty(), "{file}: imported flags do not compile cleanly: {errors:#?}");
 
         let empty = Vec::new();
         for test in spec["tests"].as_array().unwrap_or(&empty) {
             let name = test["toggleName"].as_str().unwrap_or_default();
             // Unleash's random stickiness: any number will do, the specification only uses 0% and 100%.
-            let ctx = unleash::context(&test["context"]).with_random(7);
-            let eval = evaluate(&flags, name, &ctx);
+            let ctx = unleash::context(&test["context"]);
+            let eval = evaluate_with_random(&flags, name, &ctx, Some(7));
             let enabled = eval.error.is_none() && eval.variant.is_some() && eval.variant != flags.off_variant(name);
             if Value::Bool(enabled) == test["expectedResult"] {
                 passed += 1;
@@ -66,8 +69,8 @@ fn unleash_client_specification_passes_in_full() {
         }
         for test in spec["variantTests"].as_array().unwrap_or(&empty) {
             let name = test["toggleName"].as_str().unwrap_or_default();
-            let ctx = unleash::context(&test["context"]).with_random(7);
-            let eval = evaluate(&flags, name, &ctx);
+            let ctx = unleash::context(&test["context"]);
+            let eval = evaluate_with_random(&flags, name, &ctx, Some(7));
             let got = unleash_variant(eval.variant, eval.value, flags.off_variant(name));
             let want = &test["expectedResult"];
             let payload = &want["payload"];

@@ -4,7 +4,7 @@
 use dimmer_engine::hash::bucket;
 use dimmer_engine::{
     CompiledFlags, Context, Diagnostic, ErrorCode, Evaluation, Explain, FlagSet, Reason, Severity, compile, evaluate,
-    evaluate_traced, validate,
+    evaluate_traced, evaluate_traced_with_random, evaluate_with_random, validate,
 };
 use serde_json::{Value, json};
 
@@ -627,6 +627,120 @@ fn random_bucketing_uses_the_callers_random_number() {
 }
 
 #[test]
+fn a_callers_random_number_stands_in_for_random_when_the_context_has_none() {
+    // Unleash's flexibleRollout with `default` stickiness, as imported: userId, sessionId, then
+    // $random, behind a 100% gate.
+    let flags = compile_clean(json!({"flags": {
+        "anonymous-ok": {"environments": {"production": {
+            "enabled": true,
+            "rules": [{"gate": {"weight": 100, "total": 100, "bucket_by": ["userId", "sessionId", "$random"]}, "serve": {"variant": "on"}}],
+            "default": {"variant": "off"}
+        }}},
+        "coin": {"environments": {"production": {
+            "enabled": true,
+            "default": {"rollout": {"bucket_by": "$random", "variants": [{"variant": "on", "weight": 50000}, {"variant": "off", "weight": 50000}]}}
+        }}}
+    }}));
+    let anonymous = Context::new();
+    assert_eq!(evaluate(&flags, "anonymous-ok", &anonymous).variant, Some("off"), "no random number: nobody is placed");
+    assert_eq!(evaluate_with_random(&flags, "anonymous-ok", &anonymous, None).variant, Some("off"));
+    let eval = evaluate_with_random(&flags, "anonymous-ok", &anonymous, Some(12_345));
+    assert_eq!((eval.variant, eval.reason), (Some("on"), Reason::TargetingMatch));
+    for r in [0, 1, 7, 49_999, u32::MAX] {
+        // The caller's number buckets exactly as the same number carried by the context would...
+        let drawn = evaluate_with_random(&flags, "coin", &anonymous, Some(r));
+        assert_eq!(drawn, evaluate(&flags, "coin", &Context::new().with_random(r)), "random {r}");
+        // ...and a number the context carries wins, so a caller can pin it.
+        let pinned = Context::new().with_random(r);
+        assert_eq!(evaluate_with_random(&flags, "coin", &pinned, Some(r.wrapping_add(1))), drawn, "random {r}");
+        let mut trace = Explain::default();
+        assert_eq!(evaluate_traced_with_random(&flags, "coin", &anonymous, Some(r), &mut trace), drawn);
+        assert!(trace.0.iter().any(|step| step.contains("bucket")), "{trace:?}");
+    }
+}
+
+#[test]
+fn keys_that_break_the_key_rule_warn_at_compile_and_fail_validation() {
+    let set = flag_set(json!({
+        "segments": {"a#b": {"included": ["u"]}, "ok-segment": {}},
+        "flags": {
+            "a?b": {"environments": {"production": {"enabled": true}}},
+            "..": {"environments": {"production": {"enabled": true}}},
+            "new.checkout_v2-b": {"environments": {"production": {"enabled": true}}}
+        }
+    }));
+    let (flags, diagnostics) = compile(&set, PROD);
+    let shown: Vec<(Severity, &str)> = diagnostics.iter().map(|d| (d.severity, d.path.as_str())).collect();
+    assert_eq!(
+        shown,
+        [
+            (Severity::Warning, "segments[\"a#b\"]"),
+            (Severity::Warning, "flags[\"..\"]"),
+            (Severity::Warning, "flags[\"a?b\"]")
+        ],
+        "{diagnostics:#?}"
+    );
+    assert!(diagnostics[2].message.contains("'?' at position 2 is not allowed (it starts a URL's query)"));
+    // Stored data keeps working: a warning breaks nothing.
+    assert_served(&evaluate(&flags, "a?b", &user("u")), "on", json!(true), Reason::Static);
+    assert_served(&evaluate(&flags, "..", &user("u")), "on", json!(true), Reason::Static);
+    // What is about to be written is refused.
+    let validated = validate(&set);
+    assert_eq!(validated.len(), 3, "{validated:#?}");
+    assert!(validated.iter().all(|d| d.severity == Severity::Error), "{validated:#?}");
+}
+
+#[test]
+fn keys_that_could_never_be_evaluated_still_break_their_flag() {
+    let (flags, diagnostics) = compile_with_diagnostics(json!({"flags": {
+        "bell\u{7}": {"environments": {"production": {"enabled": true}}},
+        "fine": {"environments": {"production": {"enabled": true}}}
+    }}));
+    assert_eq!(
+        errors(&diagnostics),
+        [(
+            "flags[\"bell\\u0007\"]",
+            "U+0007 at position 5 is not allowed (a control character): keys are ASCII letters, digits, '-', '_' and '.'"
+        )]
+    );
+    assert_eq!(evaluate(&flags, "bell\u{7}", &user("u")).error, Some(ErrorCode::ParseError));
+    assert_eq!(evaluate(&flags, "fine", &user("u")).error, None);
+}
+
+#[test]
+fn diagnostic_paths_escape_invisible_and_bidirectional_characters() {
+    let (_, diagnostics) = compile_with_diagnostics(json!({"flags": {
+        "pay\u{202E}latot": {"environments": {"production": {"enabled": true}}}
+    }}));
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+    assert_eq!(diagnostics[0].path, "flags[\"pay\\u202elatot\"]");
+    assert!(diagnostics[0].to_string().is_ascii(), "{}", diagnostics[0]);
+}
+
+#[test]
+fn semantic_version_clauses_match_the_loose_versions_clients_send() {
+    let flags = compile_clean(json!({"flags": {"modern": {"environments": {"production": {
+        "enabled": true,
+        "rules": [{"clauses": [{"attribute": "app", "op": "semver_gte", "values": ["v2.1"]}], "serve": {"variant": "on"}}],
+        "default": {"variant": "off"}
+    }}}}}));
+    for (version, want) in [
+        ("2.1.0", "on"),
+        ("2.1", "on"),
+        ("v2.1.3", "on"),
+        ("3", "on"),
+        ("2", "off"),
+        ("v2.0.9", "off"),
+        ("2.1-rc.1", "off"),
+        ("02.1", "off"),
+        ("version 3", "off"),
+    ] {
+        let eval = evaluate(&flags, "modern", &user("u").attr("app", version));
+        assert_eq!(eval.variant, Some(want), "{version}");
+    }
+}
+
+#[test]
 fn unknown_flag_is_flag_not_found_with_no_value() {
     let flags = compile_clean(json!({"flags": {"known": {"environments": {"production": {"enabled": true}}}}}));
     let eval = evaluate(&flags, "unknown", &user("a"));
@@ -927,7 +1041,7 @@ fn validate_covers_every_environment_not_only_one() {
 #[test]
 fn validate_reports_flag_and_segment_problems_even_without_environments() {
     let set = flag_set(json!({
-        "segments": {"bad": {"rules": [{"clauses": [{"attribute": "v", "op": "semver_gt", "values": ["1.0"]}]}]}},
+        "segments": {"bad": {"rules": [{"clauses": [{"attribute": "v", "op": "semver_gt", "values": ["1.0.0.0"]}]}]}},
         "flags": {"empty": {"variants": {"on": null, "off": false}}}
     }));
     let paths: Vec<String> = validate(&set).into_iter().map(|d| d.path).collect();

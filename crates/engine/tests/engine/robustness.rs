@@ -371,11 +371,7 @@ fn context() -> impl Strategy<Value = Context> {
 
 /// The path prefix compile uses for a flag key (mirrors how diagnostics quote keys).
 fn flag_prefix(key: &str) -> String {
-    if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        format!("flags.{key}")
-    } else {
-        format!("flags[{}]", Value::String(key.to_owned()))
-    }
+    format!("flags{}", dimmer_engine::compile::path_key(key))
 }
 
 fn has_error_for(diagnostics: &[Diagnostic], key: &str) -> bool {

@@ -23,6 +23,35 @@ fn typed_getters_serve_values_and_details() {
 }
 
 #[test]
+fn each_evaluation_draws_its_own_random_number_for_random_bucketing() {
+    // Unleash's flexibleRollout with `default` stickiness at 100%, and a 50/50 `$random` coin.
+    let flags = serde_json::from_value(json!({"flags": {
+        "anonymous-ok": {"environments": {"production": {
+            "enabled": true,
+            "rules": [{"gate": {"weight": 100, "total": 100, "bucket_by": ["userId", "sessionId", "$random"]}, "serve": {"variant": "on"}}],
+            "default": {"variant": "off"}
+        }}},
+        "coin": {"environments": {"production": {
+            "enabled": true,
+            "default": {"rollout": {"bucket_by": "$random", "variants": [{"variant": "on", "weight": 50000}, {"variant": "off", "weight": 50000}]}}
+        }}}
+    }}))
+    .unwrap();
+    let snapshot = dimmer_sdk::Snapshot { environment: "production".into(), revision: 1, flags };
+    let c = Client::builder("http://127.0.0.1:9", "unused").offline(true).bootstrap(snapshot).build().unwrap();
+    let anonymous = Context::new();
+    let d = c.bool_details("anonymous-ok", &anonymous, false);
+    assert_eq!((d.value, d.reason, d.error_code), (true, Reason::TargetingMatch, None), "{d:?}");
+    let heads = (0..2_000).filter(|_| c.bool_value("coin", &anonymous, false)).count();
+    // Binomial(2000, 0.5): 1000 ± 22; ±150 is almost 7 standard deviations.
+    assert!((850..=1150).contains(&heads), "{heads} of 2000 evaluations got \"on\"");
+    // A number set on the context wins: the same answer every time.
+    let pinned = Context::new().with_random(7);
+    let first = c.bool_value("coin", &pinned, false);
+    assert!((0..50).all(|_| c.bool_value("coin", &pinned, !first) == first));
+}
+
+#[test]
 fn defaults_come_with_a_reason() {
     let c = offline_client();
     let ctx = Context::new();
