@@ -66,6 +66,15 @@ impl std::fmt::Debug for Options {
 pub async fn first_start(store: &dyn Store) -> dimmer_store::StoreResult<()> {
     let fresh = store.list_environments().await?.is_empty();
     store.ensure_environments(&dimmer_store::DEFAULT_ENVIRONMENTS).await?;
+    // Keys stored before the key rule existed keep working; say which ones clients may fail on.
+    let flags = store.list_flags(true).await?;
+    let segments = store.list_segments().await?;
+    let bad = dimmer_engine::keys::bad_keys("flag", flags.iter().map(|f| f.key.as_str()))
+        .into_iter()
+        .chain(dimmer_engine::keys::bad_keys("segment", segments.iter().map(|s| s.key.as_str())));
+    for problem in bad {
+        tracing::warn!("{problem}");
+    }
     if fresh && store.get_segment("internal").await?.is_none() {
         let segment = dimmer_engine::Segment {
             description: "Your organisation's own users, exposed first by the standard release plans: add their \

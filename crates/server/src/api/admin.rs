@@ -225,6 +225,7 @@ async fn create_segment(
         ApiError::new(Code::ValidationFailed, "key: required, without '/'")
             .with_errors(vec![FieldError::new("key", "required")])
     })?;
+    super::flags::check_key(&key)?;
     validate_segment(&state, &key, &segment).await?;
     let meta = principal.meta(super::reason(&headers, reason.as_deref()));
     let r = state.store.create_segment(&key, &segment, &meta).await?;

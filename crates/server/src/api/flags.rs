@@ -125,19 +125,13 @@ async fn read(
     Ok(flag_response(StatusCode::OK, &record))
 }
 
-/// Checks a flag key's form: it travels in URLs and in code.
-fn check_key(key: &str) -> Result<(), ApiError> {
-    let bad = key.is_empty()
-        || key.chars().count() > 256
-        || key.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/');
-    if bad {
-        return Err(ApiError::new(
-            Code::ValidationFailed,
-            "key: a flag key is 1 to 256 characters, without spaces, control characters or '/'",
-        )
-        .with_errors(vec![FieldError::new("key", "invalid flag key")]));
-    }
-    Ok(())
+/// Checks a flag or segment key's form (`dimmer_engine::keys`): keys travel in URLs, in code and
+/// in terminals, so only characters that survive all three are accepted.
+pub(super) fn check_key(key: &str) -> Result<(), ApiError> {
+    dimmer_engine::keys::check_key(key).map_err(|e| {
+        ApiError::new(Code::ValidationFailed, format!("key: {e}"))
+            .with_errors(vec![FieldError::new("key", e.to_string())])
+    })
 }
 
 /// Validates `flag` as it would be stored: known environments, and the engine's compile step

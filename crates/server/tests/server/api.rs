@@ -273,3 +273,21 @@ async fn one_environments_targeting_is_replaced_with_if_match_and_oversized_bodi
     assert_eq!(v["error"]["code"], "payload_too_large");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn keys_that_would_not_survive_a_url_or_a_terminal_are_refused_naming_the_key() {
+    let server = TestServer::start().await;
+    for key in ["a?b", "a#b", "a%2Fb", "..", "evil\u{202E}gnp", "zero\u{200B}width"] {
+        let (s, v) = server.admin(Method::POST, "/api/v1/flags", Some(json!({"key": key}))).await;
+        assert_eq!(s.as_u16(), 422, "flag {key:?}: {v}");
+        assert_eq!(v["error"]["details"]["errors"][0]["path"], "key", "{v}");
+        let (s, v) = server.admin(Method::POST, "/api/v1/segments", Some(json!({"key": key}))).await;
+        assert_eq!(s.as_u16(), 422, "segment {key:?}: {v}");
+    }
+    let (s, v) = server.admin(Method::GET, "/api/v1/flags", None).await;
+    assert_eq!(s.as_u16(), 200);
+    assert_eq!(v["flags"].as_array().map(Vec::len), Some(0), "nothing was created: {v}");
+    let (s, v) = server.admin(Method::POST, "/api/v1/flags", Some(json!({"key": "checkout.v2_new-ui"}))).await;
+    assert_eq!(s.as_u16(), 201, "{v}");
+    server.stop().await;
+}
