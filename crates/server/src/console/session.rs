@@ -209,7 +209,7 @@ impl FromRequestParts<ConsoleState> for Viewer {
         let session = state.sessions.get(id).ok_or_else(unsigned)?;
         // A revoked token ends its sessions: the store is asked, not a cache.
         let token = state.app.store.token_by_hash(&session.token_hash).await.map_err(|e| fail(e.into()))?;
-        if !token.is_some_and(|t| !t.revoked) {
+        if token.is_none_or(|t| t.revoked) {
             state.sessions.close(id);
             return Err(unsigned());
         }
