@@ -134,24 +134,24 @@ async fn show(
                 h2 #act-h { "Kill, dial down, restore" }
                 p.muted { "Each takes effect at once for every SDK of " (env) ", and is recorded with your reason." }
                 div.act-grid {
-                    form method="post" action=(action_url("kill")) data-confirm={ "Kill " (key) " in " (env) "? Everyone gets the off variant." } {
+                    form method="post" action=(action_url("kill")) aria-label={ "Kill " (key) " in " (env) } data-confirm={ "Kill " (key) " in " (env) "? Everyone gets the off variant." } {
                         input type="hidden" name="csrf" value=(viewer.csrf);
                         label for="kill-reason" { "Reason" }
-                        input #kill-reason name="reason" required;
+                        input #kill-reason name="reason" required autocomplete="off";
                         button.bad type="submit" { "Kill" }
                     }
-                    form method="post" action=(action_url("dial-down")) data-confirm={ "Dial " (key) " down in " (env) "?" } {
+                    form method="post" action=(action_url("dial-down")) aria-label={ "Dial " (key) " down in " (env) } data-confirm={ "Dial " (key) " down in " (env) "?" } {
                         input type="hidden" name="csrf" value=(viewer.csrf);
                         label for="dial-to" { "Exposure to keep, in percent" }
                         input #dial-to name="to" type="number" min="0" max="100" step="0.001" value="0" required;
                         label for="dial-reason" { "Reason" }
-                        input #dial-reason name="reason" required;
+                        input #dial-reason name="reason" required autocomplete="off";
                         button type="submit" { "Dial down" }
                     }
-                    form method="post" action=(action_url("restore")) data-confirm={ "Restore " (key) " in " (env) " to before the last kill or dial-down?" } {
+                    form method="post" action=(action_url("restore")) aria-label={ "Restore " (key) " in " (env) } data-confirm={ "Restore " (key) " in " (env) " to before the last kill or dial-down?" } {
                         input type="hidden" name="csrf" value=(viewer.csrf);
                         label for="restore-reason" { "Reason" }
-                        input #restore-reason name="reason" required;
+                        input #restore-reason name="reason" required autocomplete="off";
                         button type="submit" { "Restore" }
                     }
                 }
@@ -232,7 +232,7 @@ fn plan_section(
         @if viewer.can_write() {
             div.act-grid {
                 @for (command, label) in [("advance", "Advance"), ("pause", "Pause"), ("resume", "Resume"), ("rollback", "Roll back")] {
-                    form method="post" action=(action_url(&format!("plan-{command}"))) data-confirm={ (label) " the plan?" } {
+                    form method="post" action=(action_url(&format!("plan-{command}"))) aria-label={ (label) " the plan" } data-confirm={ (label) " the plan?" } {
                         input type="hidden" name="csrf" value=(viewer.csrf);
                         label for={ "plan-" (command) "-reason" } { "Reason" }
                         input id={ "plan-" (command) "-reason" } name="reason" required;

@@ -25,7 +25,7 @@ const PAGE_SIZE: usize = 50;
 const KINDS: [&str; 5] = ["release", "experiment", "operational", "kill-switch", "permission"];
 
 pub(super) fn router() -> Router<ConsoleState> {
-    Router::new().route("/flags", get(list)).route("/flags/new", get(new_form).post(create))
+    Router::new().route("/flags", get(list)).route("/new-flag", get(new_form).post(create))
 }
 
 /// The list's query: every field optional, unknown values read as "no filter".
@@ -119,7 +119,7 @@ pub(super) async fn list(
     let body = html! {
         div.heading {
             h1 { "Flags" }
-            @if viewer.can_write() { a.button href="/flags/new" { "New flag" } }
+            @if viewer.can_write() { a.button href="/new-flag" { "New flag" } }
         }
         form.filters method="get" action="/flags" role="search" aria-label="Search and filter flags" {
             div { label for="q" { "Search" } input #q type="search" name="q" value=(q.q) placeholder="key, description, owner or tag"; }
@@ -258,7 +258,7 @@ fn create_form(viewer: &Viewer, form: &CreateForm, errors: &[FieldError], genera
                 }
             }
         }
-        form.card method="post" action="/flags/new" novalidate {
+        form.card method="post" action="/new-flag" novalidate {
             input type="hidden" name="csrf" value=(viewer.csrf);
             (field("key", "Key", "kebab-case, optionally with a team prefix: payments.new-checkout", html! {
                 input #key name="key" value=(form.key) required autocomplete="off" aria-invalid=(invalid("key")) aria-describedby=(described("key"));

@@ -109,7 +109,7 @@ fn page(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
                     @if let Some(v) = viewer {
                         nav aria-label="Main" {
                             a href="/" { "Flags" }
-                            @if v.can_write() { a href="/flags/new" { "New flag" } }
+                            @if v.can_write() { a href="/new-flag" { "New flag" } }
                             a href="/history" { "History" }
                         }
                         div.who {

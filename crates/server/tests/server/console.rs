@@ -256,14 +256,14 @@ async fn creating_a_flag_shows_errors_at_the_field_they_name_then_creates_it() {
     browser.sign_in(ADMIN, &[]).await;
     let csrf = browser.csrf().await;
     let form = [("csrf", csrf.as_str()), ("key", "bad key"), ("kind", "release"), ("owner", "team-a")];
-    let (status, html) = browser.post("/flags/new", &form, &[]).await;
+    let (status, html) = browser.post("/new-flag", &form, &[]).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(html.contains("id=\"key-error\""), "the error sits at the key field: {html}");
     assert!(html.contains("value=\"team-a\""), "what was typed is kept");
     let form = [("csrf", csrf.as_str()), ("key", "good-key"), ("kind", "release"), ("owner", "team-a")];
-    let (status, _) = browser.post("/flags/new", &form, &[]).await;
+    let (status, _) = browser.post("/new-flag", &form, &[]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    let (status, html) = browser.post("/flags/new", &form, &[]).await;
+    let (status, html) = browser.post("/new-flag", &form, &[]).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(html.contains("id=\"key-error\""), "a taken key is a key error: {html}");
     let (_, audit) = server.admin(Method::GET, "/api/v1/audit?flag=good-key", None).await;
