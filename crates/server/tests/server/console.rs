@@ -307,3 +307,17 @@ async fn console_pages_carry_a_strict_content_security_policy_and_serve_their_as
     let (status, _, _) = browser.get("/api/v1/flags").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the API is still the API");
 }
+
+#[tokio::test]
+async fn revoking_the_token_ends_its_console_sessions() {
+    let server = TestServer::start().await;
+    let writer = server.token("alice", "writer", None).await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(&writer, &[]).await;
+    assert_eq!(browser.get("/").await.0, StatusCode::OK);
+    let (s, v) = server.admin(Method::DELETE, "/api/v1/tokens/alice", None).await;
+    assert!(s.is_success(), "{v}");
+    let (status, headers, _) = browser.get("/").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/sign-in");
+}
