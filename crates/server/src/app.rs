@@ -107,7 +107,9 @@ pub fn app(store: Arc<dyn Store>, options: &Options, shutdown: watch::Receiver<b
         clock: options.clock.clone(),
         shutdown,
     };
-    (crate::api::router(state.clone()), state, worker)
+    // The web console (under `/`) beside the API (under `/api` and `/ofrep`).
+    let router = crate::api::router(state.clone()).merge(crate::console::router(state.clone()));
+    (router, state, worker)
 }
 
 /// Serves the API on `listener` with default options until `shutdown` completes.

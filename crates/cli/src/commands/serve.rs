@@ -92,6 +92,7 @@ async fn serve(config: config::Config) -> Result<()> {
         // Printed once, on standard output only: it is stored hashed and never logged.
         println!("admin token (shown once, keep it safe): {token}");
     }
+    println!("web console: http://{addr}/ (sign in with an admin, writer or reader token)");
     tracing::info!(%addr, "serving");
     let options = dimmer_server::app::Options {
         webhooks: config.webhooks.clone(),

@@ -50,6 +50,9 @@ impl Served {
             std::fs::write(&saved, &token).expect("save token");
             Some(token)
         };
+        // Then the web console's address, on every start.
+        let console = lines.next().expect("a console line").expect("readable");
+        assert!(console.starts_with(&format!("web console: {base}/ ")), "console address: {console:?}");
         std::thread::spawn(move || for _ in lines {});
         Served { child, base, token }
     }

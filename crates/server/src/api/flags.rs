@@ -192,6 +192,19 @@ async fn create(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
+    let record = create_flag(&state, &principal, &headers, body).await?;
+    Ok(flag_response(StatusCode::CREATED, &record))
+}
+
+/// Creates a flag from a create body, as `POST /api/v1/flags` does: scope, key, policy and
+/// engine checks, the audited write, the snapshot refresh. Shared with the web console so that a
+/// flag made there passes exactly the same checks.
+pub(crate) async fn create_flag(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    body: Value,
+) -> Result<FlagRecord, ApiError> {
     principal.require_write()?;
     let kind_declared = dimmer_engine::policy::declares_kind(&body);
     let (key, reason, flag) = super::split_document::<Flag>(body)?;
@@ -199,12 +212,12 @@ async fn create(
         ApiError::new(Code::ValidationFailed, "key: required").with_errors(vec![FieldError::new("key", "required")])
     })?;
     check_key(&key)?;
-    let policy = super::policy::violations(&state, &key, &flag, Check::Create { kind_declared }).await?;
-    validate(&state, &key, &flag, policy).await?;
-    let meta = principal.meta(super::reason(&headers, reason.as_deref()));
+    let policy = super::policy::violations(state, &key, &flag, Check::Create { kind_declared }).await?;
+    validate(state, &key, &flag, policy).await?;
+    let meta = principal.meta(super::reason(headers, reason.as_deref()));
     let record = state.store.create_flag(&key, &flag, &meta).await?;
-    super::publish(&state).await;
-    Ok(flag_response(StatusCode::CREATED, &record))
+    super::publish(state).await;
+    Ok(record)
 }
 
 /// Replaces a flag's definition, if `If-Match` names its current version.

@@ -3,7 +3,7 @@
 mod admin;
 pub mod auth;
 pub mod error;
-mod flags;
+pub(crate) mod flags;
 mod guards;
 mod ofrep;
 mod openapi;

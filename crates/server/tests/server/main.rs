@@ -7,6 +7,7 @@
 )]
 
 mod api;
+mod console;
 mod exactly_once;
 mod guards;
 mod layers;

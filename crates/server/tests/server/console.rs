@@ -1,0 +1,323 @@
+//! The web console over real HTTP: sign-in and its cookie, CSRF and Origin checks, scopes ruling
+//! what a page offers, kills audited with the reason and the token's name, the live state
+//! stream, policy errors at their field, and the page headers.
+
+use reqwest::header::{HeaderMap, SET_COOKIE};
+use reqwest::{Method, StatusCode, redirect};
+use serde_json::json;
+
+use crate::support::{ADMIN, TestServer};
+
+/// A browser-like client that keeps the session cookie and does not follow redirects.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookie: Option<String>,
+}
+
+impl Browser {
+    fn new(server: &TestServer) -> Self {
+        let http = reqwest::Client::builder().redirect(redirect::Policy::none()).build().expect("client");
+        Self { http, base: server.base.clone(), cookie: None }
+    }
+
+    async fn sign_in(&mut self, token: &str, extra: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+        let mut req = self.http.post(format!("{}/sign-in", self.base)).form(&[("token", token)]);
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("sign in");
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        if let Some(set) = headers.get(SET_COOKIE) {
+            self.cookie = set.to_str().expect("ascii").split(';').next().map(str::to_owned);
+        }
+        (status, headers, resp.text().await.expect("body"))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, HeaderMap, String) {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        let resp = req.send().await.expect("get");
+        (resp.status(), resp.headers().clone(), resp.text().await.expect("body"))
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)], headers: &[(&str, &str)]) -> (StatusCode, String) {
+        let mut req = self.http.post(format!("{}{path}", self.base)).form(form);
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("post");
+        (resp.status(), resp.text().await.expect("body"))
+    }
+
+    /// The session's CSRF token, as every page with a form carries it.
+    async fn csrf(&self) -> String {
+        let (_, _, html) = self.get("/").await;
+        let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + "name=\"csrf\" value=\"".len();
+        html[at..].split('"').next().expect("value").to_owned()
+    }
+}
+
+async fn flag_on(server: &TestServer, key: &str) {
+    let (s, v) = server.admin(Method::POST, "/api/v1/flags", Some(json!({"key": key, "kind": "operational"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = server
+        .admin(
+            Method::POST,
+            &format!("/api/v1/flags/{key}/environments/staging/toggle"),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn sign_in_sets_a_strict_http_only_session_cookie_and_sign_out_ends_it() {
+    let server = TestServer::start().await;
+    let mut browser = Browser::new(&server);
+    let (status, headers, _) = browser.get("/").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "not signed in: to the sign-in form");
+    assert_eq!(headers["location"], "/sign-in");
+
+    let (status, headers, _) = browser.sign_in(ADMIN, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = headers[SET_COOKIE].to_str().unwrap();
+    for part in ["dimmer_session=", "HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
+        assert!(cookie.contains(part), "{part} in {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: no Secure flag, or the browser would drop it");
+    assert!(!cookie.contains(ADMIN), "the token never travels in the cookie");
+    let (status, _, html) = browser.get("/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Signed in as"), "{html}");
+
+    let csrf = browser.csrf().await;
+    let (status, _) = browser.post("/sign-out", &[("csrf", &csrf)], &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, _) = browser.get("/").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the session is gone on the server");
+
+    let mut tls = Browser::new(&server);
+    let (_, headers, _) = tls.sign_in(ADMIN, &[("x-forwarded-proto", "https")]).await;
+    assert!(headers[SET_COOKIE].to_str().unwrap().contains("Secure"), "over TLS the cookie is Secure");
+}
+
+#[tokio::test]
+async fn sdk_tokens_and_unknown_tokens_are_refused_at_sign_in_with_a_clear_message() {
+    let server = TestServer::start().await;
+    let sdk = server.token("web", "sdk", Some("production")).await;
+    let mut browser = Browser::new(&server);
+    let (status, headers, html) = browser.sign_in(&sdk, &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(headers.get(SET_COOKIE).is_none());
+    assert!(html.contains("this is a sdk token, made for applications"), "{html}");
+    let (status, _, html) = browser.sign_in("dmr_nope", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(html.contains("unknown or revoked token"), "{html}");
+}
+
+#[tokio::test]
+async fn changes_without_the_session_csrf_token_or_from_another_origin_are_refused() {
+    let server = TestServer::start().await;
+    flag_on(&server, "checkout").await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(ADMIN, &[]).await;
+    let kill = "/flags/checkout/environments/staging/kill";
+    let (status, body) = browser.post(kill, &[("reason", "no csrf")], &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _) = browser.post(kill, &[("reason", "forged"), ("csrf", "0000")], &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let csrf = browser.csrf().await;
+    let (status, _) =
+        browser.post(kill, &[("reason", "cross-site"), ("csrf", &csrf)], &[("origin", "https://evil.example")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another site's page is refused even with the token");
+    let (_, flag) = server.admin(Method::GET, "/api/v1/flags/checkout", None).await;
+    assert_eq!(flag["environments"]["staging"]["enabled"], true, "nothing was killed");
+    let (status, _) = browser.post(kill, &[("csrf", &csrf), ("reason", "  ")], &[]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "a reason is required");
+}
+
+#[tokio::test]
+async fn a_reader_sees_everything_and_no_write_control() {
+    let server = TestServer::start().await;
+    flag_on(&server, "checkout").await;
+    let reader = server.token("rita", "reader", None).await;
+    let mut browser = Browser::new(&server);
+    assert_eq!(browser.sign_in(&reader, &[]).await.0, StatusCode::SEE_OTHER);
+    let (status, _, html) = browser.get("/flags/checkout?env=staging").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("State in staging"), "{html}");
+    for control in [">Kill<", ">Dial down<", ">Restore<", "/kill\"", "New flag"] {
+        assert!(!html.contains(control), "a reader's page has no {control}");
+    }
+    let (status, _, _) = browser.get("/history?flag=checkout").await;
+    assert_eq!(status, StatusCode::OK);
+    let csrf = browser.csrf().await;
+    let (status, _) =
+        browser.post("/flags/checkout/environments/staging/kill", &[("csrf", &csrf), ("reason", "try")], &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "and the server refuses the change anyway");
+}
+
+#[tokio::test]
+async fn a_kill_through_the_console_is_audited_with_the_reason_and_the_token_name() {
+    let server = TestServer::start().await;
+    flag_on(&server, "checkout").await;
+    let writer = server.token("alice", "writer", None).await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(&writer, &[]).await;
+    let (_, _, html) = browser.get("/flags/checkout?env=staging").await;
+    assert!(html.contains(">Kill<") && html.contains("for=\"kill-reason\">Reason<"), "{html}");
+    let csrf = browser.csrf().await;
+    let (status, _) = browser
+        .post(
+            "/flags/checkout/environments/staging/kill",
+            &[("csrf", &csrf), ("reason", "p99 doubled")],
+            &[("origin", &server.base)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, flag) = server.admin(Method::GET, "/api/v1/flags/checkout", None).await;
+    assert_eq!(flag["environments"]["staging"]["enabled"], false);
+    let (_, audit) = server.admin(Method::GET, "/api/v1/audit?flag=checkout", None).await;
+    let entry = &audit["entries"][0];
+    assert_eq!(entry["action"], "release.kill", "{audit}");
+    assert_eq!(entry["actor"], "alice");
+    assert_eq!(entry["reason"], "p99 doubled");
+    let (_, _, history) = browser.get("/history?flag=checkout").await;
+    assert!(history.contains("p99 doubled") && history.contains("release.kill"), "{history}");
+
+    // The script's way: JSON in the API's shapes.
+    let (status, body) = browser
+        .post(
+            "/flags/checkout/environments/staging/restore",
+            &[("csrf", &csrf), ("reason", "fixed")],
+            &[("accept", "application/json")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let outcome: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(outcome["enabled"], true);
+    let (status, body) = browser
+        .post(
+            "/flags/nope/environments/staging/kill",
+            &[("csrf", &csrf), ("reason", "x")],
+            &[("accept", "application/json")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn the_live_state_stream_sends_the_new_state_after_a_kill() {
+    let server = TestServer::start().await;
+    flag_on(&server, "checkout").await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(ADMIN, &[]).await;
+    let resp = browser
+        .http
+        .get(format!("{}/flags/checkout/environments/staging/events", server.base))
+        .header("cookie", browser.cookie.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut stream = Box::pin(resp.bytes_stream());
+    let mut text = String::new();
+    use futures::StreamExt;
+    while !text.contains("\"enabled\":true") {
+        text.push_str(&String::from_utf8_lossy(&stream.next().await.unwrap().unwrap()));
+    }
+    server
+        .call(
+            Method::POST,
+            "/api/v1/flags/checkout/environments/staging/kill",
+            Some(ADMIN),
+            Some(json!({"reason": "r"})),
+            &[],
+        )
+        .await;
+    while !text.contains("\"enabled\":false") {
+        text.push_str(&String::from_utf8_lossy(&stream.next().await.unwrap().unwrap()));
+    }
+    assert!(text.contains("event: state"), "{text}");
+}
+
+#[tokio::test]
+async fn creating_a_flag_shows_errors_at_the_field_they_name_then_creates_it() {
+    let server = TestServer::start().await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(ADMIN, &[]).await;
+    let csrf = browser.csrf().await;
+    let form = [("csrf", csrf.as_str()), ("key", "bad key"), ("kind", "release"), ("owner", "team-a")];
+    let (status, html) = browser.post("/new-flag", &form, &[]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("id=\"key-error\""), "the error sits at the key field: {html}");
+    assert!(html.contains("value=\"team-a\""), "what was typed is kept");
+    let form = [("csrf", csrf.as_str()), ("key", "good-key"), ("kind", "release"), ("owner", "team-a")];
+    let (status, _) = browser.post("/new-flag", &form, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, html) = browser.post("/new-flag", &form, &[]).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(html.contains("id=\"key-error\""), "a taken key is a key error: {html}");
+    let (_, audit) = server.admin(Method::GET, "/api/v1/audit?flag=good-key", None).await;
+    assert_eq!(audit["entries"][0]["actor"], "admin");
+}
+
+#[tokio::test]
+async fn the_list_searches_filters_and_pages_on_the_server() {
+    let server = TestServer::start().await;
+    for i in 0..120 {
+        let body = json!({"key": format!("flag-{i:03}"), "kind": "release", "owner": if i % 2 == 0 { "team-even" } else { "team-odd" }});
+        assert_eq!(server.admin(Method::POST, "/api/v1/flags", Some(body)).await.0, StatusCode::CREATED);
+    }
+    let mut browser = Browser::new(&server);
+    browser.sign_in(ADMIN, &[]).await;
+    let (_, _, html) = browser.get("/flags").await;
+    assert!(html.contains("120 of 120 flags · page 1 of 3"), "{html}");
+    assert!(html.contains("flag-049") && !html.contains("flag-050"));
+    let (_, _, html) = browser.get("/flags?q=team-odd&page=2").await;
+    assert!(html.contains("60 of 120 flags · page 2 of 2"), "{html}");
+    let (_, _, html) = browser.get("/flags?env=production&state=on").await;
+    assert!(html.contains("0 of 120 flags"), "{html}");
+    let (_, _, html) = browser.get("/flags?sort=key&page=3").await;
+    assert!(html.contains("flag-119"));
+}
+
+#[tokio::test]
+async fn console_pages_carry_a_strict_content_security_policy_and_serve_their_assets() {
+    let server = TestServer::start().await;
+    let browser = Browser::new(&server);
+    let (status, headers, html) = browser.get("/sign-in").await;
+    assert_eq!(status, StatusCode::OK);
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(html.contains("<label for=\"token\">API token</label>"), "{html}");
+    assert!(!html.contains("<script>"), "no inline script");
+    let (status, headers, js) = browser.get("/assets/console.js").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    assert!(js.contains("EventSource"));
+    let (status, _, _) = browser.get("/api/v1/flags").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the API is still the API");
+}
+
+#[tokio::test]
+async fn revoking_the_token_ends_its_console_sessions() {
+    let server = TestServer::start().await;
+    let writer = server.token("alice", "writer", None).await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(&writer, &[]).await;
+    assert_eq!(browser.get("/").await.0, StatusCode::OK);
+    let (s, v) = server.admin(Method::DELETE, "/api/v1/tokens/alice", None).await;
+    assert!(s.is_success(), "{v}");
+    let (status, headers, _) = browser.get("/").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/sign-in");
+}
