@@ -13,6 +13,8 @@ mod schemas;
 mod sdk;
 mod system;
 
+pub use admin::{AUDIT_BODY_BYTES, AUDIT_PAGE_BYTES};
+
 use std::time::Instant;
 
 use axum::Router;

@@ -18,8 +18,9 @@ use dimmer_engine::{Flag, Segment};
 use dimmer_server::api::AppState;
 use dimmer_server::app::Options;
 use dimmer_store::{
-    AuditEntry, AuditFilter, Change, ChangeMeta, ChangedItem, Environment, FlagRecord, PlanRecord, ReleaseOutcome,
-    ReleaseWrite, SegmentRecord, Snapshot, StandingGuards, Store, StoreError, StoreResult, TokenRecord,
+    AuditBounds, AuditEntry, AuditFilter, AuditPage, Change, ChangeMeta, ChangedItem, Environment, FlagRecord,
+    PlanRecord, ReleaseOutcome, ReleaseWrite, SegmentRecord, Snapshot, StandingGuards, Store, StoreError, StoreResult,
+    TokenRecord,
 };
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
@@ -137,6 +138,12 @@ impl Store for Faulty {
     }
     async fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
         self.inner.audit(filter).await
+    }
+    async fn audit_page(&self, filter: &AuditFilter, bounds: &AuditBounds) -> StoreResult<AuditPage> {
+        self.inner.audit_page(filter, bounds).await
+    }
+    async fn get_audit_entry(&self, id: i64) -> StoreResult<Option<AuditEntry>> {
+        self.inner.get_audit_entry(id).await
     }
     async fn create_token(&self, token: &TokenRecord, meta: &ChangeMeta) -> StoreResult<()> {
         self.inner.create_token(token, meta).await
