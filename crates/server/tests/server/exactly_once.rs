@@ -209,7 +209,7 @@ impl Store for Faulty {
 /// The server's services over `store` on `clock`, without HTTP: the test drives the passes.
 fn services(store: Arc<dyn Store>, clock: &Arc<ManualClock>) -> (AppState, watch::Sender<bool>) {
     let (stop, stopped) = watch::channel(false);
-    let options = Options { clock: clock.clone(), ..Options::default() };
+    let options = Options { clock: clock.clone(), ..crate::support::options() };
     let (_router, state, _worker) = dimmer_server::app::app(store, &options, stopped);
     (state, stop)
 }

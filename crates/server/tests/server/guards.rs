@@ -396,7 +396,7 @@ async fn two_postgres_replicas_see_the_same_regression_and_exactly_one_acts() {
                 clock: clock.clone(),
                 webhooks: vec![Target::parse(&hook).unwrap()],
                 plan_interval: Duration::from_millis(2),
-                ..Options::default()
+                ..crate::support::options()
             };
             let a = TestServer::start_with_options(connect().await, TempDir::new("pg-guard-a"), options()).await;
             let b = TestServer::start_with_options(connect().await, TempDir::new("pg-guard-b"), options()).await;

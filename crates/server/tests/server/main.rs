@@ -10,6 +10,7 @@ mod api;
 mod exactly_once;
 mod guards;
 mod layers;
+mod limits;
 mod ofrep;
 mod openapi;
 mod policy;
