@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use dimmer_protocol::{EventStat, FlagMetrics, LatencySketch};
+use dimmer_protocol::{EventStat, FlagMetrics, LatencySketch, MAX_EVENTS_PER_ENTRY};
 use serde::{Deserialize, Serialize};
 
 /// The width of a fresh bucket: batches are stamped with the server's receive time, rounded
@@ -57,6 +57,19 @@ impl Aggregate {
             slot.count = slot.count.saturating_add(stat.count);
             slot.sum += stat.sum;
         }
+    }
+
+    /// Keeps at most `max` event names: those with the largest counts (ties by name, so any
+    /// merge order keeps the same ones). Merged rows and window totals are bounded by this, so
+    /// made-up event names cannot grow a stored row or a view past the batch bound.
+    pub fn bound_events(&mut self, max: usize) {
+        if self.events.len() <= max {
+            return;
+        }
+        let mut ranked: Vec<(&String, u64)> = self.events.iter().map(|(name, stat)| (name, stat.count)).collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        let keep: std::collections::BTreeSet<String> = ranked.into_iter().take(max).map(|(n, _)| n.clone()).collect();
+        self.events.retain(|name, _| keep.contains(name));
     }
 
     /// Outcomes recorded (errors and successes).
@@ -124,7 +137,8 @@ pub fn bucket_of(at_ms: i64, width_ms: i64) -> i64 {
     at_ms.div_euclid(width_ms) * width_ms
 }
 
-/// Merges rows into one per flag, variant and bucket of `width_ms`.
+/// Merges rows into one per flag, variant and bucket of `width_ms`; each keeps at most
+/// [`MAX_EVENTS_PER_ENTRY`] event names (see [`Aggregate::bound_events`]).
 pub fn merge_rows(rows: &[MetricRow], width_ms: i64) -> Vec<MetricRow> {
     let mut merged: BTreeMap<(&str, &str, i64), Aggregate> = BTreeMap::new();
     for row in rows {
@@ -132,17 +146,16 @@ pub fn merge_rows(rows: &[MetricRow], width_ms: i64) -> Vec<MetricRow> {
     }
     merged
         .into_iter()
-        .map(|((flag, variant, bucket_ms), aggregate)| MetricRow {
-            flag: flag.to_owned(),
-            variant: variant.to_owned(),
-            bucket_ms,
-            width_ms,
-            aggregate,
+        .map(|((flag, variant, bucket_ms), mut aggregate)| {
+            aggregate.bound_events(MAX_EVENTS_PER_ENTRY);
+            MetricRow { flag: flag.to_owned(), variant: variant.to_owned(), bucket_ms, width_ms, aggregate }
         })
         .collect()
 }
 
-/// Per-variant totals over the rows whose buckets start in `[from_ms, until_ms)`.
+/// Per-variant totals over the rows whose buckets start in `[from_ms, until_ms)`. Event names are
+/// not cut here (a guard on `event:NAME` must see its event): each row holds at most
+/// [`MAX_EVENTS_PER_ENTRY`], so the union is bounded by the rows read.
 pub fn totals(rows: &[MetricRow], from_ms: i64, until_ms: i64) -> BTreeMap<String, Aggregate> {
     let mut out: BTreeMap<String, Aggregate> = BTreeMap::new();
     for row in rows.iter().filter(|r| r.bucket_ms >= from_ms && r.bucket_ms < until_ms) {
@@ -188,6 +201,26 @@ mod tests {
         let coarse = merge_rows(&rows, COARSE_BUCKET_MS);
         assert_eq!(coarse.len(), 2);
         assert_eq!(totals(&rows, 0, 20_000), totals(&coarse, 0, 20_000));
+    }
+
+    #[test]
+    fn merged_rows_keep_the_most_frequent_event_names_whatever_the_order() {
+        let with_events = |names: &[(&str, u64)]| {
+            let mut r = row("on", 0, 0, 1, &[]);
+            r.aggregate.events =
+                names.iter().map(|(n, c)| ((*n).to_owned(), EventStat { count: *c, sum: 0.0 })).collect();
+            r
+        };
+        let junk: Vec<(String, u64)> = (0..100).map(|i| (format!("junk-{i:03}"), 1)).collect();
+        let junk: Vec<(&str, u64)> = junk.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+        let real = with_events(&[("checkout", 500)]);
+        for rows in [vec![real.clone(), with_events(&junk)], vec![with_events(&junk), real.clone()]] {
+            let merged = merge_rows(&rows, BUCKET_MS);
+            let events = &merged[0].aggregate.events;
+            assert_eq!(events.len(), MAX_EVENTS_PER_ENTRY);
+            assert_eq!(events["checkout"].count, 500);
+            assert!(events.contains_key("junk-000") && !events.contains_key("junk-099"), "ties go by name");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 mod metrics;
 mod sketch;
 
-pub use metrics::{BatchError, EventStat, FlagMetrics, Limits, MetricsBatch};
+pub use metrics::{BatchError, EventStat, FlagMetrics, Limits, MAX_EVENTS_PER_ENTRY, MetricsBatch};
 pub use sketch::{
     LatencySketch, MAX_TRACKED_MS, MIN_TRACKED_MS, RELATIVE_ACCURACY, SketchBuilder, bucket_value, index_range,
     upper_bound,

@@ -58,6 +58,10 @@ pub struct EventStat {
     pub sum: f64,
 }
 
+/// Named events per batch entry: also the most event names the server keeps in one stored row
+/// or one view's totals (a merge of entries keeps the names with the largest counts).
+pub const MAX_EVENTS_PER_ENTRY: usize = 32;
+
 /// The bounds a batch must keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -73,7 +77,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_entries: 1000, max_events: 32, max_name_len: 128, max_count: 1_000_000_000_000 }
+        Limits { max_entries: 1000, max_events: MAX_EVENTS_PER_ENTRY, max_name_len: 128, max_count: 1_000_000_000_000 }
     }
 }
 

@@ -112,7 +112,13 @@ async fn serve() {
         let mut sink = Vec::new();
         let _ = tokio::io::stdin().read_to_end(&mut sink).await;
     };
-    dimmer_server::app::run(listener, store, stop).await.expect("serve");
+    // Ten thousand subscribers from one address and token: the rate limits are not what is
+    // measured.
+    let options = dimmer_server::app::Options {
+        rate_limits: dimmer_server::service::limits::RateLimits::off(),
+        ..dimmer_server::app::Options::default()
+    };
+    dimmer_server::app::run_with(listener, store, options, stop).await.expect("serve");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -38,7 +38,12 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(dimmer_server::app::run(listener, store.clone(), async move {
+    // A thousand subscribers from one address and token: the rate limits are not what is measured.
+    let options = dimmer_server::app::Options {
+        rate_limits: dimmer_server::service::limits::RateLimits::off(),
+        ..dimmer_server::app::Options::default()
+    };
+    let server = tokio::spawn(dimmer_server::app::run_with(listener, store.clone(), options, async move {
         let _ = stopped.await;
     }));
 

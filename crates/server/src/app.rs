@@ -3,6 +3,7 @@
 //! stops everything in order (streams are closed cleanly).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use tokio::sync::watch;
 use crate::api::AppState;
 use crate::service::guardian::Guardian;
 use crate::service::hub::Hub;
+use crate::service::limits::{Limiters, RateLimits};
 use crate::service::metrics::Metrics;
 use crate::service::releases::Releases;
 use crate::service::tokens::TokenCache;
@@ -36,7 +38,17 @@ pub struct Options {
     pub rollup_interval: Duration,
     /// The flag policy enforced on writes and shown at `GET /api/v1/policy`.
     pub policy: crate::service::policy::ServerPolicy,
+    /// Rate limits per token and per client address (refilled by `clock`).
+    pub rate_limits: RateLimits,
+    /// How long a request may take before it is answered 408 (`None`: no limit; streams are
+    /// never cut).
+    pub request_timeout: Option<Duration>,
+    /// Whether `/metrics` needs a token.
+    pub metrics_token_required: bool,
 }
+
+/// The default time limit of a request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for Options {
     fn default() -> Self {
@@ -47,6 +59,9 @@ impl Default for Options {
             retention: Retention::default(),
             rollup_interval: Duration::from_secs(60),
             policy: crate::service::policy::ServerPolicy::default(),
+            rate_limits: RateLimits::default(),
+            request_timeout: Some(REQUEST_TIMEOUT),
+            metrics_token_required: false,
         }
     }
 }
@@ -57,6 +72,9 @@ impl std::fmt::Debug for Options {
             .field("webhooks", &self.webhooks.len())
             .field("plan_interval", &self.plan_interval)
             .field("policy", &self.policy.source)
+            .field("rate_limits", &self.rate_limits)
+            .field("request_timeout", &self.request_timeout)
+            .field("metrics_token_required", &self.metrics_token_required)
             .finish_non_exhaustive()
     }
 }
@@ -106,6 +124,9 @@ pub fn app(store: Arc<dyn Store>, options: &Options, shutdown: watch::Receiver<b
         policy: options.policy.clone(),
         clock: options.clock.clone(),
         shutdown,
+        limiters: Arc::new(Limiters::new(options.rate_limits, options.clock.clone())),
+        request_timeout: options.request_timeout,
+        metrics_token_required: options.metrics_token_required,
     };
     // The web console (under `/`) beside the API (under `/api` and `/ofrep`).
     let router = crate::api::router(state.clone()).merge(crate::console::router(state.clone()));
@@ -140,7 +161,8 @@ pub async fn run_with(
         stop_rx.clone(),
     ));
     let webhooks = tokio::spawn(worker.run(stop_rx));
-    let served = axum::serve(listener, router)
+    // With each connection's peer address: the per-address rate limit and sign-in warnings.
+    let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: closing streams");

@@ -3,8 +3,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::service::limits::{Rate, RateLimits};
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -17,7 +20,7 @@ pub enum LogFormat {
 }
 
 /// The validated configuration.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct Config {
     /// Where to listen.
     pub listen: SocketAddr,
@@ -33,6 +36,12 @@ pub struct Config {
     pub webhooks: Vec<crate::service::webhooks::Target>,
     /// The flag policy enforced on writes (the default policy when no file is given).
     pub policy: crate::service::policy::ServerPolicy,
+    /// How long a request may take (streams excepted); `None`: no limit.
+    pub request_timeout: Option<Duration>,
+    /// Rate limits per token and per client address.
+    pub rate_limits: RateLimits,
+    /// Whether `/metrics` needs a token.
+    pub metrics_token_required: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -47,12 +56,15 @@ impl std::fmt::Debug for Config {
             // Webhook URLs often embed a secret (Slack's do): only their number is shown.
             .field("webhooks", &self.webhooks.len())
             .field("policy", &self.policy.source)
+            .field("request_timeout", &self.request_timeout)
+            .field("rate_limits", &self.rate_limits)
+            .field("metrics_token_required", &self.metrics_token_required)
             .finish()
     }
 }
 
 /// One layer of settings; unset fields leave the layer below in place.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Layer {
     /// `listen`.
@@ -69,6 +81,47 @@ pub struct Layer {
     pub webhooks: Option<Vec<String>>,
     /// `policy`: a policy file (`dimmer-policy.yaml`).
     pub policy: Option<PathBuf>,
+    /// `request_timeout`: `30s` (the default), or `off`.
+    #[serde(default, deserialize_with = "text")]
+    pub request_timeout: Option<String>,
+    /// `rate_limit_token`: requests per second and burst per token, `1000/2000` (the default), or `off`.
+    #[serde(default, deserialize_with = "text")]
+    pub rate_limit_token: Option<String>,
+    /// `rate_limit_address`: the same per client address, `2000/4000` (the default), or `off`.
+    #[serde(default, deserialize_with = "text")]
+    pub rate_limit_address: Option<String>,
+    /// `metrics_token_required`: `true` to make `/metrics` need a token (default `false`).
+    #[serde(default, deserialize_with = "text")]
+    pub metrics_token_required: Option<String>,
+}
+
+/// A setting as text, whether the file writes it as a string, a number or a boolean (the
+/// environment has only text): validated, naming the setting, in [`load`].
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(other) => Some(other.to_string()),
+    })
+}
+
+impl std::fmt::Debug for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // As for `Config`: the admin token, the database URL and webhook URLs are secrets.
+        f.debug_struct("Layer")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("log_format", &self.log_format)
+            .field("webhooks", &self.webhooks.as_ref().map(Vec::len))
+            .field("policy", &self.policy)
+            .field("request_timeout", &self.request_timeout)
+            .field("rate_limit_token", &self.rate_limit_token)
+            .field("rate_limit_address", &self.rate_limit_address)
+            .field("metrics_token_required", &self.metrics_token_required)
+            .finish()
+    }
 }
 
 impl Layer {
@@ -81,12 +134,17 @@ impl Layer {
             log_format: self.log_format.or(base.log_format),
             webhooks: self.webhooks.or(base.webhooks),
             policy: self.policy.or(base.policy),
+            request_timeout: self.request_timeout.or(base.request_timeout),
+            rate_limit_token: self.rate_limit_token.or(base.rate_limit_token),
+            rate_limit_address: self.rate_limit_address.or(base.rate_limit_address),
+            metrics_token_required: self.metrics_token_required.or(base.metrics_token_required),
         }
     }
 
     /// The layer from environment variables (`DIMMER_LISTEN`, `DIMMER_DATA_DIR`,
     /// `DIMMER_DATABASE_URL`, `DIMMER_ADMIN_TOKEN`, `DIMMER_LOG_FORMAT`, `DIMMER_WEBHOOKS` as a
-    /// comma-separated list, `DIMMER_POLICY`), read through `var`.
+    /// comma-separated list, `DIMMER_POLICY`, `DIMMER_REQUEST_TIMEOUT`, `DIMMER_RATE_LIMIT_TOKEN`,
+    /// `DIMMER_RATE_LIMIT_ADDRESS`, `DIMMER_METRICS_TOKEN_REQUIRED`), read through `var`.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Layer {
         Layer {
             listen: var("DIMMER_LISTEN"),
@@ -97,6 +155,10 @@ impl Layer {
             webhooks: var("DIMMER_WEBHOOKS")
                 .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()),
             policy: var("DIMMER_POLICY").filter(|p| !p.is_empty()).map(PathBuf::from),
+            request_timeout: var("DIMMER_REQUEST_TIMEOUT").filter(|v| !v.is_empty()),
+            rate_limit_token: var("DIMMER_RATE_LIMIT_TOKEN").filter(|v| !v.is_empty()),
+            rate_limit_address: var("DIMMER_RATE_LIMIT_ADDRESS").filter(|v| !v.is_empty()),
+            metrics_token_required: var("DIMMER_METRICS_TOKEN_REQUIRED").filter(|v| !v.is_empty()),
         }
     }
 }
@@ -172,11 +234,45 @@ pub fn load(file: Option<&Path>, env: Layer, flags: Layer) -> Result<Config, Con
     {
         return Err(ConfigError::Invalid { setting: "admin_token", message: "must be at least 16 characters".into() });
     }
+    let request_timeout = match merged.request_timeout.as_deref().map(str::trim) {
+        None => Some(crate::app::REQUEST_TIMEOUT),
+        Some("off") => None,
+        Some(text) => Some(
+            dimmer_domain::duration::parse(text)
+                .filter(|ms| *ms >= 1)
+                .map(|ms| Duration::from_millis(ms.unsigned_abs()))
+                .ok_or_else(|| ConfigError::Invalid {
+                    setting: "request_timeout",
+                    message: format!("\"{text}\" is not a duration such as 30s, or off"),
+                })?,
+        ),
+    };
+    let rate = |setting: &'static str, value: Option<&str>, default: Option<Rate>| match value.map(str::trim) {
+        None => Ok(default),
+        Some("off") => Ok(None),
+        Some(text) => Rate::parse(text).map(Some).map_err(|message| ConfigError::Invalid { setting, message }),
+    };
+    let defaults = RateLimits::default();
+    let rate_limits = RateLimits {
+        per_token: rate("rate_limit_token", merged.rate_limit_token.as_deref(), defaults.per_token)?,
+        per_address: rate("rate_limit_address", merged.rate_limit_address.as_deref(), defaults.per_address)?,
+    };
+    let metrics_token_required = match merged.metrics_token_required.as_deref().map(str::trim) {
+        None | Some("false" | "0" | "no") => false,
+        Some("true" | "1" | "yes") => true,
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                setting: "metrics_token_required",
+                message: format!("\"{other}\" is not true or false"),
+            });
+        }
+    };
     let webhooks = merged
         .webhooks
         .unwrap_or_default()
         .iter()
-        .map(|w| crate::service::webhooks::Target::parse(w))
+        .enumerate()
+        .map(|(i, w)| crate::service::webhooks::Target::parse(w).map_err(|e| format!("entry {}: {e}", i + 1)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|message| ConfigError::Invalid { setting: "webhooks", message })?;
     // Read and validated once, here: a bad policy file is a startup error naming its field.
@@ -194,6 +290,9 @@ pub fn load(file: Option<&Path>, env: Layer, flags: Layer) -> Result<Config, Con
         database_url,
         admin_token: merged.admin_token,
         log_format,
+        request_timeout,
+        rate_limits,
+        metrics_token_required,
     })
 }
 
@@ -216,10 +315,59 @@ mod tests {
         let secret = Layer { admin_token: Some("a-very-secret-admin-token".into()), ..Layer::default() };
         let c = load(None, secret, Layer::default()).unwrap();
         assert!(!format!("{c:?}").contains("very-secret"));
-        let hooks = Layer::from_env(|n| (n == "DIMMER_WEBHOOKS").then(|| "http://a/x, slack=https://h/s".to_owned()));
-        assert_eq!(load(None, hooks, Layer::default()).unwrap().webhooks.len(), 2);
-        let bad = Layer { webhooks: Some(vec!["mailto:x".into()]), ..Layer::default() };
-        assert!(load(None, bad, Layer::default()).unwrap_err().to_string().starts_with("webhooks:"));
+        let hooks = Layer::from_env(|n| {
+            (n == "DIMMER_WEBHOOKS").then(|| "http://a/x-secret, slack=https://h/services/T/B/s3cret".to_owned())
+        });
+        let hooks_layer = hooks.clone();
+        let c = load(None, hooks, Layer::default()).unwrap();
+        assert_eq!(c.webhooks.len(), 2);
+        // Webhook URLs are secrets: neither the configuration nor its targets print them.
+        let printed = format!("{c:?} {:?} {hooks_layer:?}", c.webhooks);
+        assert!(!printed.contains("secret") && !printed.contains("s3cret"), "{printed}");
+        let bad = Layer { webhooks: Some(vec!["mailto:x-secret".into()]), ..Layer::default() };
+        let e = load(None, bad, Layer::default()).unwrap_err().to_string();
+        assert!(e.starts_with("webhooks:") && !e.contains("x-secret"), "{e}");
+    }
+
+    #[test]
+    fn bounds_have_generous_defaults_can_be_turned_off_and_bad_values_name_the_setting() {
+        let c = load(None, Layer::default(), Layer::default()).unwrap();
+        assert_eq!(c.request_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.rate_limits, RateLimits::default());
+        assert!(!c.metrics_token_required);
+        let env = Layer::from_env(|n| match n {
+            "DIMMER_REQUEST_TIMEOUT" => Some("5s".into()),
+            "DIMMER_RATE_LIMIT_TOKEN" => Some("10/20".into()),
+            "DIMMER_RATE_LIMIT_ADDRESS" => Some("off".into()),
+            "DIMMER_METRICS_TOKEN_REQUIRED" => Some("true".into()),
+            _ => None,
+        });
+        let c = load(None, env, Layer::default()).unwrap();
+        assert_eq!(c.request_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(c.rate_limits.per_token, Some(Rate { per_second: 10.0, burst: 20.0 }));
+        assert_eq!(c.rate_limits.per_address, None);
+        assert!(c.metrics_token_required);
+        let off = Layer { request_timeout: Some("off".into()), ..Layer::default() };
+        assert_eq!(load(None, off, Layer::default()).unwrap().request_timeout, None);
+        for (layer, setting) in [
+            (Layer { request_timeout: Some("soon".into()), ..Layer::default() }, "request_timeout:"),
+            (Layer { rate_limit_token: Some("lots".into()), ..Layer::default() }, "rate_limit_token:"),
+            (Layer { rate_limit_address: Some("5/0".into()), ..Layer::default() }, "rate_limit_address:"),
+            (Layer { metrics_token_required: Some("maybe".into()), ..Layer::default() }, "metrics_token_required:"),
+        ] {
+            assert!(load(None, layer, Layer::default()).unwrap_err().to_string().starts_with(setting));
+        }
+        // In a file, numbers and booleans are as good as text.
+        let dir = std::env::temp_dir().join(format!("dimmer-config-bounds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("config.json");
+        std::fs::write(&file, r#"{"metrics_token_required": true, "rate_limit_token": 25, "request_timeout": "1m"}"#)
+            .unwrap();
+        let c = load(Some(&file), Layer::default(), Layer::default()).unwrap();
+        assert!(c.metrics_token_required);
+        assert_eq!(c.rate_limits.per_token, Some(Rate { per_second: 25.0, burst: 50.0 }));
+        assert_eq!(c.request_timeout, Some(Duration::from_secs(60)));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

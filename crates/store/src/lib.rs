@@ -188,6 +188,29 @@ pub struct AuditEntry {
     pub after: Option<Value>,
     /// Why.
     pub reason: Option<String>,
+    /// In a page of the log: `before` or `after` was too large to list and reads
+    /// `{"truncated": true, "bytes": N}` (N: its size as stored), or `reason` was cut; the entry
+    /// by its id has them whole.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// How far a page of the audit log may grow beyond its count of entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditBounds {
+    /// A `before`, `after` or `reason` larger than this many bytes is summarised in the page.
+    pub body_bytes: u64,
+    /// The page ends with the entry that brings it to this many bytes (so it holds at least one).
+    pub page_bytes: u64,
+}
+
+/// A page of the audit log, newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditPage {
+    /// The entries.
+    pub entries: Vec<AuditEntry>,
+    /// When more entries match: the id to list before for the next page.
+    pub next: Option<i64>,
 }
 
 /// Which audit entries to list, newest first.
@@ -475,8 +498,16 @@ pub trait Store: Send + Sync + 'static {
     /// longer reaches back that far (the caller then sends a snapshot).
     async fn changes_since(&self, environment: &str, revision: i64) -> StoreResult<Option<Vec<ChangedItem>>>;
 
-    /// Audit entries matching the filter, newest first.
+    /// Audit entries matching the filter, newest first, whole.
     async fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>>;
+
+    /// A page of the audit entries matching the filter, newest first, bounded in bytes as well as
+    /// in count: large bodies are summarised (never read whole) and the page ends at
+    /// `bounds.page_bytes`.
+    async fn audit_page(&self, filter: &AuditFilter, bounds: &AuditBounds) -> StoreResult<AuditPage>;
+
+    /// One audit entry, whole.
+    async fn get_audit_entry(&self, id: i64) -> StoreResult<Option<AuditEntry>>;
 
     /// Stores a token's hash, created now by the store's clock; audited (without the token).
     async fn create_token(&self, token: &TokenRecord, meta: &ChangeMeta) -> StoreResult<()>;

@@ -144,8 +144,14 @@ async fn run_demo(args: &DemoArgs, dir: &std::path::Path, say: &dyn Fn(String)) 
         .iter()
         .map(|w| dimmer_server::service::webhooks::Target::parse(w).map_err(|e| anyhow::anyhow!("--webhook {w}: {e}")))
         .collect::<Result<Vec<_>>>()?;
-    let options =
-        Options { clock: clock.clone(), webhooks, plan_interval: Duration::from_millis(200), ..Options::default() };
+    let options = Options {
+        clock: clock.clone(),
+        webhooks,
+        plan_interval: Duration::from_millis(200),
+        // One person's demo on their own machine: nothing to protect it from.
+        rate_limits: dimmer_server::service::limits::RateLimits::off(),
+        ..Options::default()
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(dimmer_server::app::run_with(listener, store.clone(), options, async move {
         let _ = stop_rx.await;

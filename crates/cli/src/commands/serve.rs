@@ -19,7 +19,8 @@ pub struct ServeArgs {
     #[arg(long)]
     database_url: Option<String>,
     /// A JSON configuration file (listen, data_dir, database_url, admin_token, log_format,
-    /// webhooks, policy).
+    /// webhooks, policy, request_timeout, rate_limit_token, rate_limit_address,
+    /// metrics_token_required; docs/api.md).
     #[arg(long)]
     config: Option<PathBuf>,
     /// A receiver of release events (repeatable): URL for generic JSON, slack=URL for a
@@ -97,6 +98,9 @@ async fn serve(config: config::Config) -> Result<()> {
     let options = dimmer_server::app::Options {
         webhooks: config.webhooks.clone(),
         policy: config.policy.clone(),
+        rate_limits: config.rate_limits,
+        request_timeout: config.request_timeout,
+        metrics_token_required: config.metrics_token_required,
         ..Default::default()
     };
     dimmer_server::app::run_with(listener, store, options, shutdown_signal()).await.context("serving HTTP")?;

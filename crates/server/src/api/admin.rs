@@ -14,7 +14,7 @@ use crate::api::AppState;
 use crate::api::auth::Principal;
 use crate::api::error::{ApiError, Code, Details, FieldError, Json};
 use crate::service::tokens;
-use dimmer_store::{AuditEntry, AuditFilter, Environment, Scope, SegmentRecord, TokenRecord};
+use dimmer_store::{AuditBounds, AuditEntry, AuditFilter, Environment, Scope, SegmentRecord, TokenRecord};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -24,6 +24,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{name}", delete(revoke_token))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/audit/{id}", get(audit_entry))
 }
 
 /// `GET /api/v1/environments`.
@@ -490,7 +491,7 @@ struct AuditQuery {
     env: Option<String>,
     /// Only entries by this actor (token name).
     actor: Option<String>,
-    /// Only entries with an id below this (for paging).
+    /// Only entries with an id below this: the `next` of the previous page.
     before: Option<i64>,
     /// At most this many: 100 when absent or 0, never more than 1000.
     #[serde(default)]
@@ -498,14 +499,36 @@ struct AuditQuery {
     limit: u32,
 }
 
+/// A listed `before`, `after` or `reason` larger than this is summarised (`before`/`after` as
+/// `{"truncated": true, "bytes": N}`, a reason cut to its first 1,000 characters); the entry's
+/// `href` serves it whole.
+pub const AUDIT_BODY_BYTES: u64 = 16 * 1024;
+/// A page of the audit log ends with the entry that brings it to this many bytes.
+pub const AUDIT_PAGE_BYTES: u64 = 1024 * 1024;
+
 /// `GET /api/v1/audit`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct AuditList {
     /// Entries, newest first.
-    entries: Vec<AuditEntry>,
+    entries: Vec<ListedAuditEntry>,
+    /// When more entries match (the page was cut by `limit` or by size): pass it as `before`
+    /// for the next page. Null on the last page.
+    #[schema(required = true)]
+    next: Option<i64>,
 }
 
-/// Audit entries matching the filter, newest first.
+/// An audit entry in a list: summarised when large (`truncated`), with where to read it whole.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ListedAuditEntry {
+    /// The entry; `before`/`after` may be `{"truncated": true, "bytes": N}` when `truncated`.
+    #[serde(flatten)]
+    entry: AuditEntry,
+    /// With `truncated`: the path that serves this entry whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    href: Option<String>,
+}
+
+/// Audit entries matching the filter, newest first, in pages bounded by count and by size.
 #[utoipa::path(
     get,
     path = "/api/v1/audit",
@@ -513,7 +536,7 @@ pub(crate) struct AuditList {
     operation_id = "listAudit",
     params(AuditQuery),
     responses(
-        (status = 200, description = "The entries", body = AuditList),
+        (status = 200, description = "A page of entries: bodies over 16 KiB summarised, at most about 1 MiB, `next` for the rest", body = AuditList),
         (status = 400, description = "A malformed query", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "An sdk token", body = doc::ErrorBody),
@@ -526,6 +549,38 @@ async fn audit(
 ) -> Result<Response, ApiError> {
     principal.require_read()?;
     let filter = AuditFilter { flag: q.flag, environment: q.env, actor: q.actor, before_id: q.before, limit: q.limit };
-    let entries = state.store.audit(&filter).await?;
-    Ok(Json(AuditList { entries }).into_response())
+    let bounds = AuditBounds { body_bytes: AUDIT_BODY_BYTES, page_bytes: AUDIT_PAGE_BYTES };
+    let page = state.store.audit_page(&filter, &bounds).await?;
+    let entries = page
+        .entries
+        .into_iter()
+        .map(|entry| ListedAuditEntry { href: entry.truncated.then(|| format!("/api/v1/audit/{}", entry.id)), entry })
+        .collect();
+    Ok(Json(AuditList { entries, next: page.next }).into_response())
+}
+
+/// One audit entry, whole (`before`, `after` and `reason` as recorded).
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/{id}",
+    tag = "audit",
+    operation_id = "getAuditEntry",
+    params(("id" = i64, Path, description = "The entry's id")),
+    responses(
+        (status = 200, description = "The entry", body = AuditEntry),
+        (status = 400, description = "The id is not a number", body = doc::ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "An sdk token", body = doc::ErrorBody),
+        (status = 404, description = "No such entry", body = doc::ErrorBody),
+    )
+)]
+async fn audit_entry(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    principal.require_read()?;
+    let entry =
+        state.store.get_audit_entry(id).await?.ok_or_else(|| ApiError::not_found("audit entry", &id.to_string()))?;
+    Ok(Json(entry).into_response())
 }

@@ -1,7 +1,10 @@
 //! Who is calling: the token in `Authorization: Bearer …` or `X-API-Key`, authenticated through
 //! the token service, and the scope checks handlers make before they act.
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use dimmer_store::{ChangeMeta, Scope};
 
@@ -74,21 +77,31 @@ fn unauthorized() -> ApiError {
 }
 
 /// The token in `Authorization: Bearer …` or `X-API-Key`.
-fn presented_token(parts: &Parts) -> Option<&str> {
-    let bearer = parts
-        .headers
+pub(crate) fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-    bearer.or_else(|| parts.headers.get("x-api-key").and_then(|v| v.to_str().ok())).map(str::trim)
+    bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok())).map(str::trim)
 }
 
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = presented_token(parts).ok_or_else(unauthorized)?;
+        let token = presented_token(&parts.headers).ok_or_else(unauthorized)?;
         let identity = state.tokens.authenticate(state.store.as_ref(), token).await?;
-        identity.map(Principal::from).ok_or_else(unauthorized)
+        identity.map(Principal::from).ok_or_else(|| {
+            // Who tried, never what: the address and the first characters of the token's hash
+            // (enough to match attempts with each other, useless to sign in with).
+            let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+            let hash = crate::service::tokens::hash_token(token);
+            tracing::warn!(
+                address = %address.map_or_else(|| "unknown".to_owned(), |a| a.to_string()),
+                token_hash = %hash.get(..8).unwrap_or_default(),
+                "sign-in failed: unknown or revoked token"
+            );
+            unauthorized()
+        })
     }
 }

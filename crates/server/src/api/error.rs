@@ -39,6 +39,11 @@ pub enum Code {
     PreconditionRequired,
     /// The body is too large.
     PayloadTooLarge,
+    /// The request did not complete in time (a slow body, or slow work); it may or may not have
+    /// taken effect.
+    RequestTimeout,
+    /// Too many requests from this token or address; `Retry-After` says when to try again.
+    RateLimited,
     /// The server failed; details are in its log.
     Internal,
 }
@@ -57,6 +62,8 @@ impl Code {
             Code::VersionMismatch => StatusCode::PRECONDITION_FAILED,
             Code::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -48,13 +48,15 @@ struct EnvQuery {
 pub(crate) struct IngestAnswer {
     /// Entries stored.
     accepted: usize,
-    /// Entries for flags the environment does not have, dropped.
+    /// Entries for flags the environment does not have, or for variants their flag does not
+    /// have, dropped.
     ignored: usize,
 }
 
 /// Takes a batch of outcome metrics from an SDK: per flag and variant, evaluations, errors and
 /// successes, a latency sketch and custom events. Accepted whole or refused whole; entries for
-/// flags the environment does not have are ignored (and counted in the answer).
+/// flags the environment does not have, or variants their flag does not have, are ignored (and
+/// counted in the answer).
 #[utoipa::path(
     post,
     path = "/api/v1/sdk/metrics",
@@ -96,8 +98,12 @@ async fn ingest(
     let snap = state.hub.current(&env).await.map_err(|e| refuse(e.into()))?;
     let now = state.releases.clock().now_ms();
     let bucket = bucket_of(now, BUCKET_MS);
-    let (known, unknown): (Vec<_>, Vec<_>) =
-        batch.metrics.iter().partition(|m| snap.snapshot.flags.flags.contains_key(&m.flag));
+    // Only the environment's flags and their variants are kept: made-up names are refused here,
+    // before they can take a row or a Prometheus series.
+    let (known, unknown): (Vec<_>, Vec<_>) = batch
+        .metrics
+        .iter()
+        .partition(|m| snap.snapshot.flags.flags.get(&m.flag).is_some_and(|f| f.variants.contains_key(&m.variant)));
     let rows: Vec<MetricRow> = known
         .iter()
         .map(|m| MetricRow {
@@ -164,7 +170,7 @@ pub(crate) struct VariantTotals {
     error_rate: Option<f64>,
     /// Outcome latency, in milliseconds.
     latency_ms: LatencySummary,
-    /// Custom events by name.
+    /// Custom events by name: the 32 most frequent over the window.
     events: BTreeMap<String, EventTotals>,
 }
 
@@ -336,6 +342,11 @@ async fn view(
 }
 
 fn variant_totals(name: &str, a: &Aggregate) -> VariantTotals {
+    // A long window unites many rows' event names: the view lists the most frequent, as many as
+    // one row keeps.
+    let mut bounded = a.clone();
+    bounded.bound_events(dimmer_protocol::MAX_EVENTS_PER_ENTRY);
+    let a = &bounded;
     VariantTotals {
         variant: name.to_owned(),
         evaluations: a.evaluations,

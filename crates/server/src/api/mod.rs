@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub(crate) mod flags;
 mod guards;
+mod limits;
 mod ofrep;
 mod openapi;
 mod policy;
@@ -12,6 +13,8 @@ mod release;
 mod schemas;
 mod sdk;
 mod system;
+
+pub use admin::{AUDIT_BODY_BYTES, AUDIT_PAGE_BYTES};
 
 use std::time::Instant;
 
@@ -29,6 +32,7 @@ use tokio::sync::watch;
 use crate::api::error::{ApiError, Code, FieldError};
 use crate::service::guardian::Guardian;
 use crate::service::hub::Hub;
+use crate::service::limits::Limiters;
 use crate::service::metrics::Metrics;
 use crate::service::policy::ServerPolicy;
 use crate::service::releases::Releases;
@@ -58,6 +62,12 @@ pub struct AppState {
     pub clock: Arc<dyn dimmer_domain::Clock>,
     /// Flips to true at shutdown: streams end cleanly.
     pub shutdown: watch::Receiver<bool>,
+    /// Rate limits per token and per client address.
+    pub limiters: Arc<Limiters>,
+    /// How long a request may take before it is answered 408 (`None`: no limit).
+    pub request_timeout: Option<std::time::Duration>,
+    /// Whether `/metrics` needs a token (reader and up).
+    pub metrics_token_required: bool,
 }
 
 impl std::fmt::Debug for AppState {
@@ -81,6 +91,11 @@ pub fn router(state: AppState) -> Router {
         .merge(system::router())
         .merge(openapi::router())
         .merge(policy::router())
+        // Innermost first: the time limit around the handler, the rate limits before it (a
+        // refused request costs no work), and `observe` outside both so 408s and 429s are
+        // counted too.
+        .layer(middleware::from_fn_with_state(state.clone(), limits::time_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

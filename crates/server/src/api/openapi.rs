@@ -64,6 +64,7 @@ pub(super) fn router() -> Router<AppState> {
         super::admin::create_token,
         super::admin::revoke_token,
         super::admin::audit,
+        super::admin::audit_entry,
         super::release::list_plans,
         super::release::plan_status,
         super::release::start_plan,

@@ -7,8 +7,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
+use super::schemas as doc;
 use crate::api::AppState;
-use crate::api::error::Json;
+use crate::api::auth::Principal;
+use crate::api::error::{ApiError, Json};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
@@ -67,15 +69,25 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// Prometheus metrics: requests by route and status, durations, SSE connections, revisions.
+/// Open by default; with `metrics_token_required`, a reader (or writer, admin) token is needed.
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "system",
     operation_id = "metrics",
-    responses((status = 200, description = "Prometheus text exposition format 0.0.4",
-        content_type = "text/plain; version=0.0.4; charset=utf-8", body = String))
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4",
+            content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 401, description = "With `metrics_token_required`: no token, or an unknown or revoked one", body = doc::ErrorBody),
+        (status = 403, description = "With `metrics_token_required`: an sdk token", body = doc::ErrorBody),
+    )
 )]
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, principal: Result<Principal, ApiError>) -> Response {
+    if state.metrics_token_required
+        && let Err(e) = principal.and_then(|p| p.require_read())
+    {
+        return e.into_response();
+    }
     let mut text = state.metrics.render();
     release_metrics(&state, &mut text).await;
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], text)

@@ -2,7 +2,7 @@
 //! connections, and each environment's revision. Held in the server state, not a global
 //! registry, so that tests can run several servers in one process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -27,15 +27,36 @@ pub struct Metrics {
     /// Open SSE connections.
     pub sse_connections: AtomicI64,
     revisions: Mutex<BTreeMap<String, i64>>,
-    outcomes: Mutex<BTreeMap<(String, String, String), OutcomeSeries>>,
+    outcomes: Mutex<Outcomes>,
     outcome_series_dropped: AtomicU64,
+    events_dropped: AtomicU64,
     metric_batches: Mutex<BTreeMap<&'static str, u64>>,
     guard_events: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
-/// The most flag × variant × environment series kept: an SDK reporting made-up flag keys must
-/// not grow the scrape without bound.
+/// The most flag × variant × environment series kept. Entries for flags or variants the
+/// environment does not have are refused before they get here, so made-up names never take a
+/// slot; this cap holds even for an environment with that many real flags and variants.
 pub const MAX_OUTCOME_SERIES: usize = 10_000;
+/// The most flag × variant × environment × event series kept (`dimmer_flag_events_total`): a
+/// budget of its own, so that event names can never take the place of a flag's series.
+pub const MAX_EVENT_SERIES: usize = 10_000;
+/// The most distinct event names kept per flag and environment (across its variants), first
+/// come first kept: SDKs reporting made-up event names fill this flag's allowance only.
+pub const MAX_EVENT_NAMES_PER_FLAG: usize = 32;
+/// Lines one outcome series renders: evaluations, two outcomes, and the histogram (a line per
+/// bucket, `+Inf`, sum and count).
+pub const LINES_PER_OUTCOME_SERIES: usize = 3 + BUCKETS.len() + 3;
+
+/// The outcome series and the event names admitted per flag and environment.
+#[derive(Debug, Default)]
+struct Outcomes {
+    series: BTreeMap<(String, String, String), OutcomeSeries>,
+    /// By (environment, flag): the event names admitted, at most [`MAX_EVENT_NAMES_PER_FLAG`].
+    event_names: HashMap<(String, String), BTreeSet<String>>,
+    /// Event series held, across every outcome series.
+    event_series: usize,
+}
 
 /// One flag, variant and environment's outcome counters since the process started.
 #[derive(Debug, Default, Clone)]
@@ -72,9 +93,13 @@ impl Metrics {
         }
     }
 
-    /// Adds one accepted metrics batch's rows to the per-flag series.
+    /// Adds one accepted metrics batch's rows to the per-flag series. A new series over
+    /// [`MAX_OUTCOME_SERIES`] is dropped, and so is a new event name over
+    /// [`MAX_EVENT_NAMES_PER_FLAG`] for its flag or over [`MAX_EVENT_SERIES`] in all (each
+    /// counted): what is already kept is never pushed out.
     pub fn record_outcomes(&self, environment: &str, rows: &[MetricRow]) {
-        let Ok(mut series) = self.outcomes.lock() else { return };
+        let Ok(mut outcomes) = self.outcomes.lock() else { return };
+        let Outcomes { series, event_names, event_series } = &mut *outcomes;
         for row in rows {
             let key = (row.flag.clone(), row.variant.clone(), environment.to_owned());
             if !series.contains_key(&key) && series.len() >= MAX_OUTCOME_SERIES {
@@ -87,6 +112,18 @@ impl Metrics {
             s.successes = s.successes.saturating_add(a.successes);
             s.errors = s.errors.saturating_add(a.errors);
             for (name, stat) in &a.events {
+                if !s.events.contains_key(name) {
+                    let names = event_names.entry((environment.to_owned(), row.flag.clone())).or_default();
+                    let known = names.contains(name);
+                    if (!known && names.len() >= MAX_EVENT_NAMES_PER_FLAG) || *event_series >= MAX_EVENT_SERIES {
+                        self.events_dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    if !known {
+                        names.insert(name.clone());
+                    }
+                    *event_series += 1;
+                }
                 let slot = s.events.entry(name.clone()).or_default();
                 *slot = slot.saturating_add(stat.count);
             }
@@ -172,7 +209,8 @@ impl Metrics {
     }
 
     fn render_outcomes(&self, out: &mut String) {
-        let Ok(series) = self.outcomes.lock() else { return };
+        let Ok(outcomes) = self.outcomes.lock() else { return };
+        let series = &outcomes.series;
         let label = |(flag, variant, env): &(String, String, String)| {
             format!("flag=\"{}\",variant=\"{}\",environment=\"{}\"", escape(flag), escape(variant), escape(env))
         };
@@ -213,7 +251,7 @@ impl Metrics {
             let _ = writeln!(out, "dimmer_flag_outcome_duration_seconds_sum{{{l}}} {}", s.latency.sum);
             let _ = writeln!(out, "dimmer_flag_outcome_duration_seconds_count{{{l}}} {}", s.latency.count);
         }
-        drop(series);
+        drop(outcomes);
         out.push_str("# HELP dimmer_flag_outcome_series_dropped_total Outcome series not kept (over the cap).\n");
         out.push_str("# TYPE dimmer_flag_outcome_series_dropped_total counter\n");
         let _ = writeln!(
@@ -221,6 +259,9 @@ impl Metrics {
             "dimmer_flag_outcome_series_dropped_total {}",
             self.outcome_series_dropped.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP dimmer_flag_events_dropped_total Event names not kept (over the cap per flag and environment, or over the event series cap).\n");
+        out.push_str("# TYPE dimmer_flag_events_dropped_total counter\n");
+        let _ = writeln!(out, "dimmer_flag_events_dropped_total {}", self.events_dropped.load(Ordering::Relaxed));
         out.push_str("# HELP dimmer_sdk_metric_batches_total Metrics batches received from SDKs, by outcome.\n");
         out.push_str("# TYPE dimmer_sdk_metric_batches_total counter\n");
         if let Ok(b) = self.metric_batches.lock() {
@@ -244,4 +285,78 @@ impl Metrics {
 
 fn escape(label: &str) -> String {
     label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dimmer_domain::outcomes::{Aggregate, BUCKET_MS};
+    use dimmer_protocol::EventStat;
+
+    fn row(flag: &str, variant: &str, events: &[&str]) -> MetricRow {
+        let events = events.iter().map(|n| ((*n).to_owned(), EventStat { count: 1, sum: 0.0 })).collect();
+        MetricRow {
+            flag: flag.into(),
+            variant: variant.into(),
+            bucket_ms: 0,
+            width_ms: BUCKET_MS,
+            aggregate: Aggregate { evaluations: 1, events, ..Aggregate::default() },
+        }
+    }
+
+    fn count_lines(text: &str, prefix: &str) -> usize {
+        text.lines().filter(|l| l.starts_with(prefix)).count()
+    }
+
+    fn counter(text: &str, name: &str) -> u64 {
+        text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap()
+    }
+
+    #[test]
+    fn event_names_per_flag_are_capped_first_come_and_never_displace_what_is_kept() {
+        let m = Metrics::default();
+        m.record_outcomes("production", &[row("checkout", "on", &["purchase"])]);
+        let junk: Vec<String> = (0..100).map(|i| format!("junk-{i}")).collect();
+        for chunk in junk.chunks(10) {
+            let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            m.record_outcomes("production", &[row("checkout", "on", &names), row("checkout", "off", &names)]);
+        }
+        m.record_outcomes("production", &[row("checkout", "on", &["purchase"])]);
+        let text = m.render();
+        assert!(text.contains(
+            "dimmer_flag_events_total{flag=\"checkout\",variant=\"on\",environment=\"production\",event=\"purchase\"} 2"
+        ));
+        // 32 names for the flag in this environment, each under both variants at most.
+        let names: BTreeSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("dimmer_flag_events_total{"))
+            .filter_map(|l| l.split("event=\"").nth(1)?.split('"').next())
+            .collect();
+        assert_eq!(names.len(), MAX_EVENT_NAMES_PER_FLAG);
+        assert_eq!(counter(&text, "dimmer_flag_events_dropped_total"), 2 * (100 - 31));
+        // Another flag has an allowance of its own.
+        m.record_outcomes("production", &[row("search", "on", &["query"])]);
+        assert!(m.render().contains("event=\"query\"} 1"));
+    }
+
+    #[test]
+    fn the_series_caps_hold_and_bound_the_scrape() {
+        let m = Metrics::default();
+        let rows: Vec<MetricRow> = (0..MAX_OUTCOME_SERIES + 500)
+            .map(|i| {
+                let names: Vec<String> = (0..3).map(|e| format!("e{e}")).collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                row(&format!("flag-{i}"), "on", &names)
+            })
+            .collect();
+        m.record_outcomes("production", &rows);
+        let text = m.render();
+        assert_eq!(count_lines(&text, "dimmer_flag_evaluations_total{"), MAX_OUTCOME_SERIES);
+        assert_eq!(count_lines(&text, "dimmer_flag_events_total{"), MAX_EVENT_SERIES);
+        assert_eq!(counter(&text, "dimmer_flag_outcome_series_dropped_total"), 500);
+        let outcome_lines = text.lines().filter(|l| l.starts_with("dimmer_flag_")).count();
+        assert!(outcome_lines <= MAX_OUTCOME_SERIES * LINES_PER_OUTCOME_SERIES + MAX_EVENT_SERIES + 2);
+        // Every line is short: the documented bound is 1 KiB a line.
+        assert!(text.lines().all(|l| l.len() <= 1024));
+    }
 }

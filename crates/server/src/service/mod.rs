@@ -4,6 +4,7 @@
 
 pub mod guardian;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod releases;

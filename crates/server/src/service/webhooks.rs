@@ -36,7 +36,10 @@ pub enum Format {
 }
 
 /// A receiver of release events.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its URL is a secret (Slack's carry the credential in the path): it is never logged nor
+/// shown by `Debug`; logs name a target by [`Target::label`], its scheme, host and port.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Target {
     /// Where to POST.
     pub url: String,
@@ -44,8 +47,15 @@ pub struct Target {
     pub format: Format,
 }
 
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target").field("url", &self.label()).field("format", &self.format).finish()
+    }
+}
+
 impl Target {
-    /// Parses `URL` (generic) or `slack=URL`; the error names what is wrong.
+    /// Parses `URL` (generic) or `slack=URL`; the error says what is wrong without repeating
+    /// the URL (it may hold a secret, and errors are printed).
     pub fn parse(text: &str) -> Result<Target, String> {
         let (format, url) = match text.split_once('=') {
             Some(("slack", url)) => (Format::Slack, url),
@@ -53,9 +63,23 @@ impl Target {
             _ => (Format::Generic, text),
         };
         if !(url.starts_with("http://") || url.starts_with("https://")) || reqwest::Url::parse(url).is_err() {
-            return Err(format!("\"{text}\" is not an http(s) URL, optionally prefixed with slack= or generic="));
+            return Err("not an http(s) URL, optionally prefixed with slack= or generic= (the value is not \
+                        repeated: webhook URLs often hold a secret)"
+                .to_owned());
         }
         Ok(Target { url: url.to_owned(), format })
+    }
+
+    /// What logs call this target: `scheme://host[:port]/…`, never the path, query or
+    /// credentials.
+    pub fn label(&self) -> String {
+        match reqwest::Url::parse(&self.url) {
+            Ok(url) => {
+                let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+                format!("{}://{}{port}/…", url.scheme(), url.host_str().unwrap_or("?"))
+            }
+            Err(_) => "<webhook>".to_owned(),
+        }
     }
 }
 
@@ -126,7 +150,7 @@ impl Notifier {
     pub fn new(targets: Vec<Target>) -> (Arc<Notifier>, Worker) {
         let (queue, rx) = mpsc::channel(QUEUE);
         let counters = Arc::new(Counters::default());
-        let worker = Worker { rx, targets: targets.clone(), counters: counters.clone() };
+        let worker = Worker { rx, targets: targets.clone(), counters: counters.clone(), first_backoff: FIRST_BACKOFF };
         (Arc::new(Notifier { targets, queue, counters }), worker)
     }
 
@@ -151,6 +175,8 @@ pub struct Worker {
     rx: mpsc::Receiver<Event>,
     targets: Vec<Target>,
     counters: Arc<Counters>,
+    /// The wait before the first retry (shorter in tests, which must not wait out the real one).
+    first_backoff: Duration,
 }
 
 impl Worker {
@@ -163,7 +189,14 @@ impl Worker {
                 event = self.rx.recv() => {
                     let Some(event) = event else { break };
                     for target in &self.targets {
-                        inflight.spawn(deliver(client.clone(), target.clone(), event.clone(), self.counters.clone()));
+                        let delivery = deliver(
+                            client.clone(),
+                            target.clone(),
+                            event.clone(),
+                            self.counters.clone(),
+                            self.first_backoff,
+                        );
+                        inflight.spawn(delivery);
                     }
                 }
                 Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
@@ -184,9 +217,17 @@ fn payload(target: &Target, event: &Event) -> serde_json::Value {
     }
 }
 
-async fn deliver(client: reqwest::Client, target: Target, event: Event, counters: Arc<Counters>) {
+async fn deliver(
+    client: reqwest::Client,
+    target: Target,
+    event: Event,
+    counters: Arc<Counters>,
+    first_backoff: Duration,
+) {
     let body = payload(&target, &event);
-    let mut backoff = FIRST_BACKOFF;
+    // Logs name the target by its label only: the URL is a secret.
+    let label = target.label();
+    let mut backoff = first_backoff;
     for attempt in 1..=ATTEMPTS {
         let outcome = client.post(&target.url).json(&body).send().await;
         match outcome {
@@ -196,11 +237,12 @@ async fn deliver(client: reqwest::Client, target: Target, event: Event, counters
             }
             // A 4xx other than 408/429 will not change by retrying.
             Ok(r) if r.status().is_client_error() && !matches!(r.status().as_u16(), 408 | 429) => {
-                tracing::warn!(url = %target.url, status = %r.status(), event = %event.event, "webhook refused");
+                tracing::warn!(webhook = %label, status = %r.status(), event = %event.event, "webhook refused");
                 break;
             }
-            Ok(r) => tracing::debug!(url = %target.url, status = %r.status(), attempt, "webhook attempt failed"),
-            Err(e) => tracing::debug!(url = %target.url, error = %e, attempt, "webhook attempt failed"),
+            Ok(r) => tracing::debug!(webhook = %label, status = %r.status(), attempt, "webhook attempt failed"),
+            // reqwest's errors quote the URL: without it.
+            Err(e) => tracing::debug!(webhook = %label, error = %e.without_url(), attempt, "webhook attempt failed"),
         }
         if attempt < ATTEMPTS {
             tokio::time::sleep(backoff).await;
@@ -208,7 +250,7 @@ async fn deliver(client: reqwest::Client, target: Target, event: Event, counters
         }
     }
     counters.failed.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(url = %target.url, event = %event.event, "webhook delivery failed after retries");
+    tracing::warn!(webhook = %label, event = %event.event, "webhook delivery failed after retries");
 }
 
 #[cfg(test)]
@@ -220,7 +262,89 @@ mod tests {
         assert_eq!(Target::parse("http://x/h").unwrap().format, Format::Generic);
         let slack = Target::parse("slack=https://hooks.slack.com/services/T/B/C").unwrap();
         assert_eq!((slack.format, slack.url.as_str()), (Format::Slack, "https://hooks.slack.com/services/T/B/C"));
-        assert!(Target::parse("ftp://x").unwrap_err().contains("ftp://x"));
+        assert!(!Target::parse("ftp://secret-x").unwrap_err().contains("secret-x"));
+        assert_eq!(slack.label(), "https://hooks.slack.com/…");
+        assert!(!format!("{slack:?}").contains("/T/B/C"));
+        let with_port = Target::parse("http://user:pw@127.0.0.1:8080/hook?key=s3cret").unwrap();
+        assert_eq!(with_port.label(), "http://127.0.0.1:8080/…");
         assert!(Target::parse("slack=nowhere").is_err());
+    }
+
+    /// A log sink for one test: what the subscriber writes, kept in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    fn event() -> Event {
+        Event {
+            event: "release.kill".into(),
+            flag: "checkout".into(),
+            environment: "production".into(),
+            actor: "alice".into(),
+            reason: None,
+            at: 0,
+            exposure_before: 100.0,
+            exposure_after: 0.0,
+            plan: None,
+            message: "checkout killed".into(),
+            details: None,
+        }
+    }
+
+    // One thread: the subscriber set for this test sees every delivery it awaits.
+    #[tokio::test(flavor = "current_thread")]
+    async fn failed_deliveries_are_logged_without_the_url() {
+        let logs = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        // A receiver that refuses (400) or fails (500) by path, and a port nobody listens on.
+        let app = axum::Router::new()
+            .route("/refuse/{secret}", axum::routing::post(|| async { axum::http::StatusCode::BAD_REQUEST }))
+            .route("/fail/{secret}", axum::routing::post(|| async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+
+        let targets = [
+            format!("slack={base}/refuse/T000-s3cr3t-refused"),
+            format!("{base}/fail/s3cr3t-failing?token=s3cr3t-query"),
+            format!("http://hook-user:s3cr3t-password@{closed}/services/s3cr3t-unreachable"),
+        ];
+        let counters = Arc::new(Counters::default());
+        let client = reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).build().unwrap();
+        for text in &targets {
+            let target = Target::parse(text).unwrap();
+            deliver(client.clone(), target, event(), counters.clone(), Duration::from_millis(1)).await;
+        }
+        assert_eq!(counters.failed.load(Ordering::Relaxed), 3);
+
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("webhook refused"), "{text}");
+        assert!(text.contains("webhook attempt failed"), "{text}");
+        assert_eq!(text.matches("webhook delivery failed after retries").count(), 3, "{text}");
+        assert!(text.contains(&format!("{base}/…")), "targets are named by scheme, host and port: {text}");
+        assert!(!text.contains("s3cr3t"), "a webhook URL leaked into the logs:\n{text}");
     }
 }

@@ -291,3 +291,97 @@ async fn keys_that_would_not_survive_a_url_or_a_terminal_are_refused_naming_the_
     assert_eq!(s.as_u16(), 201, "{v}");
     server.stop().await;
 }
+
+/// Creates segment `key` with about `bytes` of included keys and edits it `edits` times.
+async fn edit_segment(server: &TestServer, key: &str, bytes: usize, edits: usize) {
+    let members = |round: usize| -> Vec<String> { (0..bytes / 16).map(|i| format!("u{round:03}-{i:09}")).collect() };
+    let (s, v) =
+        server.admin(Method::POST, "/api/v1/segments", Some(json!({"key": key, "included": members(0)}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    for round in 1..=edits {
+        let (s, _, v) = server
+            .call(
+                Method::PUT,
+                &format!("/api/v1/segments/{key}"),
+                Some(ADMIN),
+                Some(json!({"included": members(round)})),
+                &[("if-match", &format!("\"{round}\""))],
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+}
+
+#[tokio::test]
+async fn the_audit_log_pages_by_size_summarises_large_bodies_and_serves_each_entry_whole() {
+    use dimmer_server::api::{AUDIT_BODY_BYTES, AUDIT_PAGE_BYTES};
+    let server = TestServer::start().await;
+    // Bodies of 900 KB, summarised in lists; and of 12 KB, listed whole, that fill pages by size.
+    edit_segment(&server, "big", 900_000, 12).await;
+    edit_segment(&server, "mid", 12_000, 90).await;
+
+    let mut seen = Vec::new();
+    let mut cut_by_size = 0;
+    let mut path = "/api/v1/audit?limit=1000".to_owned();
+    loop {
+        let resp = server.http.get(format!("{}{path}", server.base)).bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let text = resp.text().await.unwrap();
+        // A page ends with the entry that reaches the budget: at most one listed entry over it.
+        let listed_entry_max = 2 * AUDIT_BODY_BYTES as usize + 4096;
+        assert!(text.len() <= AUDIT_PAGE_BYTES as usize + listed_entry_max, "a page of {} bytes", text.len());
+        let page: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let entries = page["entries"].as_array().unwrap();
+        assert!(!entries.is_empty());
+        for e in entries {
+            seen.push(e["id"].as_i64().unwrap());
+            if e["truncated"] == true {
+                let bytes = e["after"]["bytes"].as_u64().unwrap();
+                assert!(bytes > AUDIT_BODY_BYTES, "{e}");
+                assert_eq!(e["after"]["truncated"], true);
+                // The whole entry, on request.
+                let href = e["href"].as_str().unwrap();
+                let (s, whole) = server.admin(Method::GET, href, None).await;
+                assert_eq!(s, StatusCode::OK);
+                assert_eq!(whole["id"], e["id"]);
+                assert_eq!(serde_json::to_string(&whole["after"]).unwrap().len() as u64, bytes);
+                assert!(whole["after"]["included"].as_array().unwrap().len() > 50_000);
+                assert!(whole.get("truncated").is_none() && whole.get("href").is_none());
+            } else {
+                assert!(e.get("href").is_none());
+                assert!(e["after"].is_null() || e["after"].get("truncated").is_none(), "{e}");
+            }
+        }
+        match page["next"].as_i64() {
+            Some(next) => {
+                assert_eq!(next, *seen.last().unwrap());
+                cut_by_size += usize::from(entries.len() < 1000);
+                path = format!("/api/v1/audit?limit=1000&before={next}");
+            }
+            None => break,
+        }
+    }
+    assert!(cut_by_size >= 2, "the 12 KB edits fill more than two pages of 1 MiB");
+    // Every entry is reachable, once, in order.
+    let all: Vec<i64> = server
+        .store
+        .audit(&dimmer_store::AuditFilter { limit: 1000, ..Default::default() })
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(seen, all);
+    assert!(seen.len() > 100);
+
+    // A count limit still cuts the page, with a cursor; an unknown entry is a 404 in the error shape.
+    let (_, v) = server.admin(Method::GET, "/api/v1/audit?limit=2", None).await;
+    assert_eq!(v["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(v["next"], v["entries"][1]["id"]);
+    let (s, v) = server.admin(Method::GET, "/api/v1/audit/999999", None).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let sdk = server.token("svc", "sdk", Some("production")).await;
+    let (s, _, _) = server.call(Method::GET, &format!("/api/v1/audit/{}", all[0]), Some(&sdk), None, &[]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    server.stop().await;
+}

@@ -18,8 +18,9 @@ use dimmer_engine::{Flag, Segment};
 use dimmer_server::api::AppState;
 use dimmer_server::app::Options;
 use dimmer_store::{
-    AuditEntry, AuditFilter, Change, ChangeMeta, ChangedItem, Environment, FlagRecord, PlanRecord, ReleaseOutcome,
-    ReleaseWrite, SegmentRecord, Snapshot, StandingGuards, Store, StoreError, StoreResult, TokenRecord,
+    AuditBounds, AuditEntry, AuditFilter, AuditPage, Change, ChangeMeta, ChangedItem, Environment, FlagRecord,
+    PlanRecord, ReleaseOutcome, ReleaseWrite, SegmentRecord, Snapshot, StandingGuards, Store, StoreError, StoreResult,
+    TokenRecord,
 };
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
@@ -138,6 +139,12 @@ impl Store for Faulty {
     async fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
         self.inner.audit(filter).await
     }
+    async fn audit_page(&self, filter: &AuditFilter, bounds: &AuditBounds) -> StoreResult<AuditPage> {
+        self.inner.audit_page(filter, bounds).await
+    }
+    async fn get_audit_entry(&self, id: i64) -> StoreResult<Option<AuditEntry>> {
+        self.inner.get_audit_entry(id).await
+    }
     async fn create_token(&self, token: &TokenRecord, meta: &ChangeMeta) -> StoreResult<()> {
         self.inner.create_token(token, meta).await
     }
@@ -202,7 +209,7 @@ impl Store for Faulty {
 /// The server's services over `store` on `clock`, without HTTP: the test drives the passes.
 fn services(store: Arc<dyn Store>, clock: &Arc<ManualClock>) -> (AppState, watch::Sender<bool>) {
     let (stop, stopped) = watch::channel(false);
-    let options = Options { clock: clock.clone(), ..Options::default() };
+    let options = Options { clock: clock.clone(), ..crate::support::options() };
     let (_router, state, _worker) = dimmer_server::app::app(store, &options, stopped);
     (state, stop)
 }

@@ -100,6 +100,75 @@ async fn batches_are_stored_whole_or_refused_whole_and_show_in_the_view_and_prom
     server.stop().await;
 }
 
+#[tokio::test]
+async fn a_flood_of_made_up_names_stays_within_the_documented_bounds_and_real_series_stay() {
+    use dimmer_server::service::metrics::{LINES_PER_OUTCOME_SERIES, MAX_EVENT_NAMES_PER_FLAG};
+    let clock = Arc::new(ManualClock::new(1_000_000_000));
+    let server = server(&clock, Vec::new()).await;
+    create_flag(&server).await;
+    let sdk = server.token("svc", "sdk", Some("production")).await;
+    let real = |evaluations: u64| {
+        json!({"metrics": [
+            {"flag": "checkout", "variant": "on", "evaluations": evaluations, "events": {"purchase": {"count": 2}}},
+            {"flag": "checkout", "variant": "off", "evaluations": evaluations},
+        ]})
+    };
+    assert_eq!(send(&server, &sdk, real(10)).await.0, StatusCode::ACCEPTED);
+
+    // 150,000 made-up variants of the real flag, and made-up flags: ignored, nothing kept.
+    for b in 0..150 {
+        let entries: Vec<Value> = (0..1000)
+            .map(|i| {
+                let flag = if i % 2 == 0 { "checkout".to_owned() } else { format!("junk-flag-{b}-{i}") };
+                json!({"flag": flag, "variant": format!("junk-{b}-{i}"), "evaluations": 1})
+            })
+            .collect();
+        let (s, v) = send(&server, &sdk, json!({"metrics": entries})).await;
+        assert_eq!((s, v), (StatusCode::ACCEPTED, json!({"accepted": 0, "ignored": 1000})));
+    }
+    // 150,000 made-up event names on a real variant: accepted, but only the flag's allowance of
+    // names becomes series, and a stored row keeps as many names as one batch entry may carry.
+    for b in 0..5 {
+        let entries: Vec<Value> = (0..1000)
+            .map(|i| {
+                let events: serde_json::Map<String, Value> =
+                    (0..30).map(|e| (format!("e{}", (b * 1000 + i) * 30 + e), json!({"count": 1}))).collect();
+                json!({"flag": "checkout", "variant": "on", "evaluations": 1, "events": events})
+            })
+            .collect();
+        let (s, v) = send(&server, &sdk, json!({"metrics": entries})).await;
+        assert_eq!((s, v), (StatusCode::ACCEPTED, json!({"accepted": 1000, "ignored": 0})));
+    }
+    assert_eq!(send(&server, &sdk, real(5)).await.0, StatusCode::ACCEPTED);
+
+    let text = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    let lines = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+    // The real flag's two series, nothing else, and they kept counting through the flood.
+    assert_eq!(lines("dimmer_flag_evaluations_total{"), 2, "{text}");
+    let on = "flag=\"checkout\",variant=\"on\",environment=\"production\"";
+    assert!(text.contains(&format!("dimmer_flag_evaluations_total{{{on}}} 5015")), "{text}");
+    assert!(text.contains(&format!("dimmer_flag_events_total{{{on},event=\"purchase\"}} 4")), "{text}");
+    assert!(lines("dimmer_flag_events_total{") <= MAX_EVENT_NAMES_PER_FLAG);
+    assert!(!text.contains("junk"));
+    let outcome_lines = lines("dimmer_flag_evaluations_total{")
+        + lines("dimmer_flag_outcomes_total{")
+        + lines("dimmer_flag_outcome_duration_seconds");
+    assert_eq!(outcome_lines, 2 * LINES_PER_OUTCOME_SERIES);
+    // Every line is within the documented 1 KiB, so the whole scrape stays small (it was 31 MB).
+    assert!(text.lines().all(|l| l.len() <= 1024));
+    assert!(text.len() < 64 * 1024, "{} bytes", text.len());
+
+    // The store keeps at most one batch entry's worth of event names per row, the real one among
+    // them, and the view lists no more.
+    let rows = server.store.metric_rows("production", "checkout", 0, i64::MAX).await.unwrap();
+    assert!(rows.iter().all(|r| r.aggregate.events.len() <= dimmer_protocol::MAX_EVENTS_PER_ENTRY));
+    let v = view(&server).await;
+    let events = variant(&v, "on")["events"].as_object().unwrap().clone();
+    assert!(events.len() <= dimmer_protocol::MAX_EVENTS_PER_ENTRY);
+    assert_eq!(events["purchase"]["count"], 4);
+    server.stop().await;
+}
+
 /// A local HTTP listener that records the webhooks it is sent.
 async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
     let got: Arc<Mutex<Vec<Value>>> = Arc::default();
@@ -327,7 +396,7 @@ async fn two_postgres_replicas_see_the_same_regression_and_exactly_one_acts() {
                 clock: clock.clone(),
                 webhooks: vec![Target::parse(&hook).unwrap()],
                 plan_interval: Duration::from_millis(2),
-                ..Options::default()
+                ..crate::support::options()
             };
             let a = TestServer::start_with_options(connect().await, TempDir::new("pg-guard-a"), options()).await;
             let b = TestServer::start_with_options(connect().await, TempDir::new("pg-guard-b"), options()).await;

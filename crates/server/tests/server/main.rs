@@ -11,6 +11,7 @@ mod console;
 mod exactly_once;
 mod guards;
 mod layers;
+mod limits;
 mod ofrep;
 mod openapi;
 mod policy;

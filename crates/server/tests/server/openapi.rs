@@ -35,6 +35,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/tokens"),
     ("DELETE", "/api/v1/tokens/{name}"),
     ("GET", "/api/v1/audit"),
+    ("GET", "/api/v1/audit/{id}"),
     // release.rs
     ("GET", "/api/v1/plans"),
     ("GET", "/api/v1/flags/{key}/environments/{env}/plan"),
@@ -227,7 +228,8 @@ fn routes_in_the_router_sources_are_the_table() {
 async fn every_route_of_the_table_is_served() {
     let server = TestServer::start().await;
     for (method, path) in ROUTES {
-        let concrete = path.replace("{key}", "k").replace("{env}", "production").replace("{name}", "n");
+        let concrete =
+            path.replace("{key}", "k").replace("{env}", "production").replace("{name}", "n").replace("{id}", "1");
         let method = Method::from_bytes(method.as_bytes()).expect("method");
         let (status, _, body) = server.call(method.clone(), &concrete, None, None, &[]).await;
         assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");

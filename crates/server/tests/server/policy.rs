@@ -44,7 +44,7 @@ async fn server_on(store: Arc<dyn Store>, dir: TempDir, policy: Option<&str>, cl
         },
         None => ServerPolicy::default(),
     };
-    TestServer::start_with_options(store, dir, Options { policy, clock, ..Options::default() }).await
+    TestServer::start_with_options(store, dir, Options { policy, clock, ..crate::support::options() }).await
 }
 
 fn rules(body: &Value) -> Vec<String> {

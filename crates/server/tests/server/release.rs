@@ -20,7 +20,7 @@ const PATH: &str = "/api/v1/flags/checkout/environments/production";
 
 fn options(clock: &Arc<ManualClock>, webhooks: Vec<Target>) -> Options {
     // The loop looks often, so that tests wait milliseconds for it; the dwell is what matters.
-    Options { clock: clock.clone(), webhooks, plan_interval: Duration::from_millis(10), ..Options::default() }
+    Options { clock: clock.clone(), webhooks, plan_interval: Duration::from_millis(10), ..crate::support::options() }
 }
 
 pub(crate) async fn server(clock: &Arc<ManualClock>, webhooks: Vec<Target>) -> TestServer {

@@ -11,6 +11,16 @@ use tokio::sync::oneshot;
 
 pub const ADMIN: &str = "dmr_test_admin_token_0123456789";
 
+/// The options of a test server: the defaults without rate limits, which a test that makes
+/// many requests on a manual clock (one that never refills a bucket) would otherwise trip. The
+/// rate-limit tests set their own.
+pub fn options() -> dimmer_server::app::Options {
+    dimmer_server::app::Options {
+        rate_limits: dimmer_server::service::limits::RateLimits::off(),
+        ..dimmer_server::app::Options::default()
+    }
+}
+
 pub struct TestServer {
     pub base: String,
     /// The server's storage, for tests that look behind the API.
@@ -31,7 +41,7 @@ impl TestServer {
     }
 
     pub async fn start_with(store: Arc<dyn Store>, dir: TempDir) -> Self {
-        Self::start_with_options(store, dir, dimmer_server::app::Options::default()).await
+        Self::start_with_options(store, dir, options()).await
     }
 
     pub async fn start_with_options(store: Arc<dyn Store>, dir: TempDir, options: dimmer_server::app::Options) -> Self {

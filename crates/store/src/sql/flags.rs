@@ -6,14 +6,15 @@
 //! waits for the first to commit instead of both passing the check.
 
 use dimmer_engine::{Flag, FlagSet, Segment};
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::{
     Audit, FLAG_COLUMNS, SEGMENT_COLUMNS, SqlStore, corrupt, flag_from, json_column, segment_from, token_from,
 };
 use crate::{
-    AuditEntry, AuditFilter, ChangeMeta, ChangedItem, Environment, FlagRecord, SegmentRecord, Snapshot, StoreError,
-    StoreResult, TokenRecord, flag_json,
+    AuditBounds, AuditEntry, AuditFilter, AuditPage, ChangeMeta, ChangedItem, Environment, FlagRecord, SegmentRecord,
+    Snapshot, StoreError, StoreResult, TokenRecord, flag_json,
 };
 
 const TOKEN_COLUMNS: &str = "name, scope, environment, hash, created_at, revoked";
@@ -333,39 +334,119 @@ pub(super) async fn changes_since(
     Ok(Some(items))
 }
 
+/// The audit filter's conditions, `$1` to `$4` (`ORDER BY id DESC LIMIT $5` follows). The CASTs
+/// give PostgreSQL the parameters' types when they are NULL.
+const AUDIT_WHERE: &str = "WHERE (CAST($1 AS TEXT) IS NULL OR flag = $1) \
+     AND (CAST($2 AS TEXT) IS NULL OR environment = $2 OR (environment IS NULL AND flag IS NOT NULL)) \
+     AND (CAST($3 AS TEXT) IS NULL OR actor = $3) AND (CAST($4 AS BIGINT) IS NULL OR id < $4)";
+
+const AUDIT_COLUMNS: &str = "id, at, actor, action, environment, flag, segment, before, after, reason";
+
+/// A listed reason larger than the page's body bound keeps this many characters.
+const REASON_KEPT_CHARS: i64 = 1000;
+
+fn audit_limit(filter: &AuditFilter) -> u32 {
+    if filter.limit == 0 { 100 } else { filter.limit.min(1000) }
+}
+
+fn audit_from(r: &AnyRow) -> StoreResult<AuditEntry> {
+    Ok(AuditEntry {
+        id: r.try_get(0)?,
+        at: r.try_get(1)?,
+        actor: r.try_get(2)?,
+        action: r.try_get(3)?,
+        environment: r.try_get(4)?,
+        flag: r.try_get(5)?,
+        segment: r.try_get(6)?,
+        before: json_column(r.try_get(7)?),
+        after: json_column(r.try_get(8)?),
+        reason: r.try_get(9)?,
+        truncated: false,
+    })
+}
+
 pub(super) async fn audit(s: &SqlStore, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
-    let limit = if filter.limit == 0 { 100 } else { filter.limit.min(1000) };
-    // The CASTs give PostgreSQL the parameters' types when they are NULL.
-    let rows = sqlx::query(
-        "SELECT id, at, actor, action, environment, flag, segment, before, after, reason FROM audit \
-         WHERE (CAST($1 AS TEXT) IS NULL OR flag = $1) \
-         AND (CAST($2 AS TEXT) IS NULL OR environment = $2 OR (environment IS NULL AND flag IS NOT NULL)) \
-         AND (CAST($3 AS TEXT) IS NULL OR actor = $3) AND (CAST($4 AS BIGINT) IS NULL OR id < $4) \
-         ORDER BY id DESC LIMIT $5",
-    )
-    .bind(&filter.flag)
-    .bind(&filter.environment)
-    .bind(&filter.actor)
-    .bind(filter.before_id)
-    .bind(i64::from(limit))
-    .fetch_all(&s.pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(AuditEntry {
-                id: r.try_get(0)?,
-                at: r.try_get(1)?,
-                actor: r.try_get(2)?,
-                action: r.try_get(3)?,
-                environment: r.try_get(4)?,
-                flag: r.try_get(5)?,
-                segment: r.try_get(6)?,
-                before: json_column(r.try_get(7)?),
-                after: json_column(r.try_get(8)?),
-                reason: r.try_get(9)?,
-            })
-        })
-        .collect()
+    let rows = sqlx::query(&format!("SELECT {AUDIT_COLUMNS} FROM audit {AUDIT_WHERE} ORDER BY id DESC LIMIT $5"))
+        .bind(&filter.flag)
+        .bind(&filter.environment)
+        .bind(&filter.actor)
+        .bind(filter.before_id)
+        .bind(i64::from(audit_limit(filter)))
+        .fetch_all(&s.pool)
+        .await?;
+    rows.iter().map(audit_from).collect()
+}
+
+/// A page of the log. Bodies over the bound never leave the database (their size does), rows
+/// are read one at a time and reading stops with the page, so neither the page nor the memory
+/// behind it grows with the size of what was audited.
+pub(super) async fn audit_page(s: &SqlStore, filter: &AuditFilter, bounds: &AuditBounds) -> StoreResult<AuditPage> {
+    use futures::TryStreamExt as _;
+    let limit = audit_limit(filter);
+    let body_bytes = i64::try_from(bounds.body_bytes).unwrap_or(i64::MAX);
+    let sql = format!(
+        "SELECT id, at, actor, action, environment, flag, segment, \
+         CASE WHEN CAST(OCTET_LENGTH(before) AS BIGINT) > $6 THEN NULL ELSE before END, \
+         CASE WHEN CAST(OCTET_LENGTH(after) AS BIGINT) > $6 THEN NULL ELSE after END, \
+         CASE WHEN CAST(OCTET_LENGTH(reason) AS BIGINT) > $6 THEN SUBSTR(reason, 1, {REASON_KEPT_CHARS}) ELSE reason END, \
+         CAST(OCTET_LENGTH(before) AS BIGINT), CAST(OCTET_LENGTH(after) AS BIGINT), \
+         CAST(OCTET_LENGTH(reason) AS BIGINT) \
+         FROM audit {AUDIT_WHERE} ORDER BY id DESC LIMIT $5"
+    );
+    let mut rows = sqlx::query(&sql)
+        .bind(&filter.flag)
+        .bind(&filter.environment)
+        .bind(&filter.actor)
+        .bind(filter.before_id)
+        // One more than the page: whether it exists decides `next`.
+        .bind(i64::from(limit) + 1)
+        .bind(body_bytes)
+        .fetch(&s.pool);
+    let mut page = AuditPage::default();
+    let mut bytes: u64 = 0;
+    while let Some(r) = rows.try_next().await? {
+        if page.entries.len() >= limit as usize || bytes >= bounds.page_bytes {
+            page.next = page.entries.last().map(|e| e.id);
+            break;
+        }
+        let mut entry = audit_from(&r)?;
+        let sizes: [Option<i64>; 3] = [r.try_get(10)?, r.try_get(11)?, r.try_get(12)?];
+        let summary = |size: i64| serde_json::json!({"truncated": true, "bytes": size});
+        for (body, size) in [(&mut entry.before, sizes[0]), (&mut entry.after, sizes[1])] {
+            if let Some(size) = size.filter(|n| *n > body_bytes) {
+                *body = Some(summary(size));
+                entry.truncated = true;
+            }
+        }
+        if sizes[2].is_some_and(|n| n > body_bytes) {
+            if let Some(reason) = entry.reason.as_mut() {
+                reason.push('…');
+            }
+            entry.truncated = true;
+        }
+        bytes = bytes.saturating_add(listed_bytes(&entry));
+        page.entries.push(entry);
+    }
+    Ok(page)
+}
+
+/// About how many bytes an entry takes in a listing: its text and a little for the JSON around.
+fn listed_bytes(e: &AuditEntry) -> u64 {
+    let text = [Some(&e.actor), Some(&e.action), e.environment.as_ref(), e.flag.as_ref(), e.segment.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(String::len)
+        .sum::<usize>();
+    let json = [&e.before, &e.after].into_iter().flatten().map(|v| v.to_string().len()).sum::<usize>();
+    (200 + text + json + e.reason.as_ref().map_or(0, String::len)) as u64
+}
+
+pub(super) async fn get_audit_entry(s: &SqlStore, id: i64) -> StoreResult<Option<AuditEntry>> {
+    let row = sqlx::query(&format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&s.pool)
+        .await?;
+    row.map(|r| audit_from(&r)).transpose()
 }
 
 /// Stores a token, stamped with the store's clock (the record's `created_at` is not used).

@@ -28,9 +28,9 @@ use tokio::sync::broadcast;
 
 use crate::dialect::Dialect;
 use crate::{
-    AuditEntry, AuditFilter, Change, ChangeMeta, ChangedItem, Environment, FlagRecord, PlanRecord, ReleaseOutcome,
-    ReleaseWrite, Scope, SegmentRecord, Snapshot, StandingGuards, Store, StoreError, StoreResult, TokenRecord,
-    flag_json, metric_row, single_changed_environment,
+    AuditBounds, AuditEntry, AuditFilter, AuditPage, Change, ChangeMeta, ChangedItem, Environment, FlagRecord,
+    PlanRecord, ReleaseOutcome, ReleaseWrite, Scope, SegmentRecord, Snapshot, StandingGuards, Store, StoreError,
+    StoreResult, TokenRecord, flag_json, metric_row, single_changed_environment,
 };
 
 /// The change feed keeps this many revisions per environment for stream resumption.
@@ -444,6 +444,14 @@ impl Store for SqlStore {
 
     async fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
         flags::audit(self, filter).await
+    }
+
+    async fn audit_page(&self, filter: &AuditFilter, bounds: &AuditBounds) -> StoreResult<AuditPage> {
+        flags::audit_page(self, filter, bounds).await
+    }
+
+    async fn get_audit_entry(&self, id: i64) -> StoreResult<Option<AuditEntry>> {
+        flags::get_audit_entry(self, id).await
     }
 
     async fn create_token(&self, token: &TokenRecord, meta: &ChangeMeta) -> StoreResult<()> {

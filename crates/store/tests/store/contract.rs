@@ -15,8 +15,8 @@ use dimmer_protocol::{EventStat, LatencySketch};
 use dimmer_store::SqlStore;
 use dimmer_store::StandingGuards;
 use dimmer_store::{
-    AuditFilter, Change, ChangeMeta, DEFAULT_ENVIRONMENTS, GuardEvent, ReleaseWrite, RestoreWrite, Scope, Store,
-    StoreError, TokenRecord,
+    AuditBounds, AuditFilter, Change, ChangeMeta, DEFAULT_ENVIRONMENTS, GuardEvent, ReleaseWrite, RestoreWrite, Scope,
+    Store, StoreError, TokenRecord,
 };
 use serde_json::json;
 
@@ -129,6 +129,7 @@ contract!(
     each_write_bumps_the_environments_it_concerns_and_lands_in_their_feeds,
     subscribers_hear_of_each_commit,
     audit_entries_record_actor_reason_and_diff_and_filter,
+    audit_pages_summarise_large_bodies_and_stop_at_their_byte_budget,
     tokens_are_stored_hashed_found_listed_and_revoked,
     concurrent_writers_of_one_version_produce_exactly_one_winner,
     refused_writes_leave_no_trace,
@@ -285,6 +286,57 @@ async fn audit_entries_record_actor_reason_and_diff_and_filter(store: Arc<dyn St
     let page = store.audit(&AuditFilter { limit: 1, ..Default::default() }).await.unwrap();
     let next = store.audit(&AuditFilter { limit: 1, before_id: Some(page[0].id), ..Default::default() }).await.unwrap();
     assert!(next[0].id < page[0].id);
+}
+
+async fn audit_pages_summarise_large_bodies_and_stop_at_their_byte_budget(store: Arc<dyn Store>) {
+    let big = |n: usize| Segment { included: (0..n).map(|i| format!("user-{i:06}")).collect(), ..Segment::default() };
+    let long_reason = "é".repeat(3000);
+    store.create_segment("s", &big(2000), &meta("alice", Some(&long_reason))).await.unwrap();
+    for version in 1..=5 {
+        store.update_segment("s", &big(100 + version as usize), version, &meta("bob", None)).await.unwrap();
+    }
+    let bounds = AuditBounds { body_bytes: 4096, page_bytes: 5000 };
+    let everything = AuditFilter { limit: 1000, ..AuditFilter::default() };
+    let whole = store.audit(&everything).await.unwrap();
+    let mut listed = Vec::new();
+    let mut filter = everything.clone();
+    loop {
+        let page = store.audit_page(&filter, &bounds).await.unwrap();
+        assert!(!page.entries.is_empty());
+        listed.extend(page.entries.iter().cloned());
+        match page.next {
+            Some(next) => {
+                assert_eq!(Some(next), page.entries.last().map(|e| e.id));
+                assert!(page.entries.len() < 1000, "cut by size, not count");
+                filter.before_id = Some(next);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(listed.iter().map(|e| e.id).collect::<Vec<_>>(), whole.iter().map(|e| e.id).collect::<Vec<_>>());
+    for (page_entry, entry) in listed.iter().zip(&whole) {
+        let stored = entry.after.as_ref().map(|v| v.to_string().len() as u64);
+        match stored {
+            Some(bytes) if bytes > 4096 => {
+                assert!(page_entry.truncated);
+                assert_eq!(page_entry.after, Some(json!({"truncated": true, "bytes": bytes})));
+                assert_eq!(store.get_audit_entry(entry.id).await.unwrap().as_ref(), Some(entry), "whole on request");
+            }
+            _ => assert_eq!(page_entry.after, entry.after),
+        }
+    }
+    // The creation's reason (6,000 bytes) is cut to 1,000 characters in the page, whole alone.
+    let created = listed.last().unwrap();
+    assert!(created.truncated);
+    assert_eq!(created.reason.as_deref().unwrap().chars().count(), 1001);
+    let whole_created = store.get_audit_entry(created.id).await.unwrap().unwrap();
+    assert_eq!(whole_created.reason.as_deref(), Some(long_reason.as_str()));
+    assert!(!whole_created.truncated);
+    assert!(store.get_audit_entry(-1).await.unwrap().is_none());
+    // Small bodies fill the byte budget: the page stops there, and the count still applies.
+    let small = store.audit_page(&AuditFilter { limit: 2, ..AuditFilter::default() }, &bounds).await.unwrap();
+    assert_eq!(small.entries.len(), 2);
+    assert_eq!(small.next, Some(small.entries[1].id));
 }
 
 async fn tokens_are_stored_hashed_found_listed_and_revoked(store: Arc<dyn Store>) {
