@@ -36,6 +36,8 @@ pub struct Options {
     pub rollup_interval: Duration,
     /// The flag policy enforced on writes and shown at `GET /api/v1/policy`.
     pub policy: crate::service::policy::ServerPolicy,
+    /// The web origins allowed to call the OFREP and SDK APIs from a browser (CORS).
+    pub cors_origins: crate::config::CorsOrigins,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             retention: Retention::default(),
             rollup_interval: Duration::from_secs(60),
             policy: crate::service::policy::ServerPolicy::default(),
+            cors_origins: crate::config::CorsOrigins::default(),
         }
     }
 }
@@ -57,6 +60,7 @@ impl std::fmt::Debug for Options {
             .field("webhooks", &self.webhooks.len())
             .field("plan_interval", &self.plan_interval)
             .field("policy", &self.policy.source)
+            .field("cors_origins", &self.cors_origins)
             .finish_non_exhaustive()
     }
 }
@@ -98,7 +102,7 @@ pub fn app(store: Arc<dyn Store>, options: &Options, shutdown: watch::Receiver<b
         clock: options.clock.clone(),
         shutdown,
     };
-    (crate::api::router(state.clone()), state, worker)
+    (crate::api::router(state.clone(), &options.cors_origins), state, worker)
 }
 
 /// Serves the API on `listener` with default options until `shutdown` completes.

@@ -19,7 +19,7 @@ pub struct ServeArgs {
     #[arg(long)]
     database_url: Option<String>,
     /// A JSON configuration file (listen, data_dir, database_url, admin_token, log_format,
-    /// webhooks, policy).
+    /// webhooks, policy, cors_origins).
     #[arg(long)]
     config: Option<PathBuf>,
     /// A receiver of release events (repeatable): URL for generic JSON, slack=URL for a
@@ -30,6 +30,11 @@ pub struct ServeArgs {
     /// [default: the default policy; env DIMMER_POLICY].
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// A web origin whose pages may call OFREP and the SDK API (repeatable), such as
+    /// https://app.example.com, or * for any (unsafe with sdk tokens: give pages client tokens)
+    /// [env DIMMER_CORS_ORIGINS, comma-separated].
+    #[arg(long = "cors-origin")]
+    cors_origins: Vec<String>,
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
@@ -39,6 +44,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         database_url: args.database_url,
         webhooks: (!args.webhooks.is_empty()).then_some(args.webhooks),
         policy: args.policy,
+        cors_origins: (!args.cors_origins.is_empty()).then_some(args.cors_origins),
         ..Layer::default()
     };
     // The one place the server's settings are read from the environment.
@@ -96,6 +102,7 @@ async fn serve(config: config::Config) -> Result<()> {
     let options = dimmer_server::app::Options {
         webhooks: config.webhooks.clone(),
         policy: config.policy.clone(),
+        cors_origins: config.cors_origins.clone(),
         ..Default::default()
     };
     dimmer_server::app::run_with(listener, store, options, shutdown_signal()).await.context("serving HTTP")?;
