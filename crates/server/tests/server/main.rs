@@ -7,6 +7,7 @@
 )]
 
 mod api;
+mod browser;
 mod client;
 mod exactly_once;
 mod guards;
