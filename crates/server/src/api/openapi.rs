@@ -380,11 +380,15 @@ mod tests {
         let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
         let token = json!([{"BearerAuth": []}, {"ApiKeyAuth": []}]);
         let mut public = Vec::new();
+        let mut ticketed = Vec::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, operation) in item.as_object().unwrap() {
                 if PUBLIC.contains(&(method.as_str(), path.as_str())) {
                     assert!(operation.get("security").is_none(), "{method} {path} is public");
                     public.push((method.as_str(), path.as_str()));
+                } else if TICKETED.contains(&(method.as_str(), path.as_str())) {
+                    assert_eq!(operation["security"], json!([{"StreamTicket": []}]), "{method} {path}");
+                    ticketed.push((method.as_str(), path.as_str()));
                 } else {
                     assert_eq!(operation["security"], token, "{method} {path}");
                 }
@@ -394,5 +398,6 @@ mod tests {
         let mut listed = PUBLIC.to_vec();
         listed.sort_unstable();
         assert_eq!(public, listed, "every public operation is documented");
+        assert_eq!(ticketed, TICKETED, "every ticketed operation is documented");
     }
 }
