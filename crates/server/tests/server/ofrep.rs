@@ -11,7 +11,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::{SseClient, TestServer};
+use crate::support::{SseClient, TempDir, TestServer};
 
 async fn seed(server: &TestServer) {
     let flags = [
@@ -315,6 +315,62 @@ async fn rollouts_by_random_get_a_fresh_number_per_evaluation() {
     }
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["off", "on"]);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_refetch_prompted_by_another_replicas_event_catches_up_before_answering() {
+    // Two servers on one SQLite file: replicas that never hear of each other's writes (SQLite's
+    // change notifications stay in the process), as a load balancer may pair an event stream on
+    // one replica with a re-fetch on another.
+    let open = |path: std::path::PathBuf| async move {
+        dimmer_store::open(None, &path, std::sync::Arc::new(dimmer_domain::SystemClock)).await.expect("open SQLite")
+    };
+    let dir = TempDir::new("replica-a");
+    let path = dir.0.clone();
+    let a = TestServer::start_with(open(path.clone()).await, dir).await;
+    seed(&a).await;
+    let b = TestServer::start_with(open(path).await, TempDir::new("replica-b")).await;
+    let client = a.token("web", "client", Some("production")).await;
+    async fn bulk(
+        server: &TestServer,
+        token: &str,
+        path: String,
+        etag: Option<String>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, serde_json::Value) {
+        let headers: Vec<(&str, &str)> = etag.as_deref().map(|e| vec![("if-none-match", e)]).unwrap_or_default();
+        let context = json!({"context": {"targetingKey": "u1", "country": "fr"}});
+        server.call(Method::POST, &path, Some(token), Some(context), &headers).await
+    }
+    let (s, h, _) = bulk(&b, &client, "/ofrep/v1/evaluate/flags".into(), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let held = h["etag"].to_str().unwrap().to_owned();
+
+    let (s, _) = a
+        .admin(Method::POST, "/api/v1/flags/new-checkout/environments/production/kill", Some(json!({"reason": "x"})))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, _, v) = bulk(&a, &client, "/ofrep/v1/evaluate/flags".into(), None).await;
+    let event_etag = format!("\"production-{}\"", v["metadata"]["revision"]);
+    // Replica B has not heard: asked plainly, it still says "unchanged".
+    let (s, _, _) = bulk(&b, &client, "/ofrep/v1/evaluate/flags".into(), Some(held.clone())).await;
+    assert_eq!(s, StatusCode::NOT_MODIFIED);
+    // Asked with the event's etag, it catches up from the store first.
+    let path = format!("/ofrep/v1/evaluate/flags?flagConfigEtag={}", urlencode(&event_etag));
+    let (s, _, v) = bulk(&b, &client, path, Some(held)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let killed = v["flags"].as_array().unwrap().iter().find(|f| f["key"] == "new-checkout").cloned().unwrap();
+    assert_eq!(killed["value"], false, "{killed}");
+    // An etag from the future costs a read, not a reload, and changes nothing.
+    let (s, _, _) = bulk(
+        &b,
+        &client,
+        format!("/ofrep/v1/evaluate/flags?flagConfigEtag={}", urlencode("\"production-999999\"")),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    b.stop().await;
+    a.stop().await;
 }
 
 /// Percent-encodes a query value.
