@@ -45,10 +45,11 @@ pub struct Options {
     pub request_timeout: Option<Duration>,
     /// Whether `/metrics` needs a token.
     pub metrics_token_required: bool,
+    /// The web origins allowed to call the OFREP and SDK APIs from a browser (CORS).
+    pub cors_origins: crate::config::CorsOrigins,
 }
 
-/// The default time limit of a request.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::config::REQUEST_TIMEOUT;
 
 impl Default for Options {
     fn default() -> Self {
@@ -62,6 +63,7 @@ impl Default for Options {
             rate_limits: RateLimits::default(),
             request_timeout: Some(REQUEST_TIMEOUT),
             metrics_token_required: false,
+            cors_origins: crate::config::CorsOrigins::default(),
         }
     }
 }
@@ -75,6 +77,7 @@ impl std::fmt::Debug for Options {
             .field("rate_limits", &self.rate_limits)
             .field("request_timeout", &self.request_timeout)
             .field("metrics_token_required", &self.metrics_token_required)
+            .field("cors_origins", &self.cors_origins)
             .finish_non_exhaustive()
     }
 }
@@ -129,7 +132,7 @@ pub fn app(store: Arc<dyn Store>, options: &Options, shutdown: watch::Receiver<b
         metrics_token_required: options.metrics_token_required,
     };
     // The web console (under `/`) beside the API (under `/api` and `/ofrep`).
-    let router = crate::api::router(state.clone()).merge(crate::console::router(state.clone()));
+    let router = crate::api::router(state.clone(), &options.cors_origins).merge(crate::console::router(state.clone()));
     (router, state, worker)
 }
 

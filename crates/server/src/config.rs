@@ -9,6 +9,9 @@ use serde::Deserialize;
 
 use crate::service::limits::{Rate, RateLimits};
 
+/// The default time limit of a request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -17,6 +20,82 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// The web origins whose pages may call the OFREP and SDK APIs (CORS); the admin API is never
+/// open to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// Every origin (`*`). Only safe when the tokens pages hold are `client` tokens: a page on any
+    /// site could use an `sdk` token it got hold of to read rules, segments and user keys.
+    Any,
+    /// These origins (`scheme://host[:port]`, lowercase, without the scheme's default port);
+    /// none by default, and then browsers refuse cross-origin calls.
+    Only(Vec<String>),
+}
+
+impl Default for CorsOrigins {
+    fn default() -> Self {
+        CorsOrigins::Only(Vec::new())
+    }
+}
+
+impl CorsOrigins {
+    /// Parses the setting: `*` alone, or origins such as `https://app.example.com`.
+    pub fn parse(entries: &[String]) -> Result<CorsOrigins, String> {
+        if entries.iter().any(|e| e.trim() == "*") {
+            if entries.len() > 1 {
+                return Err("\"*\" allows every origin: list no others beside it".into());
+            }
+            return Ok(CorsOrigins::Any);
+        }
+        let mut origins = Vec::new();
+        for entry in entries {
+            let origin = normalize_origin(entry.trim())?;
+            if !origins.contains(&origin) {
+                origins.push(origin);
+            }
+        }
+        Ok(CorsOrigins::Only(origins))
+    }
+
+    /// Whether a page of `origin` (an `Origin` header, as browsers send it) may call.
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            CorsOrigins::Any => true,
+            CorsOrigins::Only(list) => list.iter().any(|o| o == origin),
+        }
+    }
+}
+
+/// `https://App.example.com:443` → `https://app.example.com`: the form browsers send.
+fn normalize_origin(text: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("\"{text}\" is not an origin such as https://app.example.com ({why})");
+    let (scheme, rest) = text.split_once("://").ok_or_else(|| bad("no scheme"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err(bad("the scheme is http or https"));
+    }
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace) {
+        return Err(bad("scheme, host and port only: no path, no trailing slash"));
+    }
+    let host = rest.to_ascii_lowercase();
+    // A bracketed IPv6 host has colons of its own: the port follows the closing bracket.
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !port.contains(']') => (name.to_owned(), Some(port.to_owned())),
+        _ => (host.clone(), None),
+    };
+    if name.is_empty() {
+        return Err(bad("no host"));
+    }
+    match port {
+        None => Ok(format!("{scheme}://{name}")),
+        Some(port) => {
+            let number: u16 = port.parse().map_err(|_| bad("the port is a number"))?;
+            let default = if scheme == "https" { 443 } else { 80 };
+            Ok(if number == default { format!("{scheme}://{name}") } else { format!("{scheme}://{name}:{number}") })
+        }
+    }
 }
 
 /// The validated configuration.
@@ -42,6 +121,8 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// Whether `/metrics` needs a token.
     pub metrics_token_required: bool,
+    /// The web origins allowed to call the OFREP and SDK APIs from a browser.
+    pub cors_origins: CorsOrigins,
 }
 
 impl std::fmt::Debug for Config {
@@ -59,6 +140,7 @@ impl std::fmt::Debug for Config {
             .field("request_timeout", &self.request_timeout)
             .field("rate_limits", &self.rate_limits)
             .field("metrics_token_required", &self.metrics_token_required)
+            .field("cors_origins", &self.cors_origins)
             .finish()
     }
 }
@@ -93,6 +175,8 @@ pub struct Layer {
     /// `metrics_token_required`: `true` to make `/metrics` need a token (default `false`).
     #[serde(default, deserialize_with = "text")]
     pub metrics_token_required: Option<String>,
+    /// `cors_origins`: web origins allowed to call OFREP and the SDK API, or `["*"]`.
+    pub cors_origins: Option<Vec<String>>,
 }
 
 /// A setting as text, whether the file writes it as a string, a number or a boolean (the
@@ -120,6 +204,7 @@ impl std::fmt::Debug for Layer {
             .field("rate_limit_token", &self.rate_limit_token)
             .field("rate_limit_address", &self.rate_limit_address)
             .field("metrics_token_required", &self.metrics_token_required)
+            .field("cors_origins", &self.cors_origins)
             .finish()
     }
 }
@@ -138,13 +223,15 @@ impl Layer {
             rate_limit_token: self.rate_limit_token.or(base.rate_limit_token),
             rate_limit_address: self.rate_limit_address.or(base.rate_limit_address),
             metrics_token_required: self.metrics_token_required.or(base.metrics_token_required),
+            cors_origins: self.cors_origins.or(base.cors_origins),
         }
     }
 
     /// The layer from environment variables (`DIMMER_LISTEN`, `DIMMER_DATA_DIR`,
-    /// `DIMMER_DATABASE_URL`, `DIMMER_ADMIN_TOKEN`, `DIMMER_LOG_FORMAT`, `DIMMER_WEBHOOKS` as a
-    /// comma-separated list, `DIMMER_POLICY`, `DIMMER_REQUEST_TIMEOUT`, `DIMMER_RATE_LIMIT_TOKEN`,
-    /// `DIMMER_RATE_LIMIT_ADDRESS`, `DIMMER_METRICS_TOKEN_REQUIRED`), read through `var`.
+    /// `DIMMER_DATABASE_URL`, `DIMMER_ADMIN_TOKEN`, `DIMMER_LOG_FORMAT`, `DIMMER_WEBHOOKS` and
+    /// `DIMMER_CORS_ORIGINS` as comma-separated lists, `DIMMER_POLICY`, `DIMMER_REQUEST_TIMEOUT`,
+    /// `DIMMER_RATE_LIMIT_TOKEN`, `DIMMER_RATE_LIMIT_ADDRESS`, `DIMMER_METRICS_TOKEN_REQUIRED`),
+    /// read through `var`.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Layer {
         Layer {
             listen: var("DIMMER_LISTEN"),
@@ -159,6 +246,8 @@ impl Layer {
             rate_limit_token: var("DIMMER_RATE_LIMIT_TOKEN").filter(|v| !v.is_empty()),
             rate_limit_address: var("DIMMER_RATE_LIMIT_ADDRESS").filter(|v| !v.is_empty()),
             metrics_token_required: var("DIMMER_METRICS_TOKEN_REQUIRED").filter(|v| !v.is_empty()),
+            cors_origins: var("DIMMER_CORS_ORIGINS")
+                .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()),
         }
     }
 }
@@ -235,7 +324,7 @@ pub fn load(file: Option<&Path>, env: Layer, flags: Layer) -> Result<Config, Con
         return Err(ConfigError::Invalid { setting: "admin_token", message: "must be at least 16 characters".into() });
     }
     let request_timeout = match merged.request_timeout.as_deref().map(str::trim) {
-        None => Some(crate::app::REQUEST_TIMEOUT),
+        None => Some(REQUEST_TIMEOUT),
         Some("off") => None,
         Some(text) => Some(
             dimmer_domain::duration::parse(text)
@@ -282,10 +371,13 @@ pub fn load(file: Option<&Path>, env: Layer, flags: Layer) -> Result<Config, Con
         }
         None => crate::service::policy::ServerPolicy::default(),
     };
+    let cors_origins = CorsOrigins::parse(&merged.cors_origins.unwrap_or_default())
+        .map_err(|message| ConfigError::Invalid { setting: "cors_origins", message })?;
     Ok(Config {
         listen,
         webhooks,
         policy,
+        cors_origins,
         data_dir: merged.data_dir.unwrap_or_else(|| PathBuf::from("dimmer-data")),
         database_url,
         admin_token: merged.admin_token,
@@ -368,6 +460,34 @@ mod tests {
         assert_eq!(c.rate_limits.per_token, Some(Rate { per_second: 25.0, burst: 50.0 }));
         assert_eq!(c.request_timeout, Some(Duration::from_secs(60)));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn cors_origins_layer_like_the_others_and_are_normalized() {
+        let file = std::env::temp_dir().join(format!("dimmer-config-cors-{}.json", std::process::id()));
+        std::fs::write(&file, r#"{"cors_origins": ["https://file.example"]}"#).unwrap();
+        let c = load(Some(&file), Layer::default(), Layer::default()).unwrap();
+        assert_eq!(c.cors_origins, CorsOrigins::Only(vec!["https://file.example".into()]));
+        let env = Layer::from_env(|n| {
+            (n == "DIMMER_CORS_ORIGINS").then(|| "HTTPS://App.Example.com:443, http://127.0.0.1:5173".to_owned())
+        });
+        let c = load(Some(&file), env.clone(), Layer::default()).unwrap();
+        let expected = vec!["https://app.example.com".to_owned(), "http://127.0.0.1:5173".to_owned()];
+        assert_eq!(c.cors_origins, CorsOrigins::Only(expected));
+        assert!(c.cors_origins.allows("http://127.0.0.1:5173") && !c.cors_origins.allows("http://127.0.0.1:5174"));
+        let flags = Layer { cors_origins: Some(vec!["*".into()]), ..Layer::default() };
+        let c = load(Some(&file), env, flags).unwrap();
+        assert_eq!(c.cors_origins, CorsOrigins::Any);
+        assert!(c.cors_origins.allows("https://anywhere.example"));
+        assert_eq!(load(None, Layer::default(), Layer::default()).unwrap().cors_origins, CorsOrigins::default());
+        assert!(!CorsOrigins::default().allows("https://app.example.com"));
+        for bad in [vec!["app.example.com"], vec!["https://app.example.com/"], vec!["ftp://x"], vec!["*", "https://a"]]
+        {
+            let flags = Layer { cors_origins: Some(bad.iter().map(|s| (*s).to_owned()).collect()), ..Layer::default() };
+            let e = load(None, Layer::default(), flags).unwrap_err().to_string();
+            assert!(e.starts_with("cors_origins:"), "{bad:?}: {e}");
+        }
+        let _ = std::fs::remove_file(&file);
     }
 
     #[test]

@@ -241,6 +241,10 @@ pub enum Scope {
     Reader,
     /// One environment's SDK API: snapshot, stream, metrics, OFREP.
     Sdk,
+    /// One environment's OFREP evaluations and their change events, nothing else: no rules,
+    /// segments or user keys (the SDK snapshot carries those), no metrics, no admin API. Safe to
+    /// embed in a web page.
+    Client,
 }
 
 impl Scope {
@@ -251,12 +255,13 @@ impl Scope {
             Scope::Writer => "writer",
             Scope::Reader => "reader",
             Scope::Sdk => "sdk",
+            Scope::Client => "client",
         }
     }
 
     /// Parses a scope name.
     pub fn parse(s: &str) -> Option<Scope> {
-        [Scope::Admin, Scope::Writer, Scope::Reader, Scope::Sdk].into_iter().find(|x| x.as_str() == s)
+        [Scope::Admin, Scope::Writer, Scope::Reader, Scope::Sdk, Scope::Client].into_iter().find(|x| x.as_str() == s)
     }
 }
 
@@ -268,7 +273,7 @@ pub struct TokenRecord {
     pub name: String,
     /// What it may do.
     pub scope: Scope,
-    /// For `sdk` tokens, the one environment they read.
+    /// For `sdk` and `client` tokens, the one environment they read.
     pub environment: Option<String>,
     /// SHA-256 of the token, hex.
     #[serde(skip_serializing)]

@@ -29,10 +29,10 @@ pub enum TokenCommand {
     Create {
         /// A unique name (it appears in the audit log).
         name: String,
-        /// admin, writer, reader or sdk.
+        /// admin, writer, reader, sdk, or client (OFREP evaluation only: for browsers).
         #[arg(long)]
         scope: String,
-        /// The environment of an sdk token.
+        /// The environment of an sdk or client token.
         #[arg(long)]
         env: Option<String>,
     },

@@ -20,7 +20,7 @@ pub struct ServeArgs {
     database_url: Option<String>,
     /// A JSON configuration file (listen, data_dir, database_url, admin_token, log_format,
     /// webhooks, policy, request_timeout, rate_limit_token, rate_limit_address,
-    /// metrics_token_required; docs/api.md).
+    /// metrics_token_required, cors_origins; docs/api.md).
     #[arg(long)]
     config: Option<PathBuf>,
     /// A receiver of release events (repeatable): URL for generic JSON, slack=URL for a
@@ -31,6 +31,11 @@ pub struct ServeArgs {
     /// [default: the default policy; env DIMMER_POLICY].
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// A web origin whose pages may call OFREP and the SDK API (repeatable), such as
+    /// https://app.example.com, or * for any (unsafe with sdk tokens: give pages client tokens)
+    /// [env DIMMER_CORS_ORIGINS, comma-separated].
+    #[arg(long = "cors-origin")]
+    cors_origins: Vec<String>,
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
@@ -40,6 +45,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         database_url: args.database_url,
         webhooks: (!args.webhooks.is_empty()).then_some(args.webhooks),
         policy: args.policy,
+        cors_origins: (!args.cors_origins.is_empty()).then_some(args.cors_origins),
         ..Layer::default()
     };
     // The one place the server's settings are read from the environment.
@@ -101,6 +107,7 @@ async fn serve(config: config::Config) -> Result<()> {
         rate_limits: config.rate_limits,
         request_timeout: config.request_timeout,
         metrics_token_required: config.metrics_token_required,
+        cors_origins: config.cors_origins.clone(),
         ..Default::default()
     };
     dimmer_server::app::run_with(listener, store, options, shutdown_signal()).await.context("serving HTTP")?;

@@ -28,6 +28,7 @@ impl Served {
             .env_remove("DIMMER_POLICY")
             .env_remove("DIMMER_ADMIN_TOKEN")
             .env_remove("DIMMER_DATABASE_URL")
+            .env_remove("DIMMER_CORS_ORIGINS")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -129,6 +130,56 @@ fn serve_prints_its_address_and_token_and_the_client_verbs_work() {
     let (ok, out, _) = dimmer(&served.base, &admin, &["token", "list"]);
     assert!(ok && out.contains("web") && !out.contains(&sdk), "{out}");
     served.kill();
+}
+
+#[test]
+fn a_client_token_from_the_cli_evaluates_from_a_page_of_a_cors_origin_and_nothing_else() {
+    let dir = scratch("client");
+    let page = "http://127.0.0.1:5173";
+    let served = Served::start_with(&dir, &["--cors-origin", page]);
+    let admin = served.token.clone().expect("a first start prints the admin token");
+    let (ok, out, err) =
+        dimmer(&served.base, &admin, &["--json", "token", "create", "web", "--scope", "client", "--env", "production"]);
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(created["scope"], "client", "{created}");
+    let client = created["token"].as_str().expect("token").to_owned();
+
+    let http = reqwest::blocking::Client::new();
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, format!("{}/ofrep/v1/evaluate/flags", served.base))
+        .header("origin", page)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization,content-type")
+        .send()
+        .expect("preflight");
+    assert_eq!(preflight.status(), reqwest::StatusCode::NO_CONTENT);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], page);
+    let bulk = http
+        .post(format!("{}/ofrep/v1/evaluate/flags", served.base))
+        .header("origin", page)
+        .bearer_auth(&client)
+        .json(&json!({"context": {"targetingKey": "u1"}}))
+        .send()
+        .expect("bulk");
+    assert_eq!(bulk.status(), reqwest::StatusCode::OK);
+    assert_eq!(bulk.headers()["access-control-expose-headers"], "ETag");
+    // The admin API is not for client tokens, and not for pages.
+    let (ok, _, err) = dimmer(&served.base, &client, &["flag", "list"]);
+    assert!(!ok && err.contains("forbidden"), "{err}");
+    served.kill();
+
+    // A bad origin stops the server at start, naming the setting.
+    let out = Command::new(env!("CARGO_BIN_EXE_dimmer"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .args(["--cors-origin", "app.example.com/"])
+        .env_remove("DIMMER_CORS_ORIGINS")
+        .output()
+        .expect("dimmer serve runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cors_origins"), "{err}");
 }
 
 #[test]

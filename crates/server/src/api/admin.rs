@@ -372,7 +372,7 @@ struct NewToken {
     /// What it may do.
     #[schema(value_type = Scope)]
     scope: String,
-    /// The environment of an `sdk` token (required for them, refused for others).
+    /// The environment of an `sdk` or `client` token (required for them, refused for others).
     #[serde(default)]
     environment: Option<String>,
     /// Why, for the audit log (the `X-Dimmer-Reason` header takes precedence).
@@ -387,13 +387,14 @@ pub(crate) struct CreatedToken {
     name: String,
     /// What it may do.
     scope: Scope,
-    /// For `sdk` tokens, the one environment they read; null for others.
+    /// For `sdk` and `client` tokens, the one environment they read; null for others.
     environment: Option<String>,
     /// The token; store it now, it cannot be read again.
     token: String,
 }
 
-/// Creates a token and answers it once (admin only); sdk tokens are bound to one environment.
+/// Creates a token and answers it once (admin only); sdk and client tokens are bound to one
+/// environment. A client token only evaluates flags (OFREP) and may be embedded in a web page.
 #[utoipa::path(
     post,
     path = "/api/v1/tokens",
@@ -420,14 +421,14 @@ async fn create_token(
     let scope = Scope::parse(&body.scope).ok_or_else(|| {
         ApiError::new(
             Code::ValidationFailed,
-            format!("scope: \"{}\" is not one of admin, writer, reader, sdk", body.scope),
+            format!("scope: \"{}\" is not one of admin, writer, reader, sdk, client", body.scope),
         )
     })?;
     if body.name.is_empty() || body.name.len() > 128 || body.name.chars().any(char::is_control) {
         return Err(ApiError::new(Code::ValidationFailed, "name: 1 to 128 characters"));
     }
     let environment = match (scope, body.environment) {
-        (Scope::Sdk, Some(env)) => {
+        (Scope::Sdk | Scope::Client, Some(env)) => {
             if !state.store.list_environments().await?.iter().any(|e| e.name == env) {
                 return Err(ApiError::new(
                     Code::ValidationFailed,
@@ -436,13 +437,16 @@ async fn create_token(
             }
             Some(env)
         }
-        (Scope::Sdk, None) => {
-            return Err(ApiError::new(Code::ValidationFailed, "environment: an sdk token is bound to one environment"));
+        (Scope::Sdk | Scope::Client, None) => {
+            return Err(ApiError::new(
+                Code::ValidationFailed,
+                format!("environment: an {} token is bound to one environment", scope.as_str()),
+            ));
         }
         (_, Some(_)) => {
             return Err(ApiError::new(
                 Code::ValidationFailed,
-                "environment: only sdk tokens are bound to an environment",
+                "environment: only sdk and client tokens are bound to an environment",
             ));
         }
         (_, None) => None,

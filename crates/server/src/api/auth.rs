@@ -10,7 +10,7 @@ use dimmer_store::{ChangeMeta, Scope};
 
 use crate::api::AppState;
 use crate::api::error::{ApiError, Code};
-use crate::service::tokens::Identity;
+use crate::service::tokens::{Identity, StreamKey};
 
 /// Who is calling, after authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,13 +19,20 @@ pub struct Principal {
     pub name: String,
     /// What it may do.
     pub scope: Scope,
-    /// For sdk tokens, their environment.
+    /// For sdk and client tokens, their environment.
     pub environment: Option<String>,
+    /// What signs this token's event-stream tickets.
+    stream_key: StreamKey,
 }
 
 impl From<Identity> for Principal {
     fn from(identity: Identity) -> Self {
-        Self { name: identity.name, scope: identity.scope, environment: identity.environment }
+        Self {
+            name: identity.name,
+            scope: identity.scope,
+            environment: identity.environment,
+            stream_key: identity.stream_key,
+        }
     }
 }
 
@@ -53,22 +60,50 @@ impl Principal {
         self.require(&[Scope::Writer])
     }
 
+    /// A ticket that opens `environment`'s OFREP change-event stream as this token.
+    pub fn stream_ticket(&self, environment: &str) -> Option<String> {
+        crate::service::tokens::stream_ticket(&self.name, &self.stream_key, environment)
+    }
+
     /// The audit metadata of a change made by this principal.
     pub fn meta(&self, reason: Option<String>) -> ChangeMeta {
         ChangeMeta { actor: self.name.clone(), reason }
     }
 }
 
-/// The environment a request reads: an sdk token's own, or `?env=` for admin/reader tokens.
+/// The environment a request reads through the SDK API (snapshot, stream, metrics): an sdk
+/// token's own, or `?env=` for admin/reader tokens. Client tokens are refused: the SDK API carries
+/// rules, segments and user keys, which a token embedded in a web page must never read.
 pub fn environment_of(principal: &Principal, requested: Option<String>) -> Result<String, ApiError> {
-    match (principal.scope, &principal.environment, requested) {
-        (Scope::Sdk, Some(own), Some(asked)) if *own != asked => {
-            Err(ApiError::new(Code::Forbidden, format!("this sdk token reads environment \"{own}\" only")))
+    if principal.scope == Scope::Client {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            "a client token evaluates flags through OFREP only; the SDK API needs an sdk token",
+        ));
+    }
+    bound_environment(principal, requested)
+}
+
+/// The environment an OFREP evaluation reads: an sdk or client token's own, or `?env=` for
+/// admin/reader tokens.
+pub fn evaluation_environment_of(principal: &Principal, requested: Option<String>) -> Result<String, ApiError> {
+    bound_environment(principal, requested)
+}
+
+fn bound_environment(principal: &Principal, requested: Option<String>) -> Result<String, ApiError> {
+    let scope = principal.scope;
+    let bound = matches!(scope, Scope::Sdk | Scope::Client);
+    match (&principal.environment, requested) {
+        (Some(own), Some(asked)) if bound && *own != asked => Err(ApiError::new(
+            Code::Forbidden,
+            format!("this {} token reads environment \"{own}\" only", scope.as_str()),
+        )),
+        (Some(own), _) if bound => Ok(own.clone()),
+        (None, _) if bound => {
+            Err(ApiError::new(Code::Forbidden, format!("this {} token has no environment", scope.as_str())))
         }
-        (Scope::Sdk, Some(own), _) => Ok(own.clone()),
-        (Scope::Sdk, None, _) => Err(ApiError::new(Code::Forbidden, "this sdk token has no environment")),
-        (_, _, Some(asked)) => Ok(asked),
-        (_, _, None) => Err(ApiError::new(Code::MalformedRequest, "env: name the environment (?env=production)")),
+        (_, Some(asked)) => Ok(asked),
+        (_, None) => Err(ApiError::new(Code::MalformedRequest, "env: name the environment (?env=production)")),
     }
 }
 

@@ -11,7 +11,8 @@
 //! but for their `$ref`s.
 //!
 //! Security is declared here once, not per handler: [`Security`] makes every operation require a
-//! token (`BearerAuth` or `ApiKeyAuth`) except those listed in [`PUBLIC`].
+//! token (`BearerAuth` or `ApiKeyAuth`) except those listed in [`PUBLIC`], and the OFREP event
+//! stream ([`TICKETED`]), which a ticket in its URL opens (`EventSource` sends no headers).
 
 use std::sync::LazyLock;
 
@@ -86,6 +87,7 @@ pub(super) fn router() -> Router<AppState> {
         super::sdk::stream,
         super::ofrep::single,
         super::ofrep::bulk,
+        super::ofrep::events,
         super::system::healthz,
         super::system::readyz,
         super::system::metrics,
@@ -125,8 +127,12 @@ pub(crate) struct ApiDoc;
 pub(crate) const PUBLIC: &[(&str, &str)] =
     &[("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"), ("get", "/api/v1/openapi.json")];
 
+/// The operations opened by an event-stream ticket in the query (`StreamTicket`) instead of a
+/// token: the URL an OFREP bulk answer advertises.
+pub(crate) const TICKETED: &[(&str, &str)] = &[("get", "/api/v1/ofrep/events")];
+
 /// The two ways to present a token, and the requirement of one on every operation but the
-/// [`PUBLIC`] ones (one place instead of an annotation on each handler).
+/// [`PUBLIC`] and [`TICKETED`] ones (one place instead of an annotation on each handler).
 struct Security;
 
 impl utoipa::Modify for Security {
@@ -144,6 +150,10 @@ impl utoipa::Modify for Security {
             ];
             for (method, operation) in operations {
                 if let Some(operation) = operation
+                    && TICKETED.contains(&(method, path.as_str()))
+                {
+                    operation.security = Some(vec![SecurityRequirement::new("StreamTicket", Vec::<String>::new())]);
+                } else if let Some(operation) = operation
                     && !PUBLIC.contains(&(method, path.as_str()))
                 {
                     // Either scheme will do: two requirements, each of one scheme.
@@ -169,6 +179,14 @@ impl utoipa::Modify for Security {
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "X-API-Key",
                 "`X-API-Key: <token>`, the same tokens as bearer",
+            ))),
+        );
+        components.add_security_scheme(
+            "StreamTicket",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "ticket",
+                "The ticket in the URL an OFREP bulk answer advertises in `eventStreams`: it opens that \
+                 environment's change events and nothing else",
             ))),
         );
     }
@@ -363,11 +381,15 @@ mod tests {
         let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
         let token = json!([{"BearerAuth": []}, {"ApiKeyAuth": []}]);
         let mut public = Vec::new();
+        let mut ticketed = Vec::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, operation) in item.as_object().unwrap() {
                 if PUBLIC.contains(&(method.as_str(), path.as_str())) {
                     assert!(operation.get("security").is_none(), "{method} {path} is public");
                     public.push((method.as_str(), path.as_str()));
+                } else if TICKETED.contains(&(method.as_str(), path.as_str())) {
+                    assert_eq!(operation["security"], json!([{"StreamTicket": []}]), "{method} {path}");
+                    ticketed.push((method.as_str(), path.as_str()));
                 } else {
                     assert_eq!(operation["security"], token, "{method} {path}");
                 }
@@ -377,5 +399,6 @@ mod tests {
         let mut listed = PUBLIC.to_vec();
         listed.sort_unstable();
         assert_eq!(public, listed, "every public operation is documented");
+        assert_eq!(ticketed, TICKETED, "every ticketed operation is documented");
     }
 }

@@ -63,7 +63,7 @@ struct EnvQuery {
             headers(("ETag" = String, description = "Names the environment's revision"))),
         (status = 400, description = "A non-sdk token without `?env=`", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
-        (status = 403, description = "An sdk token asking for another environment", body = doc::ErrorBody),
+        (status = 403, description = "An sdk token asking for another environment, or a client token (OFREP only)", body = doc::ErrorBody),
         (status = 404, description = "No such environment", body = doc::ErrorBody),
     )
 )]
@@ -146,7 +146,7 @@ impl Drop for ConnectionGuard {
             content_type = "text/event-stream", body = String),
         (status = 400, description = "A non-sdk token without `?env=`", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
-        (status = 403, description = "An sdk token asking for another environment", body = doc::ErrorBody),
+        (status = 403, description = "An sdk token asking for another environment, or a client token (OFREP only)", body = doc::ErrorBody),
         (status = 404, description = "No such environment", body = doc::ErrorBody),
     )
 )]

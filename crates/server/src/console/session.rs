@@ -329,7 +329,12 @@ mod tests {
     use dimmer_domain::ManualClock;
 
     fn someone() -> Principal {
-        Principal { name: "alice".into(), scope: Scope::Reader, environment: None }
+        Principal::from(crate::service::tokens::Identity {
+            name: "alice".into(),
+            scope: Scope::Reader,
+            environment: None,
+            stream_key: crate::service::tokens::StreamKey::from_hash("h".into()),
+        })
     }
 
     #[test]

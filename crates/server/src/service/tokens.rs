@@ -1,10 +1,18 @@
 //! API tokens: generated from the OS's random source, stored only as SHA-256 hashes, compared in
 //! constant time, scoped, and never logged.
+//!
+//! A browser's `EventSource` cannot send an `Authorization` header, so the OFREP change-event
+//! stream is opened with a *ticket* in its URL instead of the token: the token's name and an
+//! HMAC-SHA256 of the environment keyed by the token's stored hash. A ticket opens that one
+//! environment's change events and nothing else (no evaluation, no configuration); it never
+//! reveals the token or its hash; any replica can check it (the key is in the shared store); and
+//! it dies with its token (revoked, or re-created under the same name).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use dimmer_domain::Clock;
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -35,8 +43,48 @@ pub struct Identity {
     pub name: String,
     /// What it may do.
     pub scope: Scope,
-    /// For sdk tokens, their environment.
+    /// For sdk and client tokens, their environment.
     pub environment: Option<String>,
+    /// What signs this token's event-stream tickets.
+    pub stream_key: StreamKey,
+}
+
+/// The key of a token's event-stream tickets: its stored hash, which only the store holds.
+/// Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StreamKey(String);
+
+impl StreamKey {
+    /// The key of the token whose stored hash is `hash`.
+    pub fn from_hash(hash: String) -> Self {
+        Self(hash)
+    }
+}
+
+impl std::fmt::Debug for StreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamKey(<redacted>)")
+    }
+}
+
+/// What a ticket's MAC covers besides the environment, so that it can never be mistaken for
+/// another use of the same key.
+const TICKET_PURPOSE: &[u8] = b"dimmer ofrep change events\0";
+
+fn ticket_mac(key: &StreamKey, environment: &str) -> Option<Hmac<Sha256>> {
+    // HMAC takes keys of any length: this fails for no key, but no `expect` is needed to say so.
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.0.as_bytes()).ok()?;
+    mac.update(TICKET_PURPOSE);
+    mac.update(environment.as_bytes());
+    Some(mac)
+}
+
+/// A ticket that opens `environment`'s change-event stream as the token named `name`:
+/// `<name, hex>.<HMAC, hex>`. Deterministic, so the stream URL a client is given stays the same
+/// from one evaluation to the next and its connection is kept.
+pub fn stream_ticket(name: &str, key: &StreamKey, environment: &str) -> Option<String> {
+    let tag = ticket_mac(key, environment)?.finalize().into_bytes();
+    Some(format!("{}.{}", hex::encode(name.as_bytes()), hex::encode(tag)))
 }
 
 /// Why a token could not be created.
@@ -56,6 +104,8 @@ pub struct TokenCache {
     clock: Arc<dyn Clock>,
     /// By token hash: who it is (`None`: unknown or revoked) and when that was looked up.
     entries: RwLock<HashMap<String, (Option<Identity>, i64)>>,
+    /// By token name, for tickets: who it is (`None`: unknown or revoked) and when.
+    by_name: RwLock<HashMap<String, (Option<Identity>, i64)>>,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -67,7 +117,7 @@ impl std::fmt::Debug for TokenCache {
 impl TokenCache {
     /// An empty cache whose entries age by `clock`.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Self { clock, entries: RwLock::new(HashMap::new()) }
+        Self { clock, entries: RwLock::new(HashMap::new()), by_name: RwLock::new(HashMap::new()) }
     }
 
     /// Authenticates a presented token: `None` for an unknown or revoked one.
@@ -82,11 +132,7 @@ impl TokenCache {
             return Ok(principal.clone());
         }
         let found = store.token_by_hash(&hash).await?;
-        let principal = found.filter(|t| !t.revoked && hashes_equal(&t.hash, &hash)).map(|t| Identity {
-            name: t.name,
-            scope: t.scope,
-            environment: t.environment,
-        });
+        let principal = found.filter(|t| !t.revoked && hashes_equal(&t.hash, &hash)).map(identity);
         if let Ok(mut entries) = self.entries.write() {
             if entries.len() > 10_000 {
                 entries.clear();
@@ -96,12 +142,59 @@ impl TokenCache {
         Ok(principal)
     }
 
+    /// Authenticates an event-stream ticket for `environment`: the token it names, if that token
+    /// is live, signed this ticket for this environment, and may read it.
+    pub async fn authenticate_ticket(
+        &self,
+        store: &dyn Store,
+        environment: &str,
+        ticket: &str,
+    ) -> Result<Option<Identity>, StoreError> {
+        let Some((name, tag)) = ticket.split_once('.') else { return Ok(None) };
+        let (Ok(name), Ok(tag)) = (hex::decode(name), hex::decode(tag)) else { return Ok(None) };
+        let Ok(name) = String::from_utf8(name) else { return Ok(None) };
+        let Some(identity) = self.by_name(store, &name).await? else { return Ok(None) };
+        let signed = ticket_mac(&identity.stream_key, environment).is_some_and(|mac| mac.verify_slice(&tag).is_ok());
+        let bound_elsewhere = matches!(identity.scope, Scope::Sdk | Scope::Client)
+            && identity.environment.as_deref() != Some(environment);
+        Ok((signed && !bound_elsewhere).then_some(identity))
+    }
+
+    /// The live token named `name`, looked up at most once per cache lifetime.
+    async fn by_name(&self, store: &dyn Store, name: &str) -> Result<Option<Identity>, StoreError> {
+        let now = self.clock.now_ms();
+        if let Ok(cached) = self.by_name.read()
+            && let Some((identity, at)) = cached.get(name)
+            && now.saturating_sub(*at) < CACHE_TTL_MS
+            && now >= *at
+        {
+            return Ok(identity.clone());
+        }
+        // Tickets are presented once per stream connection, not per request: a scan of the
+        // (short) token table, cached, is cheaper than another index to keep.
+        let found = store.list_tokens().await?.into_iter().find(|t| t.name == name && !t.revoked).map(identity);
+        if let Ok(mut cached) = self.by_name.write() {
+            if cached.len() > 10_000 {
+                cached.clear();
+            }
+            cached.insert(name.to_owned(), (found.clone(), now));
+        }
+        Ok(found)
+    }
+
     /// Forgets every cached lookup (after a revocation).
     pub fn clear(&self) {
         if let Ok(mut entries) = self.entries.write() {
             entries.clear();
         }
+        if let Ok(mut by_name) = self.by_name.write() {
+            by_name.clear();
+        }
     }
+}
+
+fn identity(t: TokenRecord) -> Identity {
+    Identity { name: t.name, scope: t.scope, environment: t.environment, stream_key: StreamKey(t.hash) }
 }
 
 fn hashes_equal(a: &str, b: &str) -> bool {

@@ -7,6 +7,8 @@
 )]
 
 mod api;
+mod browser;
+mod client;
 mod console;
 mod exactly_once;
 mod guards;

@@ -64,6 +64,7 @@ const ROUTES: &[(&str, &str)] = &[
     // ofrep.rs
     ("POST", "/ofrep/v1/evaluate/flags/{key}"),
     ("POST", "/ofrep/v1/evaluate/flags"),
+    ("GET", "/api/v1/ofrep/events"),
     // system.rs
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -127,6 +128,10 @@ async fn every_route_is_documented_with_its_method_and_nothing_else() {
         }
         if OPEN.contains(path) {
             assert!(op.get("security").is_none(), "{method} {path} needs no token");
+        } else if *path == "/api/v1/ofrep/events" {
+            // EventSource sends no headers: the URL's ticket stands for the token.
+            assert_eq!(op["security"], json!([{"StreamTicket": []}]), "{method} {path}");
+            assert!(op["responses"].get("401").is_some(), "{method} {path}: 401 not documented");
         } else {
             // Either scheme will do: two requirements of one scheme each.
             assert_eq!(op["security"], json!([{"BearerAuth": []}, {"ApiKeyAuth": []}]), "{method} {path}");
@@ -141,6 +146,7 @@ async fn every_route_is_documented_with_its_method_and_nothing_else() {
     }
     let schemes = &doc["components"]["securitySchemes"];
     assert_eq!(schemes["BearerAuth"]["scheme"], "bearer");
+    assert_eq!((&schemes["StreamTicket"]["in"], &schemes["StreamTicket"]["name"]), (&json!("query"), &json!("ticket")));
     assert_eq!(
         schemes["ApiKeyAuth"],
         json!({"type": "apiKey", "in": "header", "name": "X-API-Key",

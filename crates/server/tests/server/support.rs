@@ -143,6 +143,33 @@ pub struct SseClient {
 }
 
 impl SseClient {
+    /// Opens `path` (with its query) without a token, as a browser's `EventSource` does.
+    pub async fn open(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> Self {
+        let mut req = server.http.get(format!("{}{path}", server.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("stream request");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(resp.headers()["content-type"].to_str().expect("ascii").starts_with("text/event-stream"));
+        Self { stream: Box::pin(resp.bytes_stream()), buffer: String::new() }
+    }
+
+    /// Whether the stream ends (the server closed it) within `secs` seconds; what is still
+    /// buffered or arrives before the end is dropped. False on a timeout.
+    pub async fn ends_within(&mut self, secs: u64) -> bool {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return false,
+                Ok(None) => return true,
+                Ok(Some(Err(_))) => return false,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     pub async fn connect(server: &TestServer, token: &str, last_event_id: Option<&str>) -> Self {
         let mut req = server.http.get(format!("{}/api/v1/sdk/stream", server.base)).bearer_auth(token);
         if let Some(id) = last_event_id {
