@@ -1,14 +1,15 @@
-//! The configuration the client serves: the server's snapshot and patch payloads and the
-//! compiled form evaluation reads (reading and writing it on disk is `disk`'s business).
+//! The configuration the client serves: the server's snapshot (its type and the patch's are
+//! `dimmer_protocol::sdk`'s) and the compiled form evaluation reads (reading and writing it on
+//! disk is `disk`'s business).
 //!
 //! A [`Loaded`] configuration is immutable; a change builds a new one (apply, compile once) and
 //! swaps it in whole, so evaluation never sees half a change and never takes a lock.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use dimmer_engine::model::Flag;
-use dimmer_engine::{CompiledFlags, FlagSet, Segment};
-use serde::{Deserialize, Serialize};
+use dimmer_engine::CompiledFlags;
+use serde::Serialize;
 
 use crate::metrics::CounterTable;
 
@@ -27,25 +28,8 @@ pub enum Source {
 }
 
 /// `GET /api/v1/sdk/config` and the stream's `snapshot` event: one environment at one revision.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// The environment.
-    pub environment: String,
-    /// Its revision.
-    pub revision: i64,
-    /// Every non-archived flag and every segment.
-    pub flags: FlagSet,
-}
-
-/// The stream's `patch` event: what one revision changed (`null`: archived or deleted).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub(crate) struct Patch {
-    pub(crate) revision: i64,
-    #[serde(default)]
-    pub(crate) flags: BTreeMap<String, Option<Flag>>,
-    #[serde(default)]
-    pub(crate) segments: BTreeMap<String, Option<Segment>>,
-}
+/// The server writes the same type (`dimmer_protocol`), so the two ends read one definition.
+pub use dimmer_protocol::sdk::Snapshot;
 
 /// What the provider reports as a flag's metadata, taken from its definition.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
@@ -97,33 +81,6 @@ fn kind_name(flag: &Flag) -> &'static str {
     }
 }
 
-/// Applies a patch to a snapshot: the next revision's snapshot.
-pub(crate) fn apply_patch(base: &Snapshot, patch: Patch) -> Snapshot {
-    let mut next = base.clone();
-    next.revision = patch.revision;
-    for (key, flag) in patch.flags {
-        match flag {
-            Some(flag) => {
-                next.flags.flags.insert(key, flag);
-            }
-            None => {
-                next.flags.flags.shift_remove(&key);
-            }
-        }
-    }
-    for (key, segment) in patch.segments {
-        match segment {
-            Some(segment) => {
-                next.flags.segments.insert(key, segment);
-            }
-            None => {
-                next.flags.segments.shift_remove(&key);
-            }
-        }
-    }
-    next
-}
-
 /// The flags whose answers may differ between two configurations: those added, removed or
 /// redefined, and every flag when a segment changed (rules may name it).
 pub(crate) fn changed_flags(old: Option<&Snapshot>, new: &Snapshot) -> Vec<String> {
@@ -155,13 +112,13 @@ mod tests {
     }
 
     #[test]
-    fn a_patch_adds_replaces_and_removes_flags() {
+    fn a_patch_changes_the_flags_it_names() {
         let base =
             snapshot(r#"{"environment":"production","revision":3,"flags":{"flags":{"a":{},"b":{}},"segments":{}}}"#);
-        let patch: Patch =
+        let patch: dimmer_protocol::sdk::Patch =
             serde_json::from_str(r#"{"revision":4,"flags":{"a":null,"c":{"kind":"experiment"}},"segments":{}}"#)
                 .unwrap();
-        let next = apply_patch(&base, patch);
+        let next = patch.apply(&base);
         assert_eq!(next.revision, 4);
         assert_eq!(next.flags.flags.keys().collect::<Vec<_>>(), ["b", "c"]);
         assert_eq!(changed_flags(Some(&base), &next), ["a", "c"]);

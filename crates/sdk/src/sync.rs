@@ -18,7 +18,8 @@ use crate::disk;
 use crate::metrics::Metrics;
 use crate::shared::Shared;
 use crate::sse::{SseItem, SseParser};
-use crate::state::{self, Patch, Snapshot, Source};
+use crate::state::{Snapshot, Source};
+use dimmer_protocol::sdk::Patch;
 
 /// How a stream attempt ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -322,7 +323,7 @@ impl Synchronizer {
         if patch.revision <= base.revision() {
             return true;
         }
-        let next = state::apply_patch(&base.snapshot, patch);
+        let next = patch.apply(&base.snapshot);
         self.shared.install(next.clone(), Source::Server);
         self.save(next).await;
         true

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dimmer_domain::Clock;
-use dimmer_engine::{Flag, FlagSet, Segment};
+use dimmer_engine::{Flag, Segment};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -133,16 +133,10 @@ pub struct Environment {
     pub created_at: i64,
 }
 
-/// A complete configuration of one environment at one revision: what SDKs evaluate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// The environment.
-    pub environment: String,
-    /// Its revision.
-    pub revision: i64,
-    /// Every non-archived flag and every segment.
-    pub flags: FlagSet,
-}
+/// A complete configuration of one environment at one revision: what SDKs evaluate. The store
+/// builds it; its type is the wire's (`dimmer_protocol::sdk::Snapshot`), so the server sends
+/// exactly what SDKs parse.
+pub use dimmer_protocol::sdk::Snapshot;
 
 /// An environment's revision moved: published after every commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -26,7 +26,7 @@ use crate::api::AppState;
 use crate::api::auth::Principal;
 use crate::api::auth::environment_of;
 use crate::api::error::ApiError;
-use crate::service::hub::{EnvSnapshot, Patch, patches};
+use crate::service::hub::{EnvSnapshot, PatchEvent, patches};
 
 /// How often an idle stream sends a comment, so that proxies and clients see it alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -97,7 +97,7 @@ fn snapshot_event(snap: &EnvSnapshot) -> Event {
 /// (then a snapshot is due). Subscribers that were up to
 /// date share the hub's precomputed patches; only those behind query the feed.
 async fn patch_events(state: &AppState, snap: &EnvSnapshot, from: i64) -> Option<Vec<Event>> {
-    let to_events = |patches: &[Patch]| {
+    let to_events = |patches: &[PatchEvent]| {
         // Replaying more than the snapshot itself would cost both ends more than starting over.
         let replay: usize = patches.iter().map(|p| p.data.len()).sum();
         (replay <= snap.json.len()).then(|| {

@@ -9,45 +9,40 @@ use std::sync::{Arc, RwLock};
 
 use dimmer_engine::CompiledFlags;
 use tokio::sync::{broadcast, watch};
-
-use serde_json::json;
-
+use dimmer_protocol::sdk::Patch;
 use dimmer_store::{ChangedItem, Snapshot, Store, StoreError};
 
-/// One revision's changes as a stream event payload:
-/// `{"revision", "flags": {key: flag|null}, "segments": {key: segment|null}}`.
+/// One revision's changes, serialized once for every subscriber: the stream's `patch` event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Patch {
-    /// The revision.
+pub struct PatchEvent {
+    /// The revision (the event's id).
     pub revision: i64,
-    /// The JSON payload.
+    /// The [`Patch`] as JSON (the event's data).
     pub data: String,
 }
 
 /// Builds one patch per revision from the change feed's items, with the definitions as of
 /// `snapshot` (null once archived or deleted).
-pub fn patches(snapshot: &Snapshot, items: Vec<ChangedItem>) -> Vec<Patch> {
-    type Changed = serde_json::Map<String, serde_json::Value>;
-    let mut by_revision: BTreeMap<i64, (Changed, Changed)> = BTreeMap::new();
+pub fn patches(snapshot: &Snapshot, items: Vec<ChangedItem>) -> Vec<PatchEvent> {
+    let mut by_revision: BTreeMap<i64, Patch> = BTreeMap::new();
     for item in items.into_iter().filter(|i| i.revision <= snapshot.revision) {
-        let entry = by_revision.entry(item.revision).or_default();
+        let patch = by_revision.entry(item.revision).or_insert_with(|| Patch::new(item.revision));
         if item.kind == "segment" {
-            let v = snapshot.flags.segments.get(&item.key).map(|s| json!(s)).unwrap_or(serde_json::Value::Null);
-            entry.1.insert(item.key, v);
+            patch.segments.insert(item.key.clone(), snapshot.flags.segments.get(&item.key).cloned());
         } else {
-            let v = snapshot.flags.flags.get(&item.key).map(|f| json!(f)).unwrap_or(serde_json::Value::Null);
-            entry.0.insert(item.key, v);
+            patch.flags.insert(item.key.clone(), snapshot.flags.flags.get(&item.key).cloned());
         }
     }
     // A revision with no recorded item still advances the client's position.
     if by_revision.last_key_value().is_none_or(|(rev, _)| *rev < snapshot.revision) {
-        by_revision.entry(snapshot.revision).or_default();
+        by_revision.insert(snapshot.revision, Patch::new(snapshot.revision));
     }
     by_revision
-        .into_iter()
-        .map(|(revision, (flags, segments))| Patch {
-            revision,
-            data: json!({"revision": revision, "flags": flags, "segments": segments}).to_string(),
+        .into_values()
+        .map(|patch| PatchEvent {
+            revision: patch.revision,
+            // Serializing plain data into a string cannot fail.
+            data: serde_json::to_string(&patch).unwrap_or_default(),
         })
         .collect()
 }
@@ -57,7 +52,7 @@ pub fn patches(snapshot: &Snapshot, items: Vec<ChangedItem>) -> Vec<Patch> {
 pub struct EnvSnapshot {
     /// The patches from the previous snapshot the hub held (its revision) to this one, computed
     /// once for every subscriber that was up to date.
-    pub patches_from: Option<(i64, Arc<[Patch]>)>,
+    pub patches_from: Option<(i64, Arc<[PatchEvent]>)>,
     /// The snapshot as stored.
     pub snapshot: Snapshot,
     /// Its JSON, serialized once.
