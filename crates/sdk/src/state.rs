@@ -7,8 +7,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use dimmer_engine::model::Flag;
 use dimmer_engine::CompiledFlags;
+use dimmer_engine::model::Flag;
 use serde::Serialize;
 
 use crate::metrics::CounterTable;

@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use dimmer_engine::CompiledFlags;
-use tokio::sync::{broadcast, watch};
 use dimmer_protocol::sdk::Patch;
 use dimmer_store::{ChangedItem, Snapshot, Store, StoreError};
+use tokio::sync::{broadcast, watch};
 
 /// One revision's changes, serialized once for every subscriber: the stream's `patch` event.
 #[derive(Debug, Clone, PartialEq, Eq)]
