@@ -670,17 +670,20 @@ fn keys_that_break_the_key_rule_warn_at_compile_and_fail_validation() {
         }
     }));
     let (flags, diagnostics) = compile(&set, PROD);
-    let shown: Vec<(Severity, &str)> = diagnostics.iter().map(|d| (d.severity, d.path.as_str())).collect();
+    // Sorted: the order of a JSON object's keys depends on serde_json's features in the build.
+    let mut shown: Vec<(Severity, &str)> = diagnostics.iter().map(|d| (d.severity, d.path.as_str())).collect();
+    shown.sort();
     assert_eq!(
         shown,
         [
-            (Severity::Warning, "segments[\"a#b\"]"),
             (Severity::Warning, "flags[\"..\"]"),
-            (Severity::Warning, "flags[\"a?b\"]")
+            (Severity::Warning, "flags[\"a?b\"]"),
+            (Severity::Warning, "segments[\"a#b\"]"),
         ],
         "{diagnostics:#?}"
     );
-    assert!(diagnostics[2].message.contains("'?' at position 2 is not allowed (it starts a URL's query)"));
+    let query = diagnostics.iter().find(|d| d.path == "flags[\"a?b\"]").expect("the a?b diagnostic");
+    assert!(query.message.contains("'?' at position 2 is not allowed (it starts a URL's query)"));
     // Stored data keeps working: a warning breaks nothing.
     assert_served(&evaluate(&flags, "a?b", &user("u")), "on", json!(true), Reason::Static);
     assert_served(&evaluate(&flags, "..", &user("u")), "on", json!(true), Reason::Static);
