@@ -151,10 +151,42 @@ fn plan_text(p: &Value) -> String {
             human(dwell)
         ));
     }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    if let Some(at) = p["entered_at"].as_i64() {
+        out.push_str(&format!("\nin this stage since {} ({} ago)", date(at), human_span(now_ms.saturating_sub(at))));
+    }
     if let Some(at) = p["advances_after"].as_i64() {
-        out.push_str(&format!("\nadvances after {at} (Unix ms) if its guards are healthy"));
+        let left = at.saturating_sub(now_ms);
+        let when = if left > 0 { format!("in {}", human_span(left)) } else { "now".to_owned() };
+        out.push_str(&format!("\nmay advance at {} ({when}) if its guards are healthy", date(at)));
     }
     out
+}
+
+/// A Unix-millisecond time as people read it: UTC, to the second (RFC 3339).
+fn date(ms: i64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.replace_nanosecond(0).ok())
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("{ms} (Unix ms)"))
+}
+
+/// A duration as people say it, to the two largest units: `2h 5m`, `29m 58s`, `12s`.
+fn human_span(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    let (d, h, m, sec) = (s / 86_400, s / 3_600 % 24, s / 60 % 60, s % 60);
+    let parts: Vec<String> = [(d, "d"), (h, "h"), (m, "m"), (sec, "s")]
+        .iter()
+        .skip_while(|(n, _)| *n == 0)
+        .take(2)
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if parts.is_empty() { "0s".to_owned() } else { parts.join(" ") }
 }
 
 fn human(ms: i64) -> String {
@@ -285,4 +317,18 @@ pub fn template(remote: &Remote, cmd: TemplateCommand) -> Result<ExitCode> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_times_read_as_dates_and_durations() {
+        assert_eq!(date(1_800_000_000_000), "2027-01-15T08:00:00Z");
+        assert_eq!(human_span(30 * 60_000 - 2_000), "29m 58s");
+        assert_eq!(human_span(2 * 3_600_000 + 5 * 60_000 + 7_000), "2h 5m");
+        assert_eq!(human_span(12_000), "12s");
+        assert_eq!(human_span(-5), "0s");
+    }
 }
