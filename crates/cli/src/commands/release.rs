@@ -151,9 +151,7 @@ fn plan_text(p: &Value) -> String {
             human(dwell)
         ));
     }
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let now_ms = dimmer_domain::Clock::now_ms(&dimmer_domain::SystemClock);
     if let Some(at) = p["entered_at"].as_i64() {
         out.push_str(&format!("\nin this stage since {} ({} ago)", date(at), human_span(now_ms.saturating_sub(at))));
     }

@@ -123,6 +123,12 @@ pub(crate) fn reason(headers: &HeaderMap, body: Option<&str>) -> Option<String> 
         .filter(|r| !r.trim().is_empty())
 }
 
+/// The revision a reconnecting event-stream client last received (`Last-Event-ID`), if it sent
+/// a number.
+pub(crate) fn last_event_id(headers: &HeaderMap) -> Option<i64> {
+    headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok())
+}
+
 /// The version named by `If-Match` (`"3"`, `3` or `W/"3"`).
 pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(value) = headers.get(axum::http::header::IF_MATCH) else { return Ok(None) };

@@ -552,8 +552,7 @@ async fn events(
     let (Some(env), Some(ticket)) = (q.env, q.ticket) else { return Err(unauthorized()) };
     state.tokens.authenticate_ticket(state.store.as_ref(), &env, &ticket).await?.ok_or_else(unauthorized)?;
     let mut rx = state.hub.watch(&env).await?;
-    let resume_from =
-        headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok());
+    let resume_from = super::last_event_id(&headers);
     let mut shutdown = state.shutdown.clone();
     let stream = async_stream::stream! {
         let first = rx.borrow_and_update().clone();

@@ -158,8 +158,7 @@ async fn stream(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let env = environment_of(&principal, q.env)?;
     let mut rx = state.hub.watch(&env).await?;
-    let resume_from =
-        headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok());
+    let resume_from = super::last_event_id(&headers);
     state.metrics.sse_connections.fetch_add(1, Ordering::Relaxed);
     let guard = ConnectionGuard(state.metrics.clone());
     let shutdown = state.shutdown.clone();
