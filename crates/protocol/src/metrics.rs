@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::LatencySketch;
 
 /// `POST /api/v1/sdk/metrics`: one batch from one SDK instance.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsBatch {
@@ -23,6 +24,7 @@ pub struct MetricsBatch {
 }
 
 /// What happened to the users served one variant of one flag.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlagMetrics {
@@ -48,6 +50,7 @@ pub struct FlagMetrics {
 }
 
 /// A named event's count and the sum of its optional values.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventStat {

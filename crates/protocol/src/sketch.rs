@@ -46,6 +46,7 @@ pub fn upper_bound(index: i32) -> f64 {
 }
 
 /// Recorded latencies, in milliseconds.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencySketch {
     /// How many values were at or below [`MIN_TRACKED_MS`].
@@ -54,10 +55,26 @@ pub struct LatencySketch {
     /// `[index, count]` pairs in increasing index order; bucket `i` holds values in
     /// `(gamma^(i-1), gamma^i]`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = bins_schema))]
     pub bins: Vec<(i32, u64)>,
     /// The sum of the recorded values, for the mean.
     #[serde(default)]
     pub sum: f64,
+}
+
+/// `bins` in the OpenAPI document: pairs of a bucket index and a count.
+#[cfg(feature = "openapi")]
+fn bins_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ArrayItems, ObjectBuilder, Type};
+    let index = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(i64::from(i32::MIN)))
+        .maximum(Some(i64::from(i32::MAX)))
+        .build();
+    let count = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)).maximum(Some(u64::MAX)).build();
+    let pair =
+        ArrayBuilder::new().prefix_items([index, count]).items(ArrayItems::False).min_items(Some(2)).max_items(Some(2));
+    ArrayBuilder::new().items(pair).description(Some("`[index, count]` pairs in increasing index order")).build()
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -1,7 +1,8 @@
 //! Admin API beyond flags: environments, segments, tokens and the audit log.
 
+use crate::api::extract::{Path, Query};
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -497,9 +498,9 @@ struct AuditQuery {
     actor: Option<String>,
     /// Only entries with an id below this: the `next` of the previous page.
     before: Option<i64>,
-    /// At most this many: 100 when absent or 0, never more than 1000.
+    /// At most this many: 100 when absent or 0; more than 1000 is refused.
     #[serde(default)]
-    #[param(required = false)]
+    #[param(required = false, minimum = 0, maximum = 1000)]
     limit: u32,
 }
 
@@ -552,6 +553,13 @@ async fn audit(
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, ApiError> {
     principal.require_read()?;
+    if q.limit > 1000 {
+        return Err(ApiError::new(
+            Code::MalformedRequest,
+            format!("query parameter limit: {} is more than 1000", q.limit),
+        )
+        .with_details(crate::api::error::Details::Parameter { parameter: "limit".to_owned(), location: "query" }));
+    }
     let filter = AuditFilter { flag: q.flag, environment: q.env, actor: q.actor, before_id: q.before, limit: q.limit };
     let bounds = AuditBounds { body_bytes: AUDIT_BODY_BYTES, page_bytes: AUDIT_PAGE_BYTES };
     let page = state.store.audit_page(&filter, &bounds).await?;

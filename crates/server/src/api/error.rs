@@ -4,7 +4,6 @@
 //! [`Json`] extractor below). A 500 never shows internals: the cause is logged once, here.
 
 use axum::Json as AxumJson;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +28,8 @@ pub enum Code {
     Forbidden,
     /// No such resource.
     NotFound,
+    /// The route exists, but not for this method (`Allow` lists those it has).
+    MethodNotAllowed,
     /// The resource already exists.
     AlreadyExists,
     /// The operation does not fit the resource's state (e.g. a plan is already running).
@@ -57,6 +58,7 @@ impl Code {
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Forbidden => StatusCode::FORBIDDEN,
             Code::NotFound => StatusCode::NOT_FOUND,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::AlreadyExists => StatusCode::CONFLICT,
             Code::Conflict => StatusCode::CONFLICT,
             Code::VersionMismatch => StatusCode::PRECONDITION_FAILED,
@@ -101,6 +103,15 @@ pub enum Details {
         expected: i64,
         /// The current version.
         current: i64,
+    },
+    /// The path or query-string parameter at fault.
+    Parameter {
+        /// Its name, such as `limit` or `key`.
+        parameter: String,
+        /// Where it is: `path` or `query`.
+        #[serde(rename = "in")]
+        #[schema(rename = "in")]
+        location: &'static str,
     },
     /// The flags that still use a segment being deleted.
     Flags {
@@ -241,7 +252,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// JSON body extractor whose rejections use the API error shape.
+/// JSON body extractor whose rejections use the API error shape, naming the field at fault.
+///
+/// Numbers written with a zero fraction (`200.0`) are read as the integers they are: JSON Schema
+/// (and so the OpenAPI document) counts them as integers, and clients generated from it send them.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -249,29 +263,109 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match AxumJson::<T>::from_request(req, state).await {
-            Ok(AxumJson(v)) => Ok(Json(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::new(Code::MalformedRequest, "expected a body with Content-Type: application/json"));
+        }
+        let body = axum::body::Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(Code::PayloadTooLarge, "the request body is too large")
+            } else {
+                ApiError::new(
+                    Code::MalformedRequest,
+                    format!("the request body could not be read: {}", rejection.body_text()),
+                )
+            }
+        })?;
+        from_json_bytes(&body).map(Json)
+    }
+}
+
+/// What is wrong with a JSON body: where (for a field of the wrong shape) and what.
+#[derive(Debug)]
+pub(crate) struct JsonProblem {
+    /// The field's path (`guards[2].max`), or `None` for a syntax error or the whole body.
+    pub path: Option<String>,
+    /// In words.
+    pub message: String,
+}
+
+impl JsonProblem {
+    /// The `400 malformed_request` for it, with `details.errors` naming the field.
+    pub(crate) fn into_api_error(self) -> ApiError {
+        match self.path {
+            None => ApiError::new(Code::MalformedRequest, self.message),
+            Some(path) => ApiError::new(Code::MalformedRequest, format!("{path}: {}", self.message))
+                .with_errors(vec![FieldError::new(path, self.message)]),
         }
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::JsonDataError(e) => {
-            // serde's message names the field path ("flags.x.kind: unknown variant ...").
-            let detail = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_else(|| e.body_text());
-            ApiError::new(Code::MalformedRequest, detail)
-        }
-        JsonRejection::JsonSyntaxError(e) => ApiError::new(Code::MalformedRequest, e.body_text()),
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::new(Code::MalformedRequest, "expected a body with Content-Type: application/json")
-        }
-        JsonRejection::BytesRejection(_) => {
-            ApiError::new(Code::PayloadTooLarge, "the request body is too large or could not be read")
-        }
-        other => ApiError::new(Code::MalformedRequest, other.body_text()),
+/// Parses a JSON body into `T` as [`Json`] does (integral numbers read as integers).
+pub(crate) fn read_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, JsonProblem> {
+    let mut value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| JsonProblem { path: None, message: format!("the body is not valid JSON: {e}") })?;
+    integral_numbers(&mut value);
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        JsonProblem { path: (path != "." && !path.is_empty()).then_some(path), message }
+    })
+}
+
+/// Parses a JSON body into `T` (see [`Json`]): a syntax error or a field of the wrong shape is a
+/// `400 malformed_request`, the latter naming the field's path.
+pub(crate) fn from_json_bytes<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    read_json(body).map_err(JsonProblem::into_api_error)
+}
+
+/// An optional body: empty (or whitespace) is `T::default()`; anything else must be a JSON
+/// object of `T`'s shape.
+pub(crate) fn optional_json_object<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
     }
+    let trimmed = body.iter().position(|b| !b.is_ascii_whitespace()).map_or(&body[..0], |start| &body[start..]);
+    if !trimmed.starts_with(b"{") {
+        return Err(ApiError::new(Code::MalformedRequest, "the body, when sent, must be a JSON object"));
+    }
+    from_json_bytes(body)
+}
+
+/// 2^63 and 2^64, exactly (powers of two are exact in an f64).
+const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
+
+/// Rewrites every float with a zero fraction that fits an `i64` (or a `u64`) as that integer.
+fn integral_numbers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return };
+            if f.fract() != 0.0 {
+                return;
+            }
+            // An integral f64 is an exact integer; within these bounds the casts are exact.
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "integral and in range, checked"
+            )]
+            if (-TWO_POW_63..TWO_POW_63).contains(&f) {
+                *n = serde_json::Number::from(f as i64);
+            } else if (0.0..TWO_POW_64).contains(&f) {
+                *n = serde_json::Number::from(f as u64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
+}
+
+/// `application/json` or any `+json` type, as axum's own extractor accepts.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 impl<T: Serialize> IntoResponse for Json<T> {

@@ -1,9 +1,10 @@
 //! Admin API for flags: create, read, update (with `If-Match`), list, archive, restore, and the
 //! per-environment shortcuts (replace one environment's configuration, toggle on/off).
 
+use crate::api::extract::{Path, Query};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -293,13 +294,7 @@ async fn set_archived(
     principal.require_write()?;
     let expected = super::if_match(&headers)?;
     // The body is optional here: an empty one carries no reason.
-    let reason = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        serde_json::from_slice::<ReasonBody>(&body)
-            .map_err(|e| ApiError::new(Code::MalformedRequest, format!("body: {e}")))?
-            .reason
-    };
+    let reason = crate::api::error::optional_json_object::<ReasonBody>(&body)?.reason;
     let meta = principal.meta(super::reason(&headers, reason.as_deref()));
     let record = state.store.set_flag_archived(&key, archived, expected, &meta).await?;
     super::publish(&state).await;

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::api::extract::{Path, Query};
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -63,7 +64,7 @@ pub(crate) struct IngestAnswer {
     tag = "sdk",
     operation_id = "postSdkMetrics",
     params(EnvQuery),
-    request_body(content = Object, description = "A metrics batch (see docs/guards.md and the dimmer-protocol crate)"),
+    request_body(content = MetricsBatch, description = "A metrics batch (see docs/guards.md and the dimmer-protocol crate)"),
     responses(
         (status = 202, description = "Stored", body = IngestAnswer),
         (status = 400, description = "Not JSON, or a field of the wrong type (the path is named)", body = doc::ErrorBody),
@@ -87,10 +88,11 @@ async fn ingest(
         state.metrics.metric_batch("rejected");
         e
     };
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let batch: MetricsBatch = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        refuse(ApiError::new(Code::MalformedRequest, format!("{path}: {}", e.inner())).with_path(path))
+    let batch: MetricsBatch = crate::api::error::read_json(&body).map_err(|problem| {
+        refuse(match problem.path {
+            Some(path) => ApiError::new(Code::MalformedRequest, format!("{path}: {}", problem.message)).with_path(path),
+            None => ApiError::new(Code::MalformedRequest, problem.message),
+        })
     })?;
     batch
         .check(&Limits::default())
@@ -540,7 +542,7 @@ pub(crate) struct IgnoredAlert {
     path = "/api/v1/alertmanager",
     tag = "guards",
     operation_id = "alertmanagerWebhook",
-    request_body(content = Object, description = "Alertmanager's webhook payload (version 4)"),
+    request_body(content = doc::AlertmanagerPayload, description = "Alertmanager's webhook payload (version 4)"),
     responses(
         (status = 200, description = "What was applied and what was ignored, per alert", body = AlertmanagerAnswer),
         (status = 400, description = "Not JSON, or no `alerts` list", body = doc::ErrorBody),
@@ -558,6 +560,14 @@ async fn alertmanager(
         .get("alerts")
         .and_then(Value::as_array)
         .ok_or_else(|| ApiError::new(Code::MalformedRequest, "alerts: expected Alertmanager's list of alerts"))?;
+    // Refused whole, before anything is applied: a payload that is not Alertmanager's.
+    if let Some(i) = alerts.iter().position(|a| !a.is_object()) {
+        return Err(ApiError::new(Code::MalformedRequest, format!("alerts[{i}]: expected an alert object"))
+            .with_errors(vec![crate::api::error::FieldError::new(
+                format!("alerts[{i}]"),
+                "expected an alert object",
+            )]));
+    }
     let mut answer = AlertmanagerAnswer::default();
     let mut changed = false;
     for (i, alert) in alerts.iter().enumerate() {

@@ -4,6 +4,8 @@ mod admin;
 pub mod auth;
 mod cors;
 pub mod error;
+pub(crate) mod extract;
+mod fallback;
 pub(crate) mod flags;
 mod guards;
 mod limits;
@@ -87,17 +89,20 @@ pub fn router(state: AppState, cors_origins: &crate::config::CorsOrigins) -> Rou
         .merge(admin::router())
         .merge(release::router())
         .merge(guards::router())
-        .merge(cors::allow(sdk::router(), cors_origins))
-        .merge(cors::allow(ofrep::router(), cors_origins))
+        .merge(cors::allow(sdk::router().method_not_allowed_fallback(fallback::method_not_allowed), cors_origins))
+        .merge(cors::allow(ofrep::router().method_not_allowed_fallback(fallback::method_not_allowed), cors_origins))
         .merge(system::router())
         .merge(openapi::router())
         .merge(policy::router())
+        .fallback(fallback::not_found)
+        .method_not_allowed_fallback(fallback::method_not_allowed)
         // Innermost first: the time limit around the handler, the rate limits before it (a
         // refused request costs no work), and `observe` outside both so 408s and 429s are
         // counted too.
         .layer(middleware::from_fn_with_state(state.clone(), limits::time_limit))
         .layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn(fallback::ofrep_errors))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -133,8 +138,12 @@ pub(crate) fn last_event_id(headers: &HeaderMap) -> Option<i64> {
 pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(value) = headers.get(axum::http::header::IF_MATCH) else { return Ok(None) };
     let text = value.to_str().unwrap_or_default().trim();
-    let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-    text.parse::<i64>().map(Some).map_err(|_| {
+    let unquoted = text.strip_prefix("W/").unwrap_or(text);
+    let unquoted = unquoted.strip_prefix('"').unwrap_or(unquoted);
+    let text = unquoted.strip_suffix('"').unwrap_or(unquoted);
+    // Digits only, as the OpenAPI document's pattern says (`parse` would also take `+3`).
+    let digits = !text.is_empty() && text.len() <= 18 && text.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| text.parse::<i64>().ok()).flatten().map(Some).ok_or_else(|| {
         ApiError::new(Code::MalformedRequest, format!("If-Match: expected a flag version such as \"3\", got {text:?}"))
     })
 }
@@ -164,13 +173,16 @@ pub(crate) fn split_document<T: serde::de::DeserializeOwned>(
     let serde_json::Value::Object(mut map) = body else {
         return Err(ApiError::new(Code::MalformedRequest, "expected a JSON object"));
     };
-    let mut take = |field: &str| match map.remove(field) {
-        None | Some(serde_json::Value::Null) => Ok(None),
+    // `reason` may be null (the OpenAPI document says so); `key` is a string when present.
+    let mut take = |field: &str, nullable: bool| match map.remove(field) {
+        None => Ok(None),
+        Some(serde_json::Value::Null) if nullable => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ApiError::new(Code::MalformedRequest, format!("{field}: expected a string"))),
+        Some(_) => Err(ApiError::new(Code::MalformedRequest, format!("{field}: expected a string"))
+            .with_errors(vec![FieldError::new(field, "expected a string")])),
     };
-    let key = take("key")?;
-    let reason = take("reason")?;
+    let key = take("key", false)?;
+    let reason = take("reason", true)?;
     let document = serde_path_to_error::deserialize::<_, T>(serde_json::Value::Object(map)).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();

@@ -20,9 +20,10 @@ use std::cell::Cell;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use crate::api::extract::{Path, Query};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -397,12 +398,12 @@ fn evaluate_one(
     request_body(content = ref("#/components/schemas/OfrepEvaluationRequest"), description = "Optional: the evaluation context; an empty body is an empty context"),
     responses(
         (status = 200, description = "Evaluated", body = OfrepEvaluationSuccess),
-        (status = 400, description = "`TARGETING_KEY_MISSING`, `INVALID_CONTEXT`, `PARSE_ERROR` or `GENERAL` (OFREP's shape), or an admin, writer or reader token without `?env=` (`ErrorBody`)",
-            body = OfrepFailureOrError),
-        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
-        (status = 403, description = "An sdk or client token asking for another environment", body = doc::ErrorBody),
-        (status = 404, description = "`FLAG_NOT_FOUND` (OFREP's shape), or no such environment (`ErrorBody`)",
-            body = OfrepFailureOrError),
+        (status = 400, description = "`TARGETING_KEY_MISSING`, `INVALID_CONTEXT`, `PARSE_ERROR` or `GENERAL` ; or an admin, writer or reader token without `?env=` (`GENERAL`)",
+            body = doc::OfrepError),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::OfrepError),
+        (status = 403, description = "An sdk or client token asking for another environment", body = doc::OfrepError),
+        (status = 404, description = "`FLAG_NOT_FOUND` , or no such environment (`GENERAL`)",
+            body = doc::OfrepError),
     )
 )]
 async fn single(
@@ -444,11 +445,11 @@ async fn single(
             headers(("ETag" = String, description = "Names the environment's revision and the context"))),
         (status = 304, description = "`If-None-Match` names the current configuration and this context",
             headers(("ETag" = String, description = "Names the environment's revision and the context"))),
-        (status = 400, description = "`INVALID_CONTEXT` (OFREP's shape), or an admin, writer or reader token without `?env=` (`ErrorBody`)",
-            body = OfrepBulkFailureOrError),
-        (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
-        (status = 403, description = "An sdk or client token asking for another environment", body = doc::ErrorBody),
-        (status = 404, description = "No such environment", body = doc::ErrorBody),
+        (status = 400, description = "`INVALID_CONTEXT` ; or an admin, writer or reader token without `?env=` (`GENERAL`)",
+            body = doc::OfrepError),
+        (status = 401, description = "No token, or an unknown or revoked one", body = doc::OfrepError),
+        (status = 403, description = "An sdk or client token asking for another environment", body = doc::OfrepError),
+        (status = 404, description = "No such environment", body = doc::OfrepError),
     )
 )]
 async fn bulk(
@@ -577,26 +578,4 @@ async fn events(
         }
     };
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(super::sdk::HEARTBEAT).text("heartbeat")))
-}
-
-/// An OFREP failure, or an error of the API's own shape (authentication, environment).
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code, reason = "documentation only: described in the OpenAPI document, never built")]
-pub(crate) enum OfrepFailureOrError {
-    /// OFREP's failure.
-    Ofrep(OfrepEvaluationFailure),
-    /// The API's error.
-    Api(doc::ErrorBody),
-}
-
-/// A bulk OFREP failure, or an error of the API's own shape (authentication, environment).
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code, reason = "documentation only: described in the OpenAPI document, never built")]
-pub(crate) enum OfrepBulkFailureOrError {
-    /// OFREP's failure.
-    Ofrep(OfrepBulkEvaluationFailure),
-    /// The API's error.
-    Api(doc::ErrorBody),
 }

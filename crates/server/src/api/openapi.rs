@@ -97,6 +97,7 @@ pub(super) fn router() -> Router<AppState> {
     ),
     components(schemas(
         schemas::ErrorBody,
+        schemas::OfrepError,
         schemas::Flag,
         schemas::Segment,
         schemas::FlagSet,
@@ -203,8 +204,132 @@ pub(crate) fn document() -> Result<Value, serde_json::Error> {
                 schemas.extend(engine_schemas(dimmer_engine::model::flag_set_schema()));
             }
         }
+        if let Some(Value::Object(paths)) = root.get_mut("paths") {
+            for (path, item) in paths.iter_mut() {
+                let Value::Object(item) = item else { continue };
+                for operation in item.values_mut() {
+                    if let Value::Object(operation) = operation {
+                        common_responses(path, operation);
+                        version_headers(operation);
+                        optional_bodies(operation);
+                    }
+                }
+            }
+        }
     }
+    integer_ranges(&mut doc);
     Ok(doc)
+}
+
+/// Gives every integer schema with a width (`format: uint32`, `int64`, …) the range the server
+/// reads into: JSON Schema's `format` is only a hint that generators and validators skip, and a
+/// number beyond the Rust type is refused (400), which the document must say.
+fn integer_ranges(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let range = match map.get("format").and_then(Value::as_str) {
+                Some("uint8") => Some((json!(0), json!(u8::MAX))),
+                Some("uint16") => Some((json!(0), json!(u16::MAX))),
+                Some("uint32") => Some((json!(0), json!(u32::MAX))),
+                Some("uint64" | "uint") => Some((json!(0), json!(u64::MAX))),
+                Some("int8") => Some((json!(i8::MIN), json!(i8::MAX))),
+                Some("int16") => Some((json!(i16::MIN), json!(i16::MAX))),
+                Some("int32") => Some((json!(i32::MIN), json!(i32::MAX))),
+                Some("int64" | "int") => Some((json!(i64::MIN), json!(i64::MAX))),
+                _ => None,
+            };
+            let integer = match map.get("type") {
+                Some(Value::String(t)) => t == "integer",
+                Some(Value::Array(types)) => types.iter().any(|t| t == "integer"),
+                _ => false,
+            };
+            if let (Some((min, max)), true) = (range, integer) {
+                let tighter_min =
+                    map.get("minimum").and_then(Value::as_f64).is_some_and(|m| m >= min.as_f64().unwrap_or(f64::MIN));
+                if !tighter_min {
+                    map.insert("minimum".into(), min);
+                }
+                let tighter_max =
+                    map.get("maximum").and_then(Value::as_f64).is_some_and(|m| m <= max.as_f64().unwrap_or(f64::MAX));
+                if !tighter_max {
+                    map.insert("maximum".into(), max);
+                }
+            }
+            map.values_mut().for_each(integer_ranges);
+        }
+        Value::Array(items) => items.iter_mut().for_each(integer_ranges),
+        _ => {}
+    }
+}
+
+/// A body described as "Optional…" may be left out (the handlers read an empty body as `{}`):
+/// the document says `required: false`, as utoipa cannot be told per annotation.
+fn optional_bodies(operation: &mut Map<String, Value>) {
+    let Some(Value::Object(body)) = operation.get_mut("requestBody") else { return };
+    if body.get("description").and_then(Value::as_str).is_some_and(|d| d.starts_with("Optional")) {
+        body.insert("required".into(), json!(false));
+    }
+}
+
+/// `If-Match` takes a version as the server reads it (`"3"`, `3` or `W/"3"`): said as a pattern,
+/// so that generated clients and schemathesis know a malformed one is refused (400).
+fn version_headers(operation: &mut Map<String, Value>) {
+    let Some(Value::Array(parameters)) = operation.get_mut("parameters") else { return };
+    for parameter in parameters {
+        if parameter.get("in") == Some(&json!("header")) && parameter.get("name") == Some(&json!("If-Match")) {
+            parameter["schema"] = json!({"type": "string", "pattern": "^(W/)?\"?[0-9]{1,18}\"?$"});
+        }
+    }
+}
+
+/// Documents the answers any operation can give besides its own, so the document is as strict as
+/// the server (schemathesis holds every answer to it): a malformed parameter or body (400), a
+/// body too large (413), no or a wrong token (401, 403), a slow request (408; not the event
+/// streams, whose body the time limit does not cover), the rate limits (429 with `Retry-After`),
+/// and a failure (500). Under `/ofrep/` the body is [`schemas::OfrepError`]; elsewhere
+/// `ErrorBody`. A status an operation documents itself keeps its own description.
+fn common_responses(path: &str, operation: &mut Map<String, Value>) {
+    let has_parameters =
+        operation.get("parameters").and_then(Value::as_array).is_some_and(|p| !p.is_empty()) || path.contains('{');
+    let has_body = operation.contains_key("requestBody");
+    let secured = operation.contains_key("security");
+    let streams = operation
+        .get("responses")
+        .and_then(|r| r.get("200"))
+        .and_then(|ok| ok.get("content"))
+        .is_some_and(|content| content.as_object().is_some_and(|c| c.contains_key("text/event-stream")));
+    let schema = if path.starts_with("/ofrep/") { "OfrepError" } else { "ErrorBody" };
+    let body = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}});
+    let mut wanted: Vec<(&str, &str)> = Vec::new();
+    if has_parameters || has_body {
+        wanted.push(("400", "A malformed parameter or body (the error names it)"));
+    }
+    if secured {
+        wanted.push(("401", "No token, or an unknown or revoked one"));
+        wanted.push(("403", "The token's scope or environment does not allow this"));
+    }
+    if !streams {
+        wanted.push(("408", "The request did not complete in time; it may or may not have taken effect"));
+    }
+    if has_body {
+        wanted.push(("413", "The body is larger than the server accepts"));
+    }
+    wanted.push(("429", "Too many requests from this token or address"));
+    wanted.push(("500", "The server failed; details are in its log"));
+    let responses = operation.entry("responses").or_insert_with(|| json!({}));
+    let Value::Object(responses) = responses else { return };
+    for (status, description) in wanted {
+        if responses.contains_key(status) {
+            continue;
+        }
+        let mut response = json!({"description": description, "content": body.clone()});
+        if status == "429" {
+            response["headers"] = json!({"Retry-After": {
+                "description": "Seconds until a request may succeed",
+                "schema": {"type": "integer", "minimum": 0}}});
+        }
+        responses.insert(status.to_owned(), response);
+    }
 }
 
 /// The engine's definitions, its `FlagSet`, and the API's flag and segment bodies derived from

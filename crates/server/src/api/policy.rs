@@ -1,8 +1,9 @@
 //! The flag policy over HTTP: the effective policy (`GET /api/v1/policy`), each flag's lifecycle
 //! (`GET /api/v1/lifecycle`), and the policy check that flag writes go through.
 
+use crate::api::extract::Query;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dimmer_engine::Flag;
@@ -56,6 +57,7 @@ struct LifecycleQuery {
     /// Only this environment's configuration counts (default: every environment).
     env: Option<String>,
     /// Only flags in this state: new, rolling-out, released, stale or archived.
+    #[param(pattern = "^(new|rolling-out|released|stale|archived)$")]
     state: Option<String>,
 }
 

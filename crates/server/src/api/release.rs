@@ -2,8 +2,9 @@
 //! path (kill, dial-down, restore) and plan templates. Handlers only translate HTTP; the
 //! decisions are in `dimmer_domain::release` and their application in `crate::service::releases`.
 
+use crate::api::extract::Path;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -69,14 +70,7 @@ pub(crate) struct ReasonOnly {
 
 /// Parses an optional JSON body (empty is `{}`).
 fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::new(Code::MalformedRequest, format!("{path}: {}", e.inner()))
-    })
+    crate::api::error::optional_json_object(body)
 }
 
 /// `GET /api/v1/plans`.
@@ -163,7 +157,7 @@ pub(crate) struct StartPlan {
         ("env" = String, Path, description = "The environment"),
         ("X-Dimmer-Reason" = Option<String>, Header, description = "Why, for the audit log"),
     ),
-    request_body(content = StartPlan, description = "A template or stages; may be empty"),
+    request_body(content = StartPlan, description = "Optional: a template or stages (empty: the flag kind's default template)"),
     responses(
         (status = 200, description = "What changed", body = Outcome),
         (status = 400, description = "Not JSON, or unknown fields", body = doc::ErrorBody),
@@ -381,6 +375,7 @@ fn required_reason(headers: &HeaderMap, body: Option<&str>) -> Result<String, Ap
     ),
     request_body(content = ReasonOnly, description = "The reason, unless in the header"),
     responses(
+        (status = 409, description = "The flag is archived: restore the flag first", body = doc::ErrorBody),
         (status = 200, description = "What changed (`changed: false` when it was already off)", body = Outcome),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
@@ -427,6 +422,7 @@ pub(crate) struct DialDownBody {
     ),
     request_body = DialDownBody,
     responses(
+        (status = 409, description = "The flag is archived: restore the flag first", body = doc::ErrorBody),
         (status = 200, description = "What changed (`changed: false` when already at or below)", body = Outcome),
         (status = 400, description = "Not JSON", body = doc::ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
@@ -471,6 +467,7 @@ async fn dial_down(
     ),
     request_body(content = ReasonOnly, description = "Optional"),
     responses(
+        (status = 409, description = "The flag is archived: restore the flag first", body = doc::ErrorBody),
         (status = 200, description = "What changed (`changed: false` when there was nothing to restore)", body = Outcome),
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "A reader or sdk token", body = doc::ErrorBody),
@@ -559,7 +556,7 @@ pub(crate) struct NewTemplate {
     dwell: Option<String>,
     /// Flag kinds for which this is the default template.
     #[serde(default)]
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<doc::FlagKind>)]
     default_for: Vec<dimmer_engine::FlagKind>,
     /// Why, for the audit log.
     #[serde(default)]

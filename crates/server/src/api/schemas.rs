@@ -77,3 +77,30 @@ pub(crate) struct OfrepEvaluationRequest {
 
 /// The description every placeholder schema starts with; none is left in the served document.
 pub(crate) const PLACEHOLDER: &str = "Placeholder for a schema derived from the engine's JSON Schema";
+
+/// Every OFREP error (`/ofrep/...`, status 400 and up): OFREP's fields, which OpenFeature
+/// providers read, and the API's `error` object, so either kind of client finds what it expects.
+#[derive(Debug, serde::Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct OfrepError {
+    /// The flag key, on single-flag evaluations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// OpenFeature's error code: `FLAG_NOT_FOUND`, `PARSE_ERROR`, `TARGETING_KEY_MISSING`,
+    /// `INVALID_CONTEXT` or `GENERAL`.
+    pub error_code: String,
+    /// In words.
+    pub error_details: String,
+    /// The API's error object (its `code` decides the HTTP status).
+    pub error: crate::api::error::ErrorObject,
+}
+
+/// Alertmanager's webhook payload (version 4): what Dimmer reads of it. Other fields Alertmanager
+/// sends (`receiver`, `groupLabels`, …) are accepted and ignored.
+#[derive(Debug, ToSchema)]
+pub(crate) struct AlertmanagerPayload {
+    /// The alerts of the group, firing and resolved: each with `status` and `labels` (`flag`, and
+    /// `environment` or `env`; optionally `dimmer_action` and `dimmer_to`).
+    #[schema(value_type = Vec<Object>)]
+    pub alerts: Vec<Value>,
+}
