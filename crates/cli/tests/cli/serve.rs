@@ -167,6 +167,52 @@ fn a_client_token_from_the_cli_evaluates_from_a_page_of_a_cors_origin_and_nothin
     // The admin API is not for client tokens, and not for pages.
     let (ok, _, err) = dimmer(&served.base, &client, &["flag", "list"]);
     assert!(!ok && err.contains("forbidden"), "{err}");
+
+    // A token with origins of its own: its pages (and the server's) may use it, no other.
+    let shop = "https://shop.example";
+    let (ok, out, err) = dimmer(
+        &served.base,
+        &admin,
+        &[
+            "--json",
+            "token",
+            "create",
+            "shop",
+            "--scope",
+            "client",
+            "--env",
+            "production",
+            "--origin",
+            "HTTPS://Shop.example:443",
+        ],
+    );
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(created["origins"], json!([shop]), "normalised: {created}");
+    let shop_token = created["token"].as_str().expect("token").to_owned();
+    let from = |origin: &str| {
+        http.post(format!("{}/ofrep/v1/evaluate/flags", served.base))
+            .header("origin", origin)
+            .bearer_auth(&shop_token)
+            .json(&json!({"context": {"targetingKey": "u1"}}))
+            .send()
+            .expect("bulk")
+    };
+    let ok_shop = from(shop);
+    assert_eq!(ok_shop.status(), reqwest::StatusCode::OK);
+    assert_eq!(ok_shop.headers()["access-control-allow-origin"], shop);
+    assert_eq!(from(page).status(), reqwest::StatusCode::OK, "the server-wide origin too");
+    let refused = from("https://evil.example");
+    assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+    let (ok, out, _) = dimmer(&served.base, &admin, &["token", "list"]);
+    assert!(ok && out.contains("ORIGINS") && out.contains(shop), "{out}");
+    let (ok, _, err) = dimmer(
+        &served.base,
+        &admin,
+        &["token", "create", "bad", "--scope", "client", "--env", "production", "--origin", "https://shop.example/app"],
+    );
+    assert!(!ok && err.contains("origins[0]"), "{err}");
     served.kill();
 
     // A bad origin stops the server at start, naming the setting.
