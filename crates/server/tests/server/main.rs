@@ -14,6 +14,7 @@ mod exactly_once;
 mod guards;
 mod layers;
 mod limits;
+mod node_ofrep;
 mod ofrep;
 mod openapi;
 mod policy;
