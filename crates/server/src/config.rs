@@ -83,7 +83,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Receivers of release events.
     pub webhooks: Vec<crate::service::webhooks::Target>,
-    /// The flag policy enforced on writes (the default policy when no file is given).
+    /// The flag policy enforced on writes (the recommended policy of docs/POLICY.md when no
+    /// file is given).
     pub policy: crate::service::policy::ServerPolicy,
     /// How long a request may take (streams excepted); `None`: no limit.
     pub request_timeout: Option<Duration>,
@@ -339,7 +340,9 @@ pub fn load(file: Option<&Path>, env: Layer, flags: Layer) -> Result<Config, Con
         Some(path) => {
             crate::service::policy::load(path).map_err(|message| ConfigError::Invalid { setting: "policy", message })?
         }
-        None => crate::service::policy::ServerPolicy::default(),
+        // No file: the policy docs/POLICY.md recommends, so a newcomer sees it at work on the
+        // first flag; a file (even an empty one) replaces it whole.
+        None => crate::service::policy::ServerPolicy::recommended(),
     };
     let cors_origins = CorsOrigins::parse(&merged.cors_origins.unwrap_or_default())
         .map_err(|message| ConfigError::Invalid { setting: "cors_origins", message })?;
@@ -474,7 +477,9 @@ mod tests {
         let flags = Layer { policy: Some(bad), ..Layer::default() };
         let e = load(None, Layer::default(), flags).unwrap_err().to_string();
         assert!(e.starts_with("policy:") && e.contains("naming.pattern"), "{e}");
-        assert!(load(None, Layer::default(), Layer::default()).unwrap().policy.source.is_none());
+        let default = load(None, Layer::default(), Layer::default()).unwrap().policy;
+        assert!(default.source.is_none());
+        assert_eq!(default, crate::service::policy::ServerPolicy::recommended(), "no file: the recommended policy");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

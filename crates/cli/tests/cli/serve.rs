@@ -15,12 +15,30 @@ pub(crate) struct Served {
 }
 
 impl Served {
+    /// Starts with a policy file that has no rule (tests of other things create flags without
+    /// owners and switch them on in production).
     pub(crate) fn start(data_dir: &Path) -> Served {
         Served::start_with(data_dir, &[])
     }
 
-    /// Starts with more arguments for `dimmer serve` (e.g. `--policy FILE`).
+    /// Starts with more arguments for `dimmer serve` (e.g. `--policy FILE`); without
+    /// `--policy`, with a policy file that has no rule.
     pub(crate) fn start_with(data_dir: &Path, extra: &[&str]) -> Served {
+        if extra.contains(&"--policy") {
+            return Served::spawn(data_dir, extra);
+        }
+        let permissive = permissive_policy(data_dir);
+        let mut args = vec!["--policy", permissive.to_str().expect("a UTF-8 path")];
+        args.extend_from_slice(extra);
+        Served::spawn(data_dir, &args)
+    }
+
+    /// Starts as a newcomer would: no policy file, so the recommended policy applies.
+    pub(crate) fn start_out_of_the_box(data_dir: &Path) -> Served {
+        Served::spawn(data_dir, &[])
+    }
+
+    fn spawn(data_dir: &Path, extra: &[&str]) -> Served {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dimmer"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -70,6 +88,16 @@ pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("dimmer-serve-{}-{name}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
+}
+
+/// A policy file that relaxes every rule (`version: 1` and nothing else), beside `data_dir`.
+pub(crate) fn permissive_policy(data_dir: &Path) -> std::path::PathBuf {
+    let file = data_dir.with_extension("permissive-policy.yaml");
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent).expect("policy dir");
+    }
+    std::fs::write(&file, "# No naming, required-field or release-plan rule.\nversion: 1\n").expect("write the policy");
+    file
 }
 
 pub(crate) fn dimmer(base: &str, token: &str, args: &[&str]) -> (bool, String, String) {
