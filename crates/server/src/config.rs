@@ -51,7 +51,7 @@ impl CorsOrigins {
         }
         let mut origins = Vec::new();
         for entry in entries {
-            let origin = normalize_origin(entry.trim())?;
+            let origin = crate::service::origins::normalize(entry.trim())?;
             if !origins.contains(&origin) {
                 origins.push(origin);
             }
@@ -64,36 +64,6 @@ impl CorsOrigins {
         match self {
             CorsOrigins::Any => true,
             CorsOrigins::Only(list) => list.iter().any(|o| o == origin),
-        }
-    }
-}
-
-/// `https://App.example.com:443` → `https://app.example.com`: the form browsers send.
-fn normalize_origin(text: &str) -> Result<String, String> {
-    let bad = |why: &str| format!("\"{text}\" is not an origin such as https://app.example.com ({why})");
-    let (scheme, rest) = text.split_once("://").ok_or_else(|| bad("no scheme"))?;
-    let scheme = scheme.to_ascii_lowercase();
-    if scheme != "http" && scheme != "https" {
-        return Err(bad("the scheme is http or https"));
-    }
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace) {
-        return Err(bad("scheme, host and port only: no path, no trailing slash"));
-    }
-    let host = rest.to_ascii_lowercase();
-    // A bracketed IPv6 host has colons of its own: the port follows the closing bracket.
-    let (name, port) = match host.rsplit_once(':') {
-        Some((name, port)) if !port.contains(']') => (name.to_owned(), Some(port.to_owned())),
-        _ => (host.clone(), None),
-    };
-    if name.is_empty() {
-        return Err(bad("no host"));
-    }
-    match port {
-        None => Ok(format!("{scheme}://{name}")),
-        Some(port) => {
-            let number: u16 = port.parse().map_err(|_| bad("the port is a number"))?;
-            let default = if scheme == "https" { 443 } else { 80 };
-            Ok(if number == default { format!("{scheme}://{name}") } else { format!("{scheme}://{name}:{number}") })
         }
     }
 }
@@ -113,7 +83,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Receivers of release events.
     pub webhooks: Vec<crate::service::webhooks::Target>,
-    /// The flag policy enforced on writes (the default policy when no file is given).
+    /// The flag policy enforced on writes (the recommended policy of docs/POLICY.md when no
+    /// file is given).
     pub policy: crate::service::policy::ServerPolicy,
     /// How long a request may take (streams excepted); `None`: no limit.
     pub request_timeout: Option<Duration>,
@@ -369,7 +340,9 @@ pub fn load(file: Option<&Path>, env: Layer, flags: Layer) -> Result<Config, Con
         Some(path) => {
             crate::service::policy::load(path).map_err(|message| ConfigError::Invalid { setting: "policy", message })?
         }
-        None => crate::service::policy::ServerPolicy::default(),
+        // No file: the policy docs/POLICY.md recommends, so a newcomer sees it at work on the
+        // first flag; a file (even an empty one) replaces it whole.
+        None => crate::service::policy::ServerPolicy::recommended(),
     };
     let cors_origins = CorsOrigins::parse(&merged.cors_origins.unwrap_or_default())
         .map_err(|message| ConfigError::Invalid { setting: "cors_origins", message })?;
@@ -504,7 +477,9 @@ mod tests {
         let flags = Layer { policy: Some(bad), ..Layer::default() };
         let e = load(None, Layer::default(), flags).unwrap_err().to_string();
         assert!(e.starts_with("policy:") && e.contains("naming.pattern"), "{e}");
-        assert!(load(None, Layer::default(), Layer::default()).unwrap().policy.source.is_none());
+        let default = load(None, Layer::default(), Layer::default()).unwrap().policy;
+        assert!(default.source.is_none());
+        assert_eq!(default, crate::service::policy::ServerPolicy::recommended(), "no file: the recommended policy");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

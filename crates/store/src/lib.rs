@@ -276,6 +276,11 @@ pub struct TokenRecord {
     pub created_at: i64,
     /// Revoked tokens authenticate nothing.
     pub revoked: bool,
+    /// The browser origins (`scheme://host[:port]`) whose pages may use this token, beside the
+    /// server-wide CORS origins; empty: the server-wide setting alone decides. The server
+    /// validates them; the store keeps them as given.
+    #[serde(default)]
+    pub origins: Vec<String>,
 }
 
 /// The guards standing on a flag in an environment, outside any plan.

@@ -20,13 +20,30 @@ use clap::{Parser, Subcommand};
 
 /// Dimmer: feature flags, gradual release and instant dial-down.
 #[derive(Debug, Parser)]
-#[command(name = "dimmer", version, about)]
+#[command(name = "dimmer", version, about, long_about = LONG_ABOUT)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
     #[command(flatten)]
     remote: remote::Remote,
 }
+
+/// `dimmer --help`: what the commands are for, grouped as people use them.
+const LONG_ABOUT: &str = "\
+Dimmer: feature flags, gradual release and instant dial-down.
+
+Run a server:      dimmer serve prints its address, the admin token (first start) and the web
+                   console's address (sign in there with a token). Without --policy it enforces
+                   the recommended flag policy (docs/POLICY.md).
+Change flags:      token, flag, toggle, audit; export and apply (flags as code); lint (offline).
+Release safely:    plan (staged rollouts with guards), kill, dial-down, restore, template,
+                   guards and metrics (per-variant outcomes and what the guards conclude).
+Keep flags tidy:   stale (flags to retire, with owner and reason), refs (flag keys in code).
+Evaluate offline:  eval (a flags file and a context), import unleash, schema.
+Try it:            demo (a guarded release in under a minute, on a simulated clock).
+
+Client commands talk to --server (DIMMER_SERVER) with --token (DIMMER_TOKEN).
+Docs: README.md, docs/api.md, docs/console.md, docs/POLICY.md, docs/releasing.md.";
 
 #[derive(Debug, Subcommand)]
 enum Command {

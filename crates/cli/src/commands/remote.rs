@@ -35,6 +35,11 @@ pub enum TokenCommand {
         /// The environment of an sdk or client token.
         #[arg(long)]
         env: Option<String>,
+        /// A browser origin (https://app.example.com) whose pages may use this sdk or client
+        /// token, beside the server's --cors-origin list; repeat for several. Pages of other
+        /// origins are refused this token.
+        #[arg(long = "origin", value_name = "ORIGIN")]
+        origins: Vec<String>,
     },
     /// List tokens (never their secrets).
     List,
@@ -135,25 +140,30 @@ pub fn token(remote: &Remote, cmd: TokenCommand) -> Result<ExitCode> {
     let client = Client::new(&remote.server, remote.token.clone())?;
     runtime()?.block_on(async {
         match cmd {
-            TokenCommand::Create { name, scope, env } => {
-                let body = json!({"name": name, "scope": scope, "environment": env});
+            TokenCommand::Create { name, scope, env, origins } => {
+                let body = json!({"name": name, "scope": scope, "environment": env, "origins": origins});
                 let created = client.send(Method::POST, "/api/v1/tokens", Some(&body), &[]).await?;
                 let token = created["token"].clone();
-                print(remote, &json!({"token": token, "name": created["name"], "scope": created["scope"]}), |_| {
-                    token.as_str().unwrap_or_default().to_owned()
-                })
+                let shown = json!({
+                    "token": token, "name": created["name"], "scope": created["scope"], "origins": created["origins"]
+                });
+                print(remote, &shown, |_| token.as_str().unwrap_or_default().to_owned())
             }
             TokenCommand::List => {
                 let list = client.send(Method::GET, "/api/v1/tokens", None, &[]).await?;
                 print(remote, &list, |v| {
-                    let mut out = format!("{:<24} {:<8} {:<14} {}", "NAME", "SCOPE", "ENVIRONMENT", "REVOKED");
+                    let mut out =
+                        format!("{:<24} {:<8} {:<14} {:<8} {}", "NAME", "SCOPE", "ENVIRONMENT", "REVOKED", "ORIGINS");
                     for t in v["tokens"].as_array().into_iter().flatten() {
+                        let origins: Vec<&str> =
+                            t["origins"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
                         out.push_str(&format!(
-                            "\n{:<24} {:<8} {:<14} {}",
+                            "\n{:<24} {:<8} {:<14} {:<8} {}",
                             t["name"].as_str().unwrap_or(""),
                             t["scope"].as_str().unwrap_or(""),
                             t["environment"].as_str().unwrap_or("-"),
-                            t["revoked"]
+                            t["revoked"],
+                            if origins.is_empty() { "-".to_owned() } else { origins.join(",") }
                         ));
                     }
                     out

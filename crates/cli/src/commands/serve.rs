@@ -27,8 +27,10 @@ pub struct ServeArgs {
     /// Slack-compatible payload [env DIMMER_WEBHOOKS, comma-separated].
     #[arg(long = "webhook")]
     webhooks: Vec<String>,
-    /// A flag policy file (dimmer-policy.yaml; docs/POLICY.md) enforced on flag writes
-    /// [default: the default policy; env DIMMER_POLICY].
+    /// A flag policy file (dimmer-policy.yaml; docs/POLICY.md) enforced on flag writes, in place
+    /// of the recommended policy (kebab-case keys, owner and description required, production
+    /// above 5% only through a guarded plan); a file with `version: 1` alone relaxes every rule
+    /// [env DIMMER_POLICY].
     #[arg(long)]
     policy: Option<PathBuf>,
     /// A web origin whose pages may call OFREP and the SDK API (repeatable), such as

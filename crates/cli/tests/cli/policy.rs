@@ -279,3 +279,48 @@ fn export_then_apply_round_trips_with_a_dry_run_diff_and_refuses_a_stale_version
     assert!(!out.contains("ok-segment") && !out.contains("fine-new-flag"), "{out}");
     served.kill();
 }
+
+#[test]
+fn out_of_the_box_serve_enforces_the_recommended_policy_and_a_file_relaxes_it() {
+    let dir = scratch("default-policy");
+    let served = Served::start_out_of_the_box(&dir.join("data"));
+    let admin = served.token.clone().expect("token");
+    let client = |args: &[&str]| dimmer(&served.base, &admin, args);
+    // The first flag a newcomer creates meets the policy: each rule named.
+    let (ok, _, err) = client(&["flag", "create", "New_Checkout"]);
+    assert!(!ok);
+    for rule in ["key_pattern", "owner_required", "description_required"] {
+        assert!(err.contains(rule), "{rule}: {err}");
+    }
+    let (ok, _, err) =
+        client(&["flag", "create", "new-checkout", "--owner", "team-pay", "--description", "The new checkout"]);
+    assert!(ok, "{err}");
+    // Switched on by hand outside production; in production only through a guarded plan.
+    let (ok, _, err) = client(&["toggle", "new-checkout", "--env", "staging", "on"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = client(&["toggle", "new-checkout", "--env", "production", "on"]);
+    assert!(!ok && err.contains("plan_required_above"), "{err}");
+    // The server says which policy it enforces: the default one, with those rules.
+    let http = reqwest::blocking::Client::new();
+    let policy: Value = http
+        .get(format!("{}/api/v1/policy", served.base))
+        .bearer_auth(&admin)
+        .send()
+        .expect("policy")
+        .json()
+        .expect("json");
+    assert_eq!(policy["default"], true, "{policy}");
+    assert_eq!(policy["policy"]["required"], serde_json::json!(["owner", "description"]), "{policy}");
+    served.kill();
+
+    // A policy file replaces it whole: `version: 1` alone relaxes every rule.
+    let relaxed = dir.join("relaxed.yaml");
+    std::fs::write(&relaxed, "version: 1\n").expect("write");
+    let served = Served::start_with(&dir.join("data2"), &["--policy", relaxed.to_str().expect("utf-8")]);
+    let admin = served.token.clone().expect("token");
+    let (ok, _, err) = dimmer(&served.base, &admin, &["flag", "create", "quick_test"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = dimmer(&served.base, &admin, &["toggle", "quick_test", "--env", "production", "on"]);
+    assert!(ok, "{err}");
+    served.kill();
+}

@@ -27,6 +27,9 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dimmer"))
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(dir)
+            // These tests switch flags on in production by hand: a policy file with no rule.
+            .arg("--policy")
+            .arg(crate::serve::permissive_policy(dir))
             .env_remove("DIMMER_ADMIN_TOKEN")
             .env_remove("DIMMER_DATABASE_URL")
             .stdout(Stdio::piped())

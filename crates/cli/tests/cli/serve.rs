@@ -15,12 +15,30 @@ pub(crate) struct Served {
 }
 
 impl Served {
+    /// Starts with a policy file that has no rule (tests of other things create flags without
+    /// owners and switch them on in production).
     pub(crate) fn start(data_dir: &Path) -> Served {
         Served::start_with(data_dir, &[])
     }
 
-    /// Starts with more arguments for `dimmer serve` (e.g. `--policy FILE`).
+    /// Starts with more arguments for `dimmer serve` (e.g. `--policy FILE`); without
+    /// `--policy`, with a policy file that has no rule.
     pub(crate) fn start_with(data_dir: &Path, extra: &[&str]) -> Served {
+        if extra.contains(&"--policy") {
+            return Served::spawn(data_dir, extra);
+        }
+        let permissive = permissive_policy(data_dir);
+        let mut args = vec!["--policy", permissive.to_str().expect("a UTF-8 path")];
+        args.extend_from_slice(extra);
+        Served::spawn(data_dir, &args)
+    }
+
+    /// Starts as a newcomer would: no policy file, so the recommended policy applies.
+    pub(crate) fn start_out_of_the_box(data_dir: &Path) -> Served {
+        Served::spawn(data_dir, &[])
+    }
+
+    fn spawn(data_dir: &Path, extra: &[&str]) -> Served {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dimmer"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -70,6 +88,16 @@ pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("dimmer-serve-{}-{name}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
+}
+
+/// A policy file that relaxes every rule (`version: 1` and nothing else), beside `data_dir`.
+pub(crate) fn permissive_policy(data_dir: &Path) -> std::path::PathBuf {
+    let file = data_dir.with_extension("permissive-policy.yaml");
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent).expect("policy dir");
+    }
+    std::fs::write(&file, "# No naming, required-field or release-plan rule.\nversion: 1\n").expect("write the policy");
+    file
 }
 
 pub(crate) fn dimmer(base: &str, token: &str, args: &[&str]) -> (bool, String, String) {
@@ -167,6 +195,52 @@ fn a_client_token_from_the_cli_evaluates_from_a_page_of_a_cors_origin_and_nothin
     // The admin API is not for client tokens, and not for pages.
     let (ok, _, err) = dimmer(&served.base, &client, &["flag", "list"]);
     assert!(!ok && err.contains("forbidden"), "{err}");
+
+    // A token with origins of its own: its pages (and the server's) may use it, no other.
+    let shop = "https://shop.example";
+    let (ok, out, err) = dimmer(
+        &served.base,
+        &admin,
+        &[
+            "--json",
+            "token",
+            "create",
+            "shop",
+            "--scope",
+            "client",
+            "--env",
+            "production",
+            "--origin",
+            "HTTPS://Shop.example:443",
+        ],
+    );
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(created["origins"], json!([shop]), "normalised: {created}");
+    let shop_token = created["token"].as_str().expect("token").to_owned();
+    let from = |origin: &str| {
+        http.post(format!("{}/ofrep/v1/evaluate/flags", served.base))
+            .header("origin", origin)
+            .bearer_auth(&shop_token)
+            .json(&json!({"context": {"targetingKey": "u1"}}))
+            .send()
+            .expect("bulk")
+    };
+    let ok_shop = from(shop);
+    assert_eq!(ok_shop.status(), reqwest::StatusCode::OK);
+    assert_eq!(ok_shop.headers()["access-control-allow-origin"], shop);
+    assert_eq!(from(page).status(), reqwest::StatusCode::OK, "the server-wide origin too");
+    let refused = from("https://evil.example");
+    assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+    let (ok, out, _) = dimmer(&served.base, &admin, &["token", "list"]);
+    assert!(ok && out.contains("ORIGINS") && out.contains(shop), "{out}");
+    let (ok, _, err) = dimmer(
+        &served.base,
+        &admin,
+        &["token", "create", "bad", "--scope", "client", "--env", "production", "--origin", "https://shop.example/app"],
+    );
+    assert!(!ok && err.contains("origins[0]"), "{err}");
     served.kill();
 
     // A bad origin stops the server at start, naming the setting.

@@ -376,6 +376,13 @@ struct NewToken {
     /// The environment of an `sdk` or `client` token (required for them, refused for others).
     #[serde(default)]
     environment: Option<String>,
+    /// For `sdk` and `client` tokens: the browser origins (`scheme://host[:port]`, such as
+    /// `https://app.example.com`) whose pages may use this token, beside the server-wide CORS
+    /// origins; a request from another origin carrying this token is refused (403). Empty or
+    /// absent: the server-wide setting alone decides.
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    origins: Vec<String>,
     /// Why, for the audit log (the `X-Dimmer-Reason` header takes precedence).
     #[serde(default)]
     reason: Option<String>,
@@ -390,6 +397,8 @@ pub(crate) struct CreatedToken {
     scope: Scope,
     /// For `sdk` and `client` tokens, the one environment they read; null for others.
     environment: Option<String>,
+    /// The browser origins whose pages may use it (normalised), beside the server-wide ones.
+    origins: Vec<String>,
     /// The token; store it now, it cannot be read again.
     token: String,
 }
@@ -409,7 +418,7 @@ pub(crate) struct CreatedToken {
         (status = 401, description = "No token, or an unknown or revoked one", body = doc::ErrorBody),
         (status = 403, description = "Not an admin token", body = doc::ErrorBody),
         (status = 409, description = "The name is taken", body = doc::ErrorBody),
-        (status = 422, description = "Unknown scope, invalid name, or an environment missing (sdk) or unexpected (others)", body = doc::ErrorBody),
+        (status = 422, description = "Unknown scope, invalid name, an environment missing (sdk, client) or unexpected (others), or origins that are invalid, too many, or on a token that is not sdk or client", body = doc::ErrorBody),
     )
 )]
 async fn create_token(
@@ -452,9 +461,46 @@ async fn create_token(
         }
         (_, None) => None,
     };
+    let origins = token_origins(scope, &body.origins)?;
     let meta = principal.meta(super::reason(&headers, body.reason.as_deref()));
-    let token = tokens::create_token(state.store.as_ref(), &body.name, scope, environment.clone(), &meta).await?;
-    Ok((StatusCode::CREATED, Json(CreatedToken { name: body.name, scope, environment, token })).into_response())
+    let token = tokens::create_token_with_origins(
+        state.store.as_ref(),
+        &body.name,
+        scope,
+        environment.clone(),
+        origins.clone(),
+        &meta,
+    )
+    .await?;
+    // Preflights consult every token's origins through a cache: this one counts from now on.
+    state.tokens.clear();
+    Ok((StatusCode::CREATED, Json(CreatedToken { name: body.name, scope, environment, origins, token }))
+        .into_response())
+}
+
+/// A new token's browser origins, normalised, or every problem at its field (`origins[2]`).
+fn token_origins(scope: Scope, entries: &[String]) -> Result<Vec<String>, ApiError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !matches!(scope, Scope::Sdk | Scope::Client) {
+        return Err(ApiError::new(
+            Code::ValidationFailed,
+            format!("origins: only sdk and client tokens are used from browsers, not {} tokens", scope.as_str()),
+        )
+        .with_errors(vec![FieldError::new("origins", "only sdk and client tokens are used from browsers")]));
+    }
+    crate::service::origins::token_origins(entries).map_err(|problems| {
+        let errors: Vec<FieldError> = problems
+            .into_iter()
+            .map(|p| {
+                let path = p.index.map_or_else(|| "origins".to_owned(), |i| format!("origins[{i}]"));
+                FieldError::new(path, p.message)
+            })
+            .collect();
+        let first = errors.first().map(|e| format!("{}: {}", e.path, e.message)).unwrap_or_default();
+        ApiError::new(Code::ValidationFailed, first).with_errors(errors)
+    })
 }
 
 /// Revokes a token by name (admin only); it stops working at once on this server.

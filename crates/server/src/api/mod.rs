@@ -82,15 +82,24 @@ impl std::fmt::Debug for AppState {
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// The whole API; pages of `cors_origins` may call OFREP and the SDK API (never the rest).
+/// The whole API; pages of `cors_origins` (and of tokens' own origins) may call OFREP and the SDK
+/// API (never the rest).
 pub fn router(state: AppState, cors_origins: &crate::config::CorsOrigins) -> Router {
     Router::new()
         .merge(flags::router())
         .merge(admin::router())
         .merge(release::router())
         .merge(guards::router())
-        .merge(cors::allow(sdk::router().method_not_allowed_fallback(fallback::method_not_allowed), cors_origins))
-        .merge(cors::allow(ofrep::router().method_not_allowed_fallback(fallback::method_not_allowed), cors_origins))
+        .merge(cors::allow(
+            sdk::router().method_not_allowed_fallback(fallback::method_not_allowed),
+            state.clone(),
+            cors_origins,
+        ))
+        .merge(cors::allow(
+            ofrep::router().method_not_allowed_fallback(fallback::method_not_allowed),
+            state.clone(),
+            cors_origins,
+        ))
         .merge(system::router())
         .merge(openapi::router())
         .merge(policy::router())

@@ -334,6 +334,7 @@ mod tests {
             scope: Scope::Reader,
             environment: None,
             stream_key: crate::service::tokens::StreamKey::from_hash("h".into()),
+            origins: Vec::new(),
         })
     }
 

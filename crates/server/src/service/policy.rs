@@ -26,8 +26,47 @@ pub struct ServerPolicy {
 }
 
 impl Default for ServerPolicy {
+    /// No rule at all (the engine's base policy): what embedded servers and tests start from.
+    /// `dimmer serve` without `--policy` enforces [`ServerPolicy::recommended`] instead.
     fn default() -> Self {
         Self { policy: Arc::new(Policy::default()), source: None }
+    }
+}
+
+/// The policy `docs/POLICY.md` recommends, and `dimmer serve` enforces when given no policy file:
+/// kebab-case keys (after an optional team prefix), an owner and a description on every flag,
+/// and in production exposure above 5% only through a guarded release plan. The same text as
+/// `examples/dimmer-policy.yaml` (a test holds them equal), so the documented default and the
+/// example to copy never drift apart.
+pub const RECOMMENDED: &str = r#"version: 1
+naming:
+  pattern: "[a-z][a-z0-9]*(-[a-z0-9]+)*"
+  team_prefix: optional
+  separator: "."
+  teams: []
+required: [owner, description]
+kinds:
+  release: {lifetime_days: 40, template: standard}
+  experiment: {lifetime_days: 40, template: standard}
+  operational: {lifetime_days: 7, template: quick}
+  kill-switch: {lifetime_days: permanent, template: careful}
+  permission: {lifetime_days: permanent, template: careful}
+release_plans:
+  - environments: [production]
+    above_percent: 5
+    require_guards: true
+stale:
+  released_untouched_days: 14
+  no_evaluations_days: 30
+"#;
+
+impl ServerPolicy {
+    /// The recommended policy ([`RECOMMENDED`]), with no file behind it.
+    pub fn recommended() -> Self {
+        // A constant parsed by the test below: it cannot fail, and if an edit ever broke it the
+        // server would start with no rule rather than not at all.
+        let policy = parse(RECOMMENDED).unwrap_or_default();
+        Self { policy: Arc::new(policy), source: None }
     }
 }
 
@@ -152,6 +191,22 @@ mod tests {
         assert!(e.starts_with("required[1]:"), "{e}");
         assert!(parse("required: [owner]\nkinds:\n  release: {lifetime_days: 30}\n").is_ok());
         assert!(parse("").is_ok(), "an empty file is the default policy");
+    }
+
+    #[test]
+    fn the_recommended_policy_is_the_example_file_and_has_the_documented_rules() {
+        let recommended = parse(RECOMMENDED).unwrap();
+        let example =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/dimmer-policy.yaml")).unwrap();
+        assert_eq!(recommended.to_file(), parse(&example).unwrap().to_file());
+        assert_eq!(ServerPolicy::recommended().policy.to_file(), recommended.to_file());
+        let file = serde_json::to_value(recommended.to_file()).unwrap();
+        assert_eq!(file["required"], json!(["owner", "description"]), "{file}");
+        assert_eq!(file["release_plans"][0]["environments"], json!(["production"]), "{file}");
+        assert!(file["naming"]["pattern"].is_string(), "{file}");
+        // And a file relaxes it: what a file leaves out has no rule.
+        let relaxed = serde_json::to_value(parse("version: 1\n").unwrap().to_file()).unwrap();
+        assert_eq!(relaxed["required"], json!([]), "{relaxed}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! reveals the token or its hash; any replica can check it (the key is in the shared store); and
 //! it dies with its token (revoked, or re-created under the same name).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use dimmer_domain::Clock;
@@ -47,6 +47,9 @@ pub struct Identity {
     pub environment: Option<String>,
     /// What signs this token's event-stream tickets.
     pub stream_key: StreamKey,
+    /// The browser origins whose pages may use it (beside the server-wide ones); empty: the
+    /// server-wide CORS setting alone decides.
+    pub origins: Vec<String>,
 }
 
 /// The key of a token's event-stream tickets: its stored hash, which only the store holds.
@@ -106,6 +109,9 @@ pub struct TokenCache {
     entries: RwLock<HashMap<String, (Option<Identity>, i64)>>,
     /// By token name, for tickets: who it is (`None`: unknown or revoked) and when.
     by_name: RwLock<HashMap<String, (Option<Identity>, i64)>>,
+    /// Every origin some live token allows, for preflights (which carry no token), and when it
+    /// was read.
+    token_origins: RwLock<Option<(Arc<HashSet<String>>, i64)>>,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -117,7 +123,12 @@ impl std::fmt::Debug for TokenCache {
 impl TokenCache {
     /// An empty cache whose entries age by `clock`.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Self { clock, entries: RwLock::new(HashMap::new()), by_name: RwLock::new(HashMap::new()) }
+        Self {
+            clock,
+            entries: RwLock::new(HashMap::new()),
+            by_name: RwLock::new(HashMap::new()),
+            token_origins: RwLock::new(None),
+        }
     }
 
     /// Authenticates a presented token: `None` for an unknown or revoked one.
@@ -182,7 +193,28 @@ impl TokenCache {
         Ok(found)
     }
 
-    /// Forgets every cached lookup (after a revocation).
+    /// Whether some live token lists `origin` among its browser origins. Preflights ask this:
+    /// they carry no token, so the most they can learn is that a page of this origin may hold one.
+    /// Read from the store at most once per cache lifetime, whatever the number of preflights.
+    pub async fn some_token_allows(&self, store: &dyn Store, origin: &str) -> Result<bool, StoreError> {
+        let now = self.clock.now_ms();
+        if let Ok(cached) = self.token_origins.read()
+            && let Some((origins, at)) = cached.as_ref()
+            && now.saturating_sub(*at) < CACHE_TTL_MS
+            && now >= *at
+        {
+            return Ok(origins.contains(origin));
+        }
+        let origins: HashSet<String> =
+            store.list_tokens().await?.into_iter().filter(|t| !t.revoked).flat_map(|t| t.origins).collect();
+        let allowed = origins.contains(origin);
+        if let Ok(mut cached) = self.token_origins.write() {
+            *cached = Some((Arc::new(origins), now));
+        }
+        Ok(allowed)
+    }
+
+    /// Forgets every cached lookup (after a token is created or revoked).
     pub fn clear(&self) {
         if let Ok(mut entries) = self.entries.write() {
             entries.clear();
@@ -190,11 +222,20 @@ impl TokenCache {
         if let Ok(mut by_name) = self.by_name.write() {
             by_name.clear();
         }
+        if let Ok(mut origins) = self.token_origins.write() {
+            *origins = None;
+        }
     }
 }
 
 fn identity(t: TokenRecord) -> Identity {
-    Identity { name: t.name, scope: t.scope, environment: t.environment, stream_key: StreamKey(t.hash) }
+    Identity {
+        name: t.name,
+        scope: t.scope,
+        environment: t.environment,
+        stream_key: StreamKey(t.hash),
+        origins: t.origins,
+    }
 }
 
 fn hashes_equal(a: &str, b: &str) -> bool {
@@ -209,6 +250,19 @@ pub async fn create_token(
     environment: Option<String>,
     meta: &ChangeMeta,
 ) -> Result<String, TokenError> {
+    create_token_with_origins(store, name, scope, environment, Vec::new(), meta).await
+}
+
+/// Creates a token whose pages may be served from `origins` (already validated by
+/// [`crate::service::origins::token_origins`]) and returns it (the only time it is ever seen).
+pub async fn create_token_with_origins(
+    store: &dyn Store,
+    name: &str,
+    scope: Scope,
+    environment: Option<String>,
+    origins: Vec<String>,
+    meta: &ChangeMeta,
+) -> Result<String, TokenError> {
     let token = generate_token().map_err(TokenError::Random)?;
     let record = TokenRecord {
         name: name.to_owned(),
@@ -218,6 +272,7 @@ pub async fn create_token(
         // Stamped by the store, from the clock it was opened with.
         created_at: 0,
         revoked: false,
+        origins,
     };
     store.create_token(&record, meta).await?;
     Ok(token)
@@ -241,6 +296,7 @@ pub async fn bootstrap_admin(store: &dyn Store, configured: Option<&str>) -> Res
             // Stamped by the store, from the clock it was opened with.
             created_at: 0,
             revoked: false,
+            origins: Vec::new(),
         };
         store.create_token(&record, &system).await?;
         return Ok(None);
@@ -257,6 +313,7 @@ pub async fn bootstrap_admin(store: &dyn Store, configured: Option<&str>) -> Res
         // Stamped by the store, from the clock it was opened with.
         created_at: 0,
         revoked: false,
+        origins: Vec::new(),
     };
     store.create_token(&record, &system).await?;
     Ok(Some(token))

@@ -4,7 +4,8 @@
 //! `examples/browser/package-lock.json`) and a `client` token: it evaluates a flag, gets the
 //! value for a new context after `setContext`, and shows a kill made through the admin API
 //! through the event stream (the provider polls not at all; the latency is printed, and
-//! measured at about 60 ms here).
+//! measured at about 60 ms here). It runs twice: with the page's origin in the server's
+//! `cors_origins`, and with it in the token's own `origins` alone.
 //!
 //! The components come from the environment `.ci/run` sets: `DIMMER_CHROMIUM` (default
 //! `/usr/bin/chromium`), `DIMMER_CHROMEDRIVER` (default `/usr/bin/chromedriver`) and
@@ -229,15 +230,36 @@ fn now_ms() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_on_another_origin_evaluates_follows_its_context_and_sees_a_kill_through_the_event_stream() {
+    run_page(Allowed::ServerWide).await;
+}
+
+/// The same page, allowed by its token's own origins alone (no server-wide CORS origin): the
+/// preflight passes because a live token lists the page's origin, and every request the page
+/// makes carries that token (the event stream its ticket), so each is answered for the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_allowed_by_its_tokens_own_origins_alone_works_the_same() {
+    run_page(Allowed::ByToken).await;
+}
+
+/// Where the page's origin is allowed.
+enum Allowed {
+    /// In the server's `cors_origins`; the token lists none.
+    ServerWide,
+    /// In the token's `origins`; the server lists none.
+    ByToken,
+}
+
+async fn run_page(allowed: Allowed) {
     let Some(parts) = components() else { return };
     let page = PageServer::start(&parts.node_modules).await;
     let dir = TempDir::new("browser");
     let store =
         dimmer_store::open(None, &dir.0, Arc::new(dimmer_domain::SystemClock)).await.expect("open SQLite store");
-    let options = dimmer_server::app::Options {
-        cors_origins: CorsOrigins::Only(vec![page.origin.clone()]),
-        ..Default::default()
+    let cors_origins = match allowed {
+        Allowed::ServerWide => CorsOrigins::Only(vec![page.origin.clone()]),
+        Allowed::ByToken => CorsOrigins::default(),
     };
+    let options = dimmer_server::app::Options { cors_origins, ..Default::default() };
     let server = TestServer::start_with_options(store, dir, options).await;
     assert_ne!(page.origin, server.base, "the page is on another origin");
     let flag = json!({"key": "new-checkout", "environments": {"production": {"enabled": true, "rules": [
@@ -245,7 +267,15 @@ async fn a_page_on_another_origin_evaluates_follows_its_context_and_sees_a_kill_
     ], "default": {"variant": "off"}}}});
     let (s, v) = server.admin(Method::POST, "/api/v1/flags", Some(flag)).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let token = server.token("web", "client", Some("production")).await;
+    let token = match allowed {
+        Allowed::ServerWide => server.token("web", "client", Some("production")).await,
+        Allowed::ByToken => {
+            let body = json!({"name": "web", "scope": "client", "environment": "production", "origins": [page.origin]});
+            let (s, v) = server.admin(Method::POST, "/api/v1/tokens", Some(body)).await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            v["token"].as_str().expect("token").to_owned()
+        }
+    };
 
     let browser = Browser::start(&parts).await;
     let url = format!("{}/index.html?server={}&token={token}&user=visitor-1", page.origin, server.base);

@@ -246,3 +246,168 @@ async fn without_cors_origins_no_page_may_call_and_any_origin_is_a_wildcard() {
     assert_eq!(header(&resp, "access-control-allow-origin"), None);
     open.stop().await;
 }
+
+/// A page's origin listed on a token (not server-wide).
+const SHOP: &str = "https://shop.example";
+const EVIL: &str = "https://evil.example";
+
+async fn token_with_origins(server: &TestServer, name: &str, scope: &str, origins: &[&str]) -> String {
+    let body = json!({"name": name, "scope": scope, "environment": "production", "origins": origins});
+    let (s, v) = server.admin(Method::POST, "/api/v1/tokens", Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v["token"].as_str().expect("token").to_owned()
+}
+
+#[tokio::test]
+async fn a_tokens_own_origins_open_it_to_their_pages_and_refuse_it_to_others() {
+    let server = start(CorsOrigins::Only(vec![PAGE.to_owned()])).await;
+    seed(&server).await;
+    let shop = token_with_origins(&server, "shop", "client", &[SHOP]).await;
+    let plain = server.token("plain", "client", Some("production")).await;
+
+    // The preflight carries no token: the shop's origin is answered because a token lists it.
+    let resp = from_page(&server, Method::OPTIONS, "/ofrep/v1/evaluate/flags", SHOP, PREFLIGHT, None).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&resp, "access-control-allow-origin"), Some(SHOP));
+    let resp = from_page(&server, Method::OPTIONS, "/ofrep/v1/evaluate/flags", EVIL, PREFLIGHT, None).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+
+    // The shop's token from the shop's page: answered for the page, ETag readable.
+    let resp = from_page(&server, Method::POST, "/ofrep/v1/evaluate/flags", SHOP, &[], Some(&shop)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(header(&resp, "access-control-allow-origin"), Some(SHOP));
+    assert_eq!(header(&resp, "access-control-expose-headers"), Some("ETag"));
+    assert!(header(&resp, "vary").unwrap_or_default().to_ascii_lowercase().contains("origin"));
+    let body: serde_json::Value = resp.json().await.unwrap();
+    // From the server-wide origin too.
+    let resp = from_page(&server, Method::POST, "/ofrep/v1/evaluate/flags", PAGE, &[], Some(&shop)).await;
+    assert_eq!((resp.status(), header(&resp, "access-control-allow-origin")), (StatusCode::OK, Some(PAGE)));
+    // From any other origin: refused, naming the origin, and nothing the page could read.
+    for path in ["/ofrep/v1/evaluate/flags", "/ofrep/v1/evaluate/flags/new-checkout"] {
+        let resp = from_page(&server, Method::POST, path, EVIL, &[], Some(&shop)).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(header(&resp, "access-control-allow-origin"), None, "{path}");
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "forbidden", "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains(EVIL), "names the origin: {v}");
+    }
+    // The event stream opened with the shop token's ticket: the same rule.
+    let uri = body["eventStreams"][0]["endpoint"]["requestUri"].as_str().unwrap().to_owned();
+    let resp = from_page(&server, Method::GET, &uri, EVIL, &[], None).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(header(&resp, "access-control-allow-origin"), None);
+    let resp = from_page(&server, Method::GET, &uri, SHOP, &[], None).await;
+    assert_eq!((resp.status(), header(&resp, "access-control-allow-origin")), (StatusCode::OK, Some(SHOP)));
+    drop(resp);
+    // A page served by this server itself is same-origin: not CORS's business, not refused.
+    let own = server.base.clone();
+    let resp = from_page(&server, Method::POST, "/ofrep/v1/evaluate/flags", &own, &[], Some(&shop)).await;
+    assert_eq!((resp.status(), header(&resp, "access-control-allow-origin")), (StatusCode::OK, None));
+
+    // A token without origins follows the server-wide list: the shop's page gets no CORS
+    // headers (the browser keeps the answer from it), the configured page does.
+    let resp = from_page(&server, Method::POST, "/ofrep/v1/evaluate/flags", SHOP, &[], Some(&plain)).await;
+    assert_eq!((resp.status(), header(&resp, "access-control-allow-origin")), (StatusCode::OK, None));
+    let resp = from_page(&server, Method::POST, "/ofrep/v1/evaluate/flags", PAGE, &[], Some(&plain)).await;
+    assert_eq!(header(&resp, "access-control-allow-origin"), Some(PAGE));
+
+    // An sdk token with origins, on the SDK API: the same rule.
+    let sdk = token_with_origins(&server, "shop-sdk", "sdk", &[SHOP]).await;
+    let get = |origin: &'static str| {
+        server.http.get(format!("{}/api/v1/sdk/config", server.base)).header("origin", origin).bearer_auth(&sdk).send()
+    };
+    let resp = get(SHOP).await.unwrap();
+    assert_eq!((resp.status(), header(&resp, "access-control-allow-origin")), (StatusCode::OK, Some(SHOP)));
+    let resp = get(EVIL).await.unwrap();
+    assert_eq!((resp.status(), header(&resp, "access-control-allow-origin")), (StatusCode::FORBIDDEN, None));
+
+    // Never the admin API, whatever a token lists.
+    for path in ["/api/v1/flags", "/api/v1/tokens"] {
+        let resp = from_page(&server, Method::OPTIONS, path, SHOP, PREFLIGHT, None).await;
+        assert!(!resp.status().is_success(), "{path}: {}", resp.status());
+        assert_eq!(header(&resp, "access-control-allow-origin"), None, "{path}");
+    }
+
+    // Revoked, its origins open nothing any more.
+    let (s, v) = server.admin(Method::DELETE, "/api/v1/tokens/shop", None).await;
+    assert!(s.is_success(), "{v}");
+    let (s, v) = server.admin(Method::DELETE, "/api/v1/tokens/shop-sdk", None).await;
+    assert!(s.is_success(), "{v}");
+    let resp = from_page(&server, Method::OPTIONS, "/ofrep/v1/evaluate/flags", SHOP, PREFLIGHT, None).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_every_origin_allowed_server_wide_a_tokens_list_still_restricts_it() {
+    let server = start(CorsOrigins::Any).await;
+    seed(&server).await;
+    let shop = token_with_origins(&server, "shop", "client", &[SHOP]).await;
+    let plain = server.token("plain", "client", Some("production")).await;
+    let resp = from_page(&server, Method::POST, "/ofrep/v1/evaluate/flags", SHOP, &[], Some(&shop)).await;
+    assert_eq!((resp.status(), header(&resp, "access-control-allow-origin")), (StatusCode::OK, Some(SHOP)));
+    let resp = from_page(&server, Method::POST, "/ofrep/v1/evaluate/flags", EVIL, &[], Some(&shop)).await;
+    assert_eq!((resp.status(), header(&resp, "access-control-allow-origin")), (StatusCode::FORBIDDEN, None));
+    let resp = from_page(&server, Method::POST, "/ofrep/v1/evaluate/flags", EVIL, &[], Some(&plain)).await;
+    assert_eq!((resp.status(), header(&resp, "access-control-allow-origin")), (StatusCode::OK, Some("*")));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn token_origins_are_validated_normalised_listed_and_audited() {
+    let server = start(CorsOrigins::default()).await;
+    let create = |body: serde_json::Value| server.admin(Method::POST, "/api/v1/tokens", Some(body));
+    let errors = |v: &serde_json::Value| -> Vec<String> {
+        v["error"]["details"]["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Only sdk and client tokens are used from pages.
+    let (s, v) = create(json!({"name": "ops", "scope": "admin", "origins": [SHOP]})).await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "origins on an admin token");
+    assert_eq!(errors(&v), ["origins"]);
+    // Every bad entry, at its index: a path, a wildcard, no scheme.
+    let body = json!({"name": "web", "scope": "client", "environment": "production",
+        "origins": [SHOP, "https://shop.example/app", "*", "shop.example"]});
+    let (s, v) = create(body).await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "bad origins");
+    assert_eq!(errors(&v), ["origins[1]", "origins[2]", "origins[3]"]);
+    // Bounded in number and length.
+    let many: Vec<String> = (0..21).map(|i| format!("https://a{i}.example")).collect();
+    let (s, v) = create(json!({"name": "web", "scope": "client", "environment": "production", "origins": many})).await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "too many origins");
+    assert_eq!(errors(&v), ["origins"]);
+    let long = format!("https://{}.example", "a".repeat(400));
+    let (s, v) =
+        create(json!({"name": "web", "scope": "client", "environment": "production", "origins": [long]})).await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "a long origin");
+    // Nothing of that was created.
+    let (_, v) = server.admin(Method::GET, "/api/v1/tokens", None).await;
+    assert_eq!(v["tokens"].as_array().unwrap().len(), 1, "the admin token only: {v}");
+
+    // Normalised to what browsers send, duplicates dropped; shown at creation and in the list.
+    let body = json!({"name": "web", "scope": "client", "environment": "production",
+        "origins": ["HTTPS://Shop.Example:443", SHOP, "http://localhost:5173"]});
+    let (s, v) = create(body).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["origins"], json!([SHOP, "http://localhost:5173"]));
+    let (_, v) = server.admin(Method::GET, "/api/v1/tokens", None).await;
+    let web = v["tokens"].as_array().unwrap().iter().find(|t| t["name"] == "web").cloned().unwrap();
+    assert_eq!(web["origins"], json!([SHOP, "http://localhost:5173"]));
+    let admin = v["tokens"].as_array().unwrap().iter().find(|t| t["name"] != "web").cloned().unwrap();
+    assert_eq!(admin["origins"], json!([]));
+    // Audited with its origins.
+    let (_, v) = server.admin(Method::GET, "/api/v1/audit", None).await;
+    let entry = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "token.create" && e["after"]["name"] == "web")
+        .cloned()
+        .unwrap();
+    assert_eq!(entry["after"]["origins"], json!([SHOP, "http://localhost:5173"]), "{entry}");
+    server.stop().await;
+}

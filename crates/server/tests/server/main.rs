@@ -15,6 +15,7 @@ mod exactly_once;
 mod guards;
 mod layers;
 mod limits;
+mod node_ofrep;
 mod ofrep;
 mod openapi;
 mod policy;

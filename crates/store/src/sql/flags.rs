@@ -17,7 +17,7 @@ use crate::{
     Snapshot, StoreError, StoreResult, TokenRecord, flag_json,
 };
 
-const TOKEN_COLUMNS: &str = "name, scope, environment, hash, created_at, revoked";
+const TOKEN_COLUMNS: &str = "name, scope, environment, hash, created_at, revoked, origins";
 
 pub(super) async fn ensure_environments(s: &SqlStore, names: &[&str]) -> StoreResult<()> {
     let mut tx = s.dialect.begin_write(&s.pool).await?;
@@ -454,8 +454,8 @@ pub(super) async fn create_token(s: &SqlStore, token: &TokenRecord, meta: &Chang
     let mut tx = s.dialect.begin_write(&s.pool).await?;
     // A second token with the same hash is a unique violation, mapped to `AlreadyExists`.
     let inserted = sqlx::query(
-        "INSERT INTO tokens (name, scope, environment, hash, created_at, revoked) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (name) DO NOTHING",
+        "INSERT INTO tokens (name, scope, environment, hash, created_at, revoked, origins) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
     )
     .bind(&token.name)
     .bind(token.scope.as_str())
@@ -463,12 +463,15 @@ pub(super) async fn create_token(s: &SqlStore, token: &TokenRecord, meta: &Chang
     .bind(&token.hash)
     .bind(s.now())
     .bind(false)
+    .bind(serde_json::Value::from(token.origins.clone()).to_string())
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
         return Err(StoreError::AlreadyExists { kind: "token", key: token.name.clone() });
     }
-    let after = Some(serde_json::json!({"name": token.name, "scope": token.scope, "environment": token.environment}));
+    let after = Some(serde_json::json!({
+        "name": token.name, "scope": token.scope, "environment": token.environment, "origins": token.origins
+    }));
     let entry = Audit {
         action: "token.create",
         environment: token.environment.as_deref(),

@@ -322,6 +322,7 @@ fn token_from(r: &AnyRow) -> StoreResult<TokenRecord> {
         hash: r.try_get(3)?,
         created_at: r.try_get(4)?,
         revoked: bool_at(r, 5)?,
+        origins: json_at(r, 6, "token origins")?,
     })
 }
 

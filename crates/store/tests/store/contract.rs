@@ -347,6 +347,7 @@ async fn tokens_are_stored_hashed_found_listed_and_revoked(store: Arc<dyn Store>
         hash: "ab".repeat(32),
         created_at: 1,
         revoked: false,
+        origins: vec!["https://app.example.com".into(), "http://localhost:5173".into()],
     };
     store.create_token(&token, &meta("admin", None)).await.unwrap();
     assert!(matches!(store.create_token(&token, &meta("admin", None)).await, Err(StoreError::AlreadyExists { .. })));
@@ -358,6 +359,14 @@ async fn tokens_are_stored_hashed_found_listed_and_revoked(store: Arc<dyn Store>
     ));
     let found = store.token_by_hash(&"ab".repeat(32)).await.unwrap().unwrap();
     assert_eq!((found.scope, found.environment.as_deref()), (Scope::Sdk, Some("production")));
+    // Its browser origins come back as stored, in order, by hash and in the list.
+    assert_eq!(found.origins, token.origins);
+    assert_eq!(store.list_tokens().await.unwrap()[0].origins, token.origins);
+    // The creation's audit entry says which origins it allowed (never the hash).
+    let created = store.audit(&AuditFilter::default()).await.unwrap();
+    let after = created.iter().find(|e| e.action == "token.create").and_then(|e| e.after.clone()).unwrap();
+    assert_eq!(after["origins"], json!(["https://app.example.com", "http://localhost:5173"]), "{after}");
+    assert!(!after.to_string().contains(&"ab".repeat(32)), "{after}");
     assert!(store.token_by_hash("00").await.unwrap().is_none());
     store.revoke_token("web", &meta("admin", Some("leaked"))).await.unwrap();
     assert!(store.token_by_hash(&"ab".repeat(32)).await.unwrap().unwrap().revoked);
@@ -448,6 +457,7 @@ async fn every_kind_of_write_is_audited_under_its_action(store: Arc<dyn Store>) 
         hash: "cd".repeat(32),
         created_at: 1,
         revoked: false,
+        origins: Vec::new(),
     };
     store.create_token(&token, &m).await.unwrap();
     store.revoke_token("ci", &m).await.unwrap();
@@ -837,9 +847,11 @@ async fn store_timestamps_follow_a_manual_clock(store: Arc<dyn Store>, clock: Ar
         hash: "ef".repeat(32),
         created_at: 7,
         revoked: false,
+        origins: Vec::new(),
     };
     store.create_token(&token, &m).await.unwrap();
     assert_eq!(store.list_tokens().await.unwrap()[0].created_at, t0, "stamped by the store, not the record");
+    assert!(store.list_tokens().await.unwrap()[0].origins.is_empty(), "no origins: stored and read as none");
     let t = Template {
         name: "t".into(),
         description: "d".into(),
