@@ -10,7 +10,7 @@ mod limits;
 mod ofrep;
 mod openapi;
 mod policy;
-mod release;
+pub(crate) mod release;
 mod schemas;
 mod sdk;
 mod system;

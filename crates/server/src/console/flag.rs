@@ -166,6 +166,7 @@ async fn show(
         }
         section.card aria-labelledby="cfg-h" {
             h2 #cfg-h { "Targeting in " (env) }
+            @if viewer.can_write() { p { a.button href=(action_url("edit")) { "Edit targeting in " (env) } } }
             h3 { "Default" }
             pre { (cfg.default.as_ref().map(|d| pretty(&serde_json::json!(d))).unwrap_or_else(|| "the off variant".into())) }
             @if let Some(off) = &cfg.off_variant { p { "Off variant: " code { (off) } } }

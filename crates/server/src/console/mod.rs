@@ -8,6 +8,7 @@
 //! `/assets`, no inline script or style), every change is a POST with a per-session CSRF token
 //! and an Origin check, and the session cookie is HttpOnly and SameSite=Strict.
 
+mod edit;
 mod flag;
 mod flags;
 mod history;
@@ -49,6 +50,7 @@ pub fn router(app: AppState) -> Router {
         .merge(session::router())
         .merge(flags::router())
         .merge(flag::router())
+        .merge(edit::router())
         .merge(history::router())
         .layer(middleware::from_fn(security_headers))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
