@@ -19,7 +19,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use dimmer_engine::model::{BucketBy, Clause, EnvironmentConfig, Gate, Operator, Rollout, Rule, Serve, WeightedVariant};
+use dimmer_engine::model::{
+    BucketBy, Clause, EnvironmentConfig, Gate, Operator, Rollout, Rule, Serve, WeightedVariant,
+};
 use dimmer_store::FlagRecord;
 use maud::{Markup, html};
 use serde::{Deserialize, Serialize};
@@ -147,8 +149,7 @@ fn serve_text(serve: &Serve) -> (String, String) {
     match (&serve.variant, &serve.rollout) {
         (Some(v), _) => (v.clone(), String::new()),
         (None, Some(r)) => {
-            let extra =
-                Extra { total: r.total, bucket_by: r.bucket_by.clone(), salt: r.salt.clone(), seed: r.seed };
+            let extra = Extra { total: r.total, bucket_by: r.bucket_by.clone(), salt: r.salt.clone(), seed: r.seed };
             let total = extra.total();
             let parts: Vec<String> =
                 r.variants.iter().map(|w| format!("{} {}%", w.variant, percent(w.weight, total))).collect();
@@ -162,7 +163,8 @@ fn parse_extra(text: &str, path: &str) -> Result<Extra, FieldError> {
     if text.trim().is_empty() {
         return Ok(Extra::default());
     }
-    serde_json::from_str(text).map_err(|e| FieldError::new(path, format!("the kept rollout settings do not parse: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| FieldError::new(path, format!("the kept rollout settings do not parse: {e}")))
 }
 
 /// `on` → that variant; `on 20%, off 80%` → a split. Empty → none.
@@ -218,8 +220,10 @@ fn parse_values(text: &str) -> Vec<Value> {
 impl Draft {
     fn of(cfg: &EnvironmentConfig, variants: &[String]) -> Self {
         let (default, default_extra) = cfg.default.as_ref().map(serve_text).unwrap_or_default();
-        let mut targets: Vec<(String, String)> =
-            variants.iter().map(|v| (v.clone(), cfg.targets.get(v).map(|k| k.join("\n")).unwrap_or_default())).collect();
+        let mut targets: Vec<(String, String)> = variants
+            .iter()
+            .map(|v| (v.clone(), cfg.targets.get(v).map(|k| k.join("\n")).unwrap_or_default()))
+            .collect();
         for (v, keys) in &cfg.targets {
             if !variants.contains(v) {
                 targets.push((v.clone(), keys.join("\n")));
@@ -436,13 +440,8 @@ impl Draft {
             .enumerate()
             .filter(|(_, r)| !r.remove && !r.is_blank())
             .map(|(i, r)| {
-                let clauses = r
-                    .clauses
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| !c.remove && !c.is_blank())
-                    .map(|(j, _)| j)
-                    .collect();
+                let clauses =
+                    r.clauses.iter().enumerate().filter(|(_, c)| !c.remove && !c.is_blank()).map(|(j, _)| j).collect();
                 (i, clauses)
             })
             .collect()
@@ -787,7 +786,8 @@ async fn edit_form(
     let cfg = record.flag.environments.get(&env).cloned().unwrap_or_default();
     let draft = Draft::of(&cfg, &variant_keys(&record));
     let meta = Meta { version: record.version, base: config_json(&record, &env), ..Meta::default() };
-    let editor = Editor { viewer: &viewer, record: &record, env: &env, draft: &draft, meta: &meta, errors: &[], stale: None };
+    let editor =
+        Editor { viewer: &viewer, record: &record, env: &env, draft: &draft, meta: &meta, errors: &[], stale: None };
     Ok(respond(StatusCode::OK, &format!("Edit {key}"), &viewer, render(&editor)))
 }
 
@@ -815,15 +815,30 @@ async fn save(
     let title = format!("Edit {key}");
     if !meta.add.is_empty() {
         draft.apply(&meta.add);
-        let editor = Editor { viewer: &viewer, record: &record, env: &env, draft: &draft, meta: &meta, errors: &[], stale: None };
+        let editor = Editor {
+            viewer: &viewer,
+            record: &record,
+            env: &env,
+            draft: &draft,
+            meta: &meta,
+            errors: &[],
+            stale: None,
+        };
         return Ok(respond(StatusCode::OK, &title, &viewer, render(&editor)));
     }
     let current = record.flag.environments.get(&env).cloned().unwrap_or_default();
     let config = match draft.to_config(&current) {
         Ok(c) => c,
         Err(errors) => {
-            let editor =
-                Editor { viewer: &viewer, record: &record, env: &env, draft: &draft, meta: &meta, errors: &errors, stale: None };
+            let editor = Editor {
+                viewer: &viewer,
+                record: &record,
+                env: &env,
+                draft: &draft,
+                meta: &meta,
+                errors: &errors,
+                stale: None,
+            };
             return Ok(respond(StatusCode::UNPROCESSABLE_ENTITY, &title, &viewer, render(&editor)));
         }
     };
@@ -831,9 +846,16 @@ async fn save(
         return Ok(stale_view(&state, &viewer, &record, &env, &draft, &mut meta, &config).await);
     }
     let reason = Some(meta.reason.trim().to_owned()).filter(|r| !r.is_empty());
-    let result =
-        crate::api::flags::replace_environment(&state.app, &viewer.principal, &key, env.clone(), config.clone(), meta.version, reason)
-            .await;
+    let result = crate::api::flags::replace_environment(
+        &state.app,
+        &viewer.principal,
+        &key,
+        env.clone(),
+        config.clone(),
+        meta.version,
+        reason,
+    )
+    .await;
     match result {
         Ok(_) => Ok(see_other(&format!("/flags/{}?env={}&done=edit", segment(&key), query_value(&env)))),
         Err(e) if e.code == Code::VersionMismatch => {
@@ -851,8 +873,15 @@ async fn save(
                     None => f,
                 })
                 .collect();
-            let editor =
-                Editor { viewer: &viewer, record: &record, env: &env, draft: &draft, meta: &meta, errors: &errors, stale: None };
+            let editor = Editor {
+                viewer: &viewer,
+                record: &record,
+                env: &env,
+                draft: &draft,
+                meta: &meta,
+                errors: &errors,
+                stale: None,
+            };
             Ok(respond(status, &title, &viewer, render(&editor)))
         }
         Err(e) => Err(e.into()),
@@ -880,7 +909,7 @@ async fn stale_view(
         .await
         .unwrap_or_default()
         .into_iter()
-        .filter(|a| a.at >= record.updated_at.saturating_sub(1) || a.action == "flag.update")
+        // The newest entries of the flag: as many as versions passed, which is what changed it.
         .take(usize::try_from(record.version - meta.version).unwrap_or(1).clamp(1, 5))
         .map(|a| (a.actor, a.at, a.reason))
         .collect();
@@ -918,7 +947,10 @@ async fn recorded(state: &ConsoleState, key: &str, env: &str, q: &RevertQuery) -
         .ok_or_else(|| ApiError::not_found("audit entry of this flag", &q.entry.to_string()))?;
     let side = if q.side == "before" { entry.before } else { entry.after };
     let doc = side.ok_or_else(|| {
-        ApiError::new(Code::ValidationFailed, "entry: this entry records no flag on that side (a creation has no before)")
+        ApiError::new(
+            Code::ValidationFailed,
+            "entry: this entry records no flag on that side (a creation has no before)",
+        )
     })?;
     let cfg = doc.get("environments").and_then(|e| e.get(env)).cloned().unwrap_or(Value::Null);
     if cfg.is_null() {
@@ -1035,12 +1067,18 @@ async fn revert(
             "The flag changed meanwhile (version {} when you looked, {} now): nothing was reverted. Check the changes below again.",
             form.version, record.version
         );
-        respond(StatusCode::PRECONDITION_FAILED, &title, &viewer, revert_page(&viewer, record, &env, &q, target, Some(&notice), &[]))
+        respond(
+            StatusCode::PRECONDITION_FAILED,
+            &title,
+            &viewer,
+            revert_page(&viewer, record, &env, &q, target, Some(&notice), &[]),
+        )
     };
     if record.version != form.version {
         return Ok(stale(&record, &target));
     }
-    let reason = format!("revert to change #{} ({}): {reason}", q.entry, if q.side == "before" { "before" } else { "after" });
+    let reason =
+        format!("revert to change #{} ({}): {reason}", q.entry, if q.side == "before" { "before" } else { "after" });
     let result = crate::api::flags::replace_environment(
         &state.app,
         &viewer.principal,

@@ -12,6 +12,8 @@ mod edit;
 mod flag;
 mod flags;
 mod history;
+mod metrics;
+mod plan;
 mod session;
 
 use axum::Router;
@@ -51,6 +53,8 @@ pub fn router(app: AppState) -> Router {
         .merge(flags::router())
         .merge(flag::router())
         .merge(edit::router())
+        .merge(plan::router())
+        .merge(metrics::router())
         .merge(history::router())
         .layer(middleware::from_fn(security_headers))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
