@@ -384,13 +384,13 @@ struct NewToken {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct CreatedToken {
     /// Its name.
-    name: String,
+    pub(crate) name: String,
     /// What it may do.
-    scope: Scope,
+    pub(crate) scope: Scope,
     /// For `sdk` and `client` tokens, the one environment they read; null for others.
-    environment: Option<String>,
+    pub(crate) environment: Option<String>,
     /// The token; store it now, it cannot be read again.
-    token: String,
+    pub(crate) token: String,
 }
 
 /// Creates a token and answers it once (admin only); sdk and client tokens are bound to one
@@ -417,17 +417,32 @@ async fn create_token(
     headers: HeaderMap,
     Json(body): Json<NewToken>,
 ) -> Result<Response, ApiError> {
+    let reason = super::reason(&headers, body.reason.as_deref());
+    let created = create_token_checked(&state, &principal, &body.name, &body.scope, body.environment, reason).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// Creates a token as `POST /api/v1/tokens` does (admin only; the scope, name and environment
+/// checked; audited): shared with the web console. The answer is the only time the token is seen.
+pub(crate) async fn create_token_checked(
+    state: &AppState,
+    principal: &Principal,
+    name: &str,
+    scope: &str,
+    environment: Option<String>,
+    reason: Option<String>,
+) -> Result<CreatedToken, ApiError> {
     principal.require(&[])?;
-    let scope = Scope::parse(&body.scope).ok_or_else(|| {
+    let scope = Scope::parse(scope).ok_or_else(|| {
         ApiError::new(
             Code::ValidationFailed,
-            format!("scope: \"{}\" is not one of admin, writer, reader, sdk, client", body.scope),
+            format!("scope: \"{scope}\" is not one of admin, writer, reader, sdk, client"),
         )
     })?;
-    if body.name.is_empty() || body.name.len() > 128 || body.name.chars().any(char::is_control) {
+    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
         return Err(ApiError::new(Code::ValidationFailed, "name: 1 to 128 characters"));
     }
-    let environment = match (scope, body.environment) {
+    let environment = match (scope, environment) {
         (Scope::Sdk | Scope::Client, Some(env)) => {
             if !state.store.list_environments().await?.iter().any(|e| e.name == env) {
                 return Err(ApiError::new(
@@ -451,9 +466,9 @@ async fn create_token(
         }
         (_, None) => None,
     };
-    let meta = principal.meta(super::reason(&headers, body.reason.as_deref()));
-    let token = tokens::create_token(state.store.as_ref(), &body.name, scope, environment.clone(), &meta).await?;
-    Ok((StatusCode::CREATED, Json(CreatedToken { name: body.name, scope, environment, token })).into_response())
+    let meta = principal.meta(reason);
+    let token = tokens::create_token(state.store.as_ref(), name, scope, environment.clone(), &meta).await?;
+    Ok(CreatedToken { name: name.to_owned(), scope, environment, token })
 }
 
 /// Revokes a token by name (admin only); it stops working at once on this server.

@@ -1,6 +1,6 @@
 //! The HTTP API: one router per area (admin, SDK, OFREP, system), composed in [`router`].
 
-mod admin;
+pub(crate) mod admin;
 pub mod auth;
 mod cors;
 pub mod error;
