@@ -100,14 +100,7 @@ fn fmt_num(v: f64) -> String {
 }
 
 /// One chart: a line per variant over the window, marks as dashed verticals.
-fn chart(
-    title: &str,
-    unit: &str,
-    series: &[Line],
-    from: i64,
-    until: i64,
-    marks: &[Mark],
-) -> Markup {
+fn chart(title: &str, unit: &str, series: &[Line], from: i64, until: i64, marks: &[Mark]) -> Markup {
     let max = series.iter().flat_map(|(_, p)| p.iter().filter_map(|(_, v)| *v)).fold(0.0_f64, f64::max);
     let top = if max > 0.0 { max * 1.1 } else { 1.0 };
     let plot_w = WIDTH - PAD_LEFT;

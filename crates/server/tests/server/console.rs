@@ -636,3 +636,59 @@ async fn outcomes_show_per_variant_as_server_drawn_charts_with_kills_marked_on_t
     assert!(fragment.starts_with("<section"), "{fragment}");
     assert!(fragment.contains("<td>200</td>"));
 }
+
+#[tokio::test]
+async fn an_admin_creates_a_token_shown_once_lists_and_revokes_it_and_sees_policy_templates_and_environments() {
+    let server = TestServer::start().await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(ADMIN, &[]).await;
+    let csrf = browser.csrf().await;
+    let (status, html) = browser
+        .post(
+            "/tokens",
+            &[("csrf", &csrf), ("name", "web-shop"), ("scope", "sdk"), ("environment", ""), ("reason", "")],
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "an sdk token needs an environment: {html}");
+    assert!(html.contains("environment: an sdk token is bound to one environment"), "{html}");
+    let (status, html) = browser
+        .post(
+            "/tokens",
+            &[("csrf", &csrf), ("name", "web-shop"), ("scope", "sdk"), ("environment", "staging"), ("reason", "shop")],
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{html}");
+    let marker = "id=\"new-token\" readonly value=\"";
+    let at = html.find(marker).unwrap_or_else(|| panic!("the new token in {html}")) + marker.len();
+    let token = html[at..].split('"').next().unwrap().to_owned();
+    assert!(token.starts_with("dmr_"), "shown once: {token}");
+    let (_, _, list) = browser.get("/tokens").await;
+    assert!(list.contains("web-shop") && !list.contains(&token), "listed, never shown again");
+    let (status, _) = browser.post("/tokens/web-shop/revoke", &[("csrf", &csrf)], &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (s, _, _) = server.call(Method::GET, "/api/v1/sdk/config", Some(&token), None, &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "revoked at once");
+    let (_, audit) = server.admin(Method::GET, "/api/v1/audit?actor=admin", None).await;
+    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(actions.contains(&"token.create") && actions.contains(&"token.revoke"), "{audit}");
+
+    for (path, text) in [
+        ("/policy", "Effective policy"),
+        ("/templates", "standard"),
+        ("/environments", "production"),
+        ("/segments", "Segments"),
+    ] {
+        let (status, _, html) = browser.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(html.contains(text), "{path}: {html}");
+    }
+    // Tokens are for admins only.
+    let reader = server.token("rita", "reader", None).await;
+    let mut other = Browser::new(&server);
+    other.sign_in(&reader, &[]).await;
+    assert_eq!(other.get("/tokens").await.0, StatusCode::FORBIDDEN);
+    let (_, _, page) = other.get("/policy").await;
+    assert!(!page.contains("href=\"/tokens\""), "{page}");
+}
