@@ -692,3 +692,49 @@ async fn an_admin_creates_a_token_shown_once_lists_and_revokes_it_and_sees_polic
     let (_, _, page) = other.get("/policy").await;
     assert!(!page.contains("href=\"/tokens\""), "{page}");
 }
+
+#[tokio::test]
+async fn several_flags_are_archived_at_once_each_with_its_own_audit_entry() {
+    let server = TestServer::start().await;
+    for key in ["old-banner", "old-search", "keep-me"] {
+        let (s, v) = server.admin(Method::POST, "/api/v1/flags", Some(json!({"key": key, "kind": "release"}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let writer = server.token("alice", "writer", None).await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(&writer, &[]).await;
+    let (_, _, list) = browser.get("/flags").await;
+    assert!(list.contains("aria-label=\"Select old-banner\"") && list.contains(">Archive selected<"), "{list}");
+    let csrf = browser.csrf().await;
+    let (status, html) =
+        browser.post("/flags/archive", &[("csrf", &csrf), ("key", "old-banner"), ("reason", "")], &[]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "a reason is required: {html}");
+    let form = [("csrf", csrf.as_str()), ("key", "old-banner"), ("key", "old-search"), ("reason", "launched long ago")];
+    let (status, _) = browser.post("/flags/archive", &form, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, _, list) = browser.get("/flags?archived_done=2").await;
+    assert!(list.contains("Archived 2 flags.") && list.contains("1 of 3 flags"), "{list}");
+    for key in ["old-banner", "old-search"] {
+        let (_, flag) = server.admin(Method::GET, &format!("/api/v1/flags/{key}"), None).await;
+        assert_eq!(flag["archived"], true, "{flag}");
+        let (_, audit) = server.admin(Method::GET, &format!("/api/v1/audit?flag={key}"), None).await;
+        let entry = &audit["entries"][0];
+        assert_eq!(
+            (entry["action"].as_str(), entry["actor"].as_str()),
+            (Some("flag.archive"), Some("alice")),
+            "{audit}"
+        );
+        assert_eq!(entry["reason"], "launched long ago");
+    }
+    let (_, flag) = server.admin(Method::GET, "/api/v1/flags/keep-me", None).await;
+    assert_eq!(flag["archived"], false);
+
+    let reader = server.token("rita", "reader", None).await;
+    let mut other = Browser::new(&server);
+    other.sign_in(&reader, &[]).await;
+    let (_, _, list) = other.get("/flags").await;
+    assert!(!list.contains("Archive selected"), "{list}");
+    let csrf = other.csrf().await;
+    let form = [("csrf", csrf.as_str()), ("key", "keep-me"), ("reason", "x")];
+    assert_eq!(other.post("/flags/archive", &form, &[]).await.0, StatusCode::FORBIDDEN);
+}
