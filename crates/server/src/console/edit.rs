@@ -961,17 +961,6 @@ async fn recorded(state: &ConsoleState, key: &str, env: &str, q: &RevertQuery) -
     })
 }
 
-/// Which environments an audit entry of a flag changed: those a revert is offered for.
-pub(super) fn changed_environments(before: Option<&Value>, after: Option<&Value>) -> Vec<String> {
-    let envs = |v: Option<&Value>| v.and_then(|v| v.get("environments")).and_then(Value::as_object).cloned();
-    let (b, a) = (envs(before).unwrap_or_default(), envs(after).unwrap_or_default());
-    let mut names: Vec<String> = b.keys().chain(a.keys()).cloned().collect();
-    names.sort();
-    names.dedup();
-    names.retain(|n| b.get(n) != a.get(n));
-    names
-}
-
 fn revert_page(
     viewer: &Viewer,
     record: &FlagRecord,
@@ -1212,12 +1201,5 @@ mod tests {
     fn forms_past_the_bounds_are_refused() {
         let pairs = vec![(format!("rules[{MAX_RULES}].id"), "x".to_owned())];
         assert!(Draft::from_pairs(&pairs).is_err());
-    }
-
-    #[test]
-    fn the_environments_an_entry_changed() {
-        let before = json!({"environments": {"production": {"enabled": false}, "staging": {"enabled": true}}});
-        let after = json!({"environments": {"production": {"enabled": true}, "staging": {"enabled": true}}});
-        assert_eq!(changed_environments(Some(&before), Some(&after)), vec!["production".to_owned()]);
     }
 }

@@ -97,7 +97,7 @@ async fn history(
                     p.reason { "Reason: " @if let Some(r) = &e.reason { span { (r) } } @else { span.muted { "none given" } } }
                     (diff(e.before.as_ref(), e.after.as_ref()))
                     @if let (true, Some(f)) = (viewer.can_write(), &e.flag) {
-                        @let envs = super::edit::changed_environments(e.before.as_ref(), e.after.as_ref());
+                        @let envs = changed_environments(e.before.as_ref(), e.after.as_ref());
                         @if !envs.is_empty() {
                             ul.reverts {
                                 @for env in &envs {
@@ -178,6 +178,17 @@ pub(super) fn diff(before: Option<&Value>, after: Option<&Value>) -> Markup {
     }
 }
 
+/// Which environments an audit entry of a flag changed: those a revert is offered for.
+pub(super) fn changed_environments(before: Option<&Value>, after: Option<&Value>) -> Vec<String> {
+    let envs = |v: Option<&Value>| v.and_then(|v| v.get("environments")).and_then(Value::as_object).cloned();
+    let (b, a) = (envs(before).unwrap_or_default(), envs(after).unwrap_or_default());
+    let mut names: Vec<String> = b.keys().chain(a.keys()).cloned().collect();
+    names.sort();
+    names.dedup();
+    names.retain(|n| b.get(n) != a.get(n));
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +207,12 @@ mod tests {
                 ("plan.stage".into(), Some("1".into()), None),
             ]
         );
+    }
+
+    #[test]
+    fn the_environments_an_entry_changed() {
+        let before = json!({"environments": {"production": {"enabled": false}, "staging": {"enabled": true}}});
+        let after = json!({"environments": {"production": {"enabled": true}, "staging": {"enabled": true}}});
+        assert_eq!(changed_environments(Some(&before), Some(&after)), vec!["production".to_owned()]);
     }
 }
