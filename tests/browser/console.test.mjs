@@ -161,3 +161,145 @@ test("a reader sees the flag and no Kill button", { skip }, async () => {
   await shot(page, "flag-reader-phone");
   await page.context().close();
 });
+
+test("a writer edits targeting: an error at its field, a stale edit shows what changed meanwhile, then a revert from the history", { skip }, async () => {
+  await api("POST", "/api/v1/flags", ADMIN, { key: "pricing-page", kind: "release", owner: "team-growth", description: "The new pricing page" });
+  await api("POST", "/api/v1/flags/pricing-page/environments/staging/toggle", ADMIN, { enabled: true, reason: "try in staging" });
+  const writer = (await api("POST", "/api/v1/tokens", ADMIN, { name: "erin", scope: "writer" })).token;
+  const page = await signIn(writer);
+  await page.goto(`${base}/flags/pricing-page?env=staging`);
+  await page.getByRole("link", { name: "Edit targeting in staging" }).click();
+  await page.getByRole("heading", { name: "Edit pricing-page in staging", level: 1 }).waitFor();
+
+  // "Add a rule" posts the form back (it works without script too) and returns with an empty rule.
+  await page.getByRole("button", { name: "Add a rule" }).click();
+  const rule = page.getByRole("group", { name: "Rule 1", exact: true });
+  await rule.waitFor();
+  await rule.getByLabel("Attribute").fill("plan");
+  await rule.getByLabel("Values").fill("pro\nteam");
+  await rule.getByLabel("Serves").fill("maybe");
+  await page.getByLabel("Targets served on").fill("vip-1");
+  await page.getByLabel("Reason", { exact: true }).fill("pro plans first");
+  await page.getByRole("button", { name: "Save", exact: true }).click();
+  const serveError = page.locator("#f-rules-0--serve-error");
+  await serveError.waitFor();
+  assert.match(await serveError.innerText(), /maybe/);
+  assert.equal(await rule.getByLabel("Serves").getAttribute("aria-invalid"), "true");
+  assert.equal(await rule.getByLabel("Attribute").inputValue(), "plan", "what was typed is kept");
+  await shot(page, "edit-targeting-error");
+
+  // Fixed, but meanwhile someone else changes the flag: the save is refused with both sides shown.
+  await rule.getByLabel("Serves").fill("on");
+  const current = await api("GET", "/api/v1/flags/pricing-page", ADMIN);
+  const response = await fetch(`${base}/api/v1/flags/pricing-page/environments/staging`, {
+    method: "PUT",
+    headers: { Authorization: `Bearer ${ADMIN}`, "Content-Type": "application/json", "If-Match": String(current.version) },
+    body: JSON.stringify({ enabled: true, targets: { off: ["bob"] }, reason: "bob opted out" }),
+  });
+  assert.equal(response.status, 200);
+  await page.getByRole("button", { name: "Save", exact: true }).click();
+  const stale = page.getByRole("heading", { name: "Changed meanwhile: your edit was not saved" });
+  await stale.waitFor();
+  const staleBox = page.locator("#stale");
+  assert.match(await staleBox.innerText(), /bob opted out/);
+  assert.match(await staleBox.innerText(), /targets\.off\[0\]/);
+  assert.match(await staleBox.innerText(), /rules\[0\]\.serve\.variant/);
+  let flag = await api("GET", "/api/v1/flags/pricing-page", ADMIN);
+  assert.deepEqual(flag.environments.staging.targets, { off: ["bob"] }, "theirs stands");
+  await shot(page, "edit-targeting-stale");
+
+  await page.getByRole("button", { name: "Save over the current version" }).click();
+  await page.getByRole("heading", { name: "pricing-page", level: 1 }).waitFor();
+  flag = await api("GET", "/api/v1/flags/pricing-page", ADMIN);
+  assert.equal(flag.environments.staging.rules[0].serve.variant, "on");
+  assert.deepEqual(flag.environments.staging.targets.on, ["vip-1"]);
+
+  // Revert: back to the configuration before that save, as a new audited change.
+  await page.getByRole("link", { name: "History of pricing-page" }).click();
+  await page.getByRole("link", { name: "Revert staging to before this change" }).first().click();
+  await page.getByRole("heading", { name: "Revert pricing-page in staging", level: 1 }).waitFor();
+  await shot(page, "revert");
+  await page.getByLabel("Reason").fill("the rule went out too early");
+  await page.getByRole("button", { name: "Revert staging" }).click();
+  await page.getByRole("heading", { name: "pricing-page", level: 1 }).waitFor();
+  flag = await api("GET", "/api/v1/flags/pricing-page", ADMIN);
+  assert.equal(flag.environments.staging.rules, undefined, "the rule is gone again");
+  assert.deepEqual(flag.environments.staging.targets, { off: ["bob"] });
+  const audit = await api("GET", "/api/v1/audit?flag=pricing-page", ADMIN);
+  assert.equal(audit.entries[0].actor, "erin");
+  assert.match(audit.entries[0].reason, /the rule went out too early/);
+  await page.context().close();
+});
+
+test("a guarded plan is started from the console; SDK outcomes reach the charts; kill and restore reach OFREP", { skip }, async () => {
+  await api("POST", "/api/v1/flags", ADMIN, { key: "search-v3", kind: "release", owner: "team-search", description: "Search v3" });
+  const sdk = (await api("POST", "/api/v1/tokens", ADMIN, { name: "search-service", scope: "sdk", environment: "production" })).token;
+  const page = await signIn(ADMIN);
+  await page.goto(`${base}/flags/search-v3?env=production`);
+  await page.getByRole("link", { name: "Start a release plan in production" }).click();
+  await page.getByLabel("Template").selectOption("custom");
+  await page.getByLabel("Custom stages").fill("10%,50%,100%");
+  await page.getByLabel("Dwell of each custom stage").fill("30m");
+  await page.getByLabel("Reason").fill("ranking v3 to everyone");
+  await page.getByRole("button", { name: "Start plan" }).click();
+  // The policy wants guards on production plans: the refusal sits at the first guard.
+  const guardError = page.locator("#guards-0--name-error");
+  await guardError.waitFor();
+  assert.match(await guardError.innerText(), /needs guards/);
+  await shot(page, "start-plan-policy-error");
+
+  await page.getByLabel("Guard name (guard 1)").fill("errors");
+  await page.getByLabel("Metric (guard 1)").fill("error_rate");
+  await page.getByLabel("Limit (guard 1)").fill("0.25");
+  await page.getByLabel("On a regression (guard 1)").selectOption("rollback");
+  await page.getByRole("button", { name: "Start plan" }).click();
+  await page.getByRole("heading", { name: "search-v3", level: 1 }).waitFor();
+  await page.getByRole("list", { name: "Stages" }).waitFor();
+  await page.getByRole("heading", { name: "What the guards say" }).waitFor();
+  await page.waitForFunction(() => document.querySelector("#live")?.dataset.connected === "true");
+
+  // An SDK reports outcomes: the charts pick them up without a reload.
+  await page.evaluate(() => { window.stillTheSamePage = true; });
+  const metrics = await fetch(`${base}/api/v1/sdk/metrics`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${sdk}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ sdk: "browser-test/1", metrics: [
+      { flag: "search-v3", variant: "on", evaluations: 120, errors: 6, successes: 114 },
+      { flag: "search-v3", variant: "off", evaluations: 880, errors: 9, successes: 871 },
+    ] }),
+  });
+  assert.equal(metrics.status, 202);
+  const onRow = page.locator("#metrics tr[data-variant=on]");
+  await onRow.waitFor({ timeout: 20000 });
+  assert.match(await onRow.innerText(), /120\s+6\s+5\.00%/);
+  assert.equal(await page.locator("#metrics polyline").count() >= 2, true, "a line per variant");
+  assert.equal(await page.evaluate(() => window.stillTheSamePage), true, "no reload");
+  await shot(page, "release-plan-metrics");
+
+  // Kill with a reason: an OFREP client gets the off variant, and the kill is marked on the charts.
+  page.once("dialog", (dialog) => dialog.accept());
+  const killForm = page.locator("form", { has: page.getByRole("button", { name: "Kill" }) });
+  await killForm.getByLabel("Reason").fill("errors on on");
+  await killForm.getByRole("button", { name: "Kill" }).click();
+  await page.waitForFunction(() => document.querySelector("#live-state")?.textContent === "Off");
+  const ofrep = async () => {
+    const r = await fetch(`${base}/ofrep/v1/evaluate/flags/search-v3`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${sdk}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ context: { targetingKey: "user-1" } }),
+    });
+    return r.json();
+  };
+  assert.equal((await ofrep()).variant, "off");
+  await page.locator("#metrics .mark").first().waitFor({ state: "attached", timeout: 20000 });
+
+  page.once("dialog", (dialog) => dialog.accept());
+  const restoreForm = page.locator("form", { has: page.getByRole("button", { name: "Restore" }) });
+  await restoreForm.getByLabel("Reason").fill("fixed the index");
+  await restoreForm.getByRole("button", { name: "Restore" }).click();
+  await page.waitForFunction(() => document.querySelector("#live-state")?.textContent === "On");
+  const audit = await api("GET", "/api/v1/audit?flag=search-v3", ADMIN);
+  assert.equal(audit.entries[0].action, "release.restore");
+  assert.equal(audit.entries[1].reason, "errors on on");
+  await page.context().close();
+});

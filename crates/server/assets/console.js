@@ -24,12 +24,30 @@ function applyLive(live) {
   }
 }
 
+/** Fetches the metrics section again (its charts are drawn on the server) and swaps it in. */
+async function refreshMetrics() {
+  const section = document.querySelector("[data-refresh]");
+  if (!section) return;
+  try {
+    const response = await fetch(section.dataset.refresh, { headers: { "X-Fragment": "1" }, credentials: "same-origin" });
+    if (!response.ok) return;
+    const holder = document.createElement("div");
+    holder.innerHTML = await response.text();
+    const fresh = holder.querySelector("[data-refresh]");
+    // Keep a person's focus: do not replace the section while they are using its window control.
+    if (fresh && !section.contains(document.activeElement)) section.replaceWith(fresh);
+  } catch {
+    // The next refresh tries again.
+  }
+}
+
 /** Follows the flag's state in this environment. */
 function follow(section) {
   const source = new EventSource(section.dataset.events);
   source.addEventListener("state", (event) => {
     applyLive(JSON.parse(event.data));
     section.dataset.connected = "true";
+    refreshMetrics();
   });
   source.addEventListener("error", () => {
     section.dataset.connected = "false";
@@ -70,4 +88,7 @@ for (const form of document.querySelectorAll("form[data-confirm]")) {
 }
 for (const section of document.querySelectorAll("[data-events]")) {
   follow(section);
+}
+if (document.querySelector("[data-refresh]")) {
+  setInterval(refreshMetrics, 5000);
 }

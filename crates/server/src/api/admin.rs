@@ -392,15 +392,15 @@ struct NewToken {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct CreatedToken {
     /// Its name.
-    name: String,
+    pub(crate) name: String,
     /// What it may do.
-    scope: Scope,
+    pub(crate) scope: Scope,
     /// For `sdk` and `client` tokens, the one environment they read; null for others.
-    environment: Option<String>,
+    pub(crate) environment: Option<String>,
     /// The browser origins whose pages may use it (normalised), beside the server-wide ones.
-    origins: Vec<String>,
+    pub(crate) origins: Vec<String>,
     /// The token; store it now, it cannot be read again.
-    token: String,
+    pub(crate) token: String,
 }
 
 /// Creates a token and answers it once (admin only); sdk and client tokens are bound to one
@@ -427,17 +427,35 @@ async fn create_token(
     headers: HeaderMap,
     Json(body): Json<NewToken>,
 ) -> Result<Response, ApiError> {
+    let reason = super::reason(&headers, body.reason.as_deref());
+    let created =
+        create_token_checked(&state, &principal, &body.name, &body.scope, body.environment, &body.origins, reason)
+            .await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// Creates a token as `POST /api/v1/tokens` does (admin only; the scope, name and environment
+/// checked; audited): shared with the web console. The answer is the only time the token is seen.
+pub(crate) async fn create_token_checked(
+    state: &AppState,
+    principal: &Principal,
+    name: &str,
+    scope: &str,
+    environment: Option<String>,
+    origins: &[String],
+    reason: Option<String>,
+) -> Result<CreatedToken, ApiError> {
     principal.require(&[])?;
-    let scope = Scope::parse(&body.scope).ok_or_else(|| {
+    let scope = Scope::parse(scope).ok_or_else(|| {
         ApiError::new(
             Code::ValidationFailed,
-            format!("scope: \"{}\" is not one of admin, writer, reader, sdk, client", body.scope),
+            format!("scope: \"{scope}\" is not one of admin, writer, reader, sdk, client"),
         )
     })?;
-    if body.name.is_empty() || body.name.len() > 128 || body.name.chars().any(char::is_control) {
+    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
         return Err(ApiError::new(Code::ValidationFailed, "name: 1 to 128 characters"));
     }
-    let environment = match (scope, body.environment) {
+    let environment = match (scope, environment) {
         (Scope::Sdk | Scope::Client, Some(env)) => {
             if !state.store.list_environments().await?.iter().any(|e| e.name == env) {
                 return Err(ApiError::new(
@@ -461,11 +479,11 @@ async fn create_token(
         }
         (_, None) => None,
     };
-    let origins = token_origins(scope, &body.origins)?;
-    let meta = principal.meta(super::reason(&headers, body.reason.as_deref()));
+    let origins = token_origins(scope, origins)?;
+    let meta = principal.meta(reason);
     let token = tokens::create_token_with_origins(
         state.store.as_ref(),
-        &body.name,
+        name,
         scope,
         environment.clone(),
         origins.clone(),
@@ -474,8 +492,7 @@ async fn create_token(
     .await?;
     // Preflights consult every token's origins through a cache: this one counts from now on.
     state.tokens.clear();
-    Ok((StatusCode::CREATED, Json(CreatedToken { name: body.name, scope, environment, origins, token }))
-        .into_response())
+    Ok(CreatedToken { name: name.to_owned(), scope, environment, origins, token })
 }
 
 /// A new token's browser origins, normalised, or every problem at its field (`origins[2]`).

@@ -404,15 +404,34 @@ async fn put_environment(
     principal.require_write()?;
     let expected = super::require_if_match(&headers)?;
     let (_, reason, config) = super::split_document::<EnvironmentConfig>(body)?;
-    let mut record = state.store.get_flag(&key).await?.ok_or_else(|| ApiError::not_found("flag", &key))?;
+    let reason = super::reason(&headers, reason.as_deref());
+    let record = replace_environment(&state, &principal, &key, env, config, expected, reason).await?;
+    Ok(flag_response(StatusCode::OK, &record))
+}
+
+/// Replaces one environment's configuration as `PUT /api/v1/flags/{key}/environments/{env}`
+/// does: scope, policy and engine checks, the audited write conditional on `expected` (the
+/// version read), the snapshot refresh. Shared with the web console (its editor and "revert to
+/// this version") so that a change made there passes exactly the same checks.
+pub(crate) async fn replace_environment(
+    state: &AppState,
+    principal: &Principal,
+    key: &str,
+    env: String,
+    config: EnvironmentConfig,
+    expected: i64,
+    reason: Option<String>,
+) -> Result<FlagRecord, ApiError> {
+    principal.require_write()?;
+    let mut record = state.store.get_flag(key).await?.ok_or_else(|| ApiError::not_found("flag", key))?;
     let before = record.flag.clone();
     record.flag.environments.insert(env, config);
-    let policy = super::policy::violations(&state, &key, &record.flag, Check::Exposure { before: &before }).await?;
-    validate(&state, &key, &record.flag, policy).await?;
-    let meta = principal.meta(super::reason(&headers, reason.as_deref()));
-    let record = state.store.update_flag(&key, &record.flag, expected, &meta).await?;
-    super::publish(&state).await;
-    Ok(flag_response(StatusCode::OK, &record))
+    let policy = super::policy::violations(state, key, &record.flag, Check::Exposure { before: &before }).await?;
+    validate(state, key, &record.flag, policy).await?;
+    let meta = principal.meta(reason);
+    let record = state.store.update_flag(key, &record.flag, expected, &meta).await?;
+    super::publish(state).await;
+    Ok(record)
 }
 
 /// Turns a flag on or off in one environment.

@@ -1,6 +1,6 @@
 //! The HTTP API: one router per area (admin, SDK, OFREP, system), composed in [`router`].
 
-mod admin;
+pub(crate) mod admin;
 pub mod auth;
 mod cors;
 pub mod error;
@@ -12,7 +12,7 @@ mod limits;
 mod ofrep;
 mod openapi;
 mod policy;
-mod release;
+pub(crate) mod release;
 mod schemas;
 mod sdk;
 mod system;

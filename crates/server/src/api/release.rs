@@ -177,6 +177,24 @@ async fn start_plan(
 ) -> Result<Response, ApiError> {
     principal.require_write()?;
     let body: StartPlan = optional_body(&body)?;
+    let reason = super::reason(&headers, body.reason.as_deref());
+    let outcome = start_plan_from(&state, &principal, &key, &env, body, reason).await?;
+    Ok(Json(outcome).into_response())
+}
+
+/// Starts a plan as `POST /api/v1/flags/{key}/environments/{env}/plan` does: the guards'
+/// validation, a template or stages, the policy's plan rule, the audited release step, the
+/// snapshot refresh. Shared with the web console so that a plan started there passes exactly
+/// the same checks.
+pub(crate) async fn start_plan_from(
+    state: &AppState,
+    principal: &Principal,
+    key: &str,
+    env: &str,
+    body: StartPlan,
+    reason: Option<String>,
+) -> Result<Outcome, ApiError> {
+    principal.require_write()?;
     dimmer_domain::guard::validate(&body.guards)
         .map_err(|e| invalid(&format!("guards[{}].{}", e.index, e.field), &e.reason))?;
     let mut plan = match (&body.template, &body.stages) {
@@ -198,21 +216,25 @@ async fn start_plan(
             // Unnamed: the policy's template for the flag's kind, if it names one.
             let name = match name {
                 Some(n) => Some(n.clone()),
-                None => match state.store.get_flag(&key).await? {
+                None => match state.store.get_flag(key).await? {
                     Some(r) => state.policy.policy.kind(r.flag.kind).template,
                     None => None,
                 },
             };
-            let template = state.releases.template_for(name.as_deref(), &key).await?;
+            let template = state.releases.template_for(name.as_deref(), key).await?;
             Plan { stages: template.stages, template: Some(template.name), guards: Vec::new() }
         }
     };
     plan.guards = body.guards;
     let highest = plan.stages.iter().map(|s| s.weight).max().unwrap_or(0);
-    let refused = state.policy.policy.check_plan(&env, highest, !plan.guards.is_empty());
+    let refused = state.policy.policy.check_plan(env, highest, !plan.guards.is_empty());
     super::policy::refuse(refused.into_iter().map(super::policy::violation).collect())?;
-    let meta = meta(&principal, &headers, body.reason.as_deref());
-    answer(&state, state.releases.start(&key, &env, plan, &meta).await).await
+    let outcome = state.releases.start(key, env, plan, &principal.meta(reason)).await?;
+    if outcome.changed {
+        // Snapshots (and so every stream) are current before the caller hears "done".
+        super::publish(state).await;
+    }
+    Ok(outcome)
 }
 
 fn invalid(field: &str, message: &str) -> ApiError {

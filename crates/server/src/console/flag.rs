@@ -40,6 +40,9 @@ pub(super) struct EnvQuery {
     /// Set after a plain (script-less) form post: what was done.
     #[serde(default)]
     done: Option<String>,
+    /// The metrics window (`15m`, `1h`, …).
+    #[serde(default)]
+    window: String,
 }
 
 /// The state a flag page shows live, sent on every change of it.
@@ -104,6 +107,7 @@ async fn show(
         _ => None,
     };
     let now = state.app.clock.now_ms();
+    let metrics = super::metrics::section(&state, &record, &env, &q.window).await?;
     let body = html! {
         p.crumbs { a href="/" { "Flags" } " / " }
         h1 { (key) }
@@ -163,9 +167,14 @@ async fn show(
                 None => p { "No release plan in " (env) "." }
                 Some(p) => (plan_section(&viewer, p, now, &action_url, guards.as_ref()))
             }
+            @if viewer.can_write() && plan.as_ref().is_none_or(|p| !matches!(p.state.status, release::Status::Running | release::Status::Paused)) {
+                p { a.button href=(action_url("start-plan")) { "Start a release plan in " (env) } }
+            }
         }
+        (metrics)
         section.card aria-labelledby="cfg-h" {
             h2 #cfg-h { "Targeting in " (env) }
+            @if viewer.can_write() { p { a.button href=(action_url("edit")) { "Edit targeting in " (env) } } }
             h3 { "Default" }
             pre { (cfg.default.as_ref().map(|d| pretty(&serde_json::json!(d))).unwrap_or_else(|| "the off variant".into())) }
             @if let Some(off) = &cfg.off_variant { p { "Off variant: " code { (off) } } }

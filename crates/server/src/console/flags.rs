@@ -25,7 +25,10 @@ const PAGE_SIZE: usize = 50;
 const KINDS: [&str; 5] = ["release", "experiment", "operational", "kill-switch", "permission"];
 
 pub(super) fn router() -> Router<ConsoleState> {
-    Router::new().route("/flags", get(list)).route("/new-flag", get(new_form).post(create))
+    Router::new()
+        .route("/flags", get(list))
+        .route("/new-flag", get(new_form).post(create))
+        .route("/flags/archive", axum::routing::post(archive_selected))
 }
 
 /// The list's query: every field optional, unknown values read as "no filter".
@@ -48,6 +51,9 @@ pub(super) struct ListQuery {
     sort: String,
     #[serde(default)]
     page: Option<usize>,
+    /// After archiving several flags: how many were archived.
+    #[serde(default)]
+    archived_done: Option<usize>,
 }
 
 impl ListQuery {
@@ -159,11 +165,14 @@ pub(super) async fn list(
             }
             div.actions { button type="submit" { "Apply filters" } }
         }
+        @if let Some(n) = q.archived_done { p.notice role="status" { "Archived " (n) @if n == 1 { " flag." } @else { " flags." } } }
         p #count role="status" { (matched) " of " (total_flags) " flags" @if pages > 1 { " · page " (page_no) " of " (pages) } }
+        form #bulk method="post" action="/flags/archive" {}
         div.scroll {
             table.flags {
                 caption.visually-hidden { "Flags, with their state per environment" }
                 thead { tr {
+                    @if viewer.can_write() { th scope="col" { span.visually-hidden { "Select" } } }
                     th scope="col" { "Key" } th scope="col" { "Kind" } th scope="col" { "Owner" }
                     @for e in &environments { th scope="col" { (e) } }
                     th scope="col" { "Last change" }
@@ -171,6 +180,11 @@ pub(super) async fn list(
                 tbody {
                     @for r in shown {
                         tr {
+                            @if viewer.can_write() {
+                                td { @if !r.archived {
+                                    input type="checkbox" form="bulk" name="key" value=(r.key) aria-label={ "Select " (r.key) };
+                                } }
+                            }
                             th scope="row" {
                                 a href={ "/flags/" (segment(&r.key)) } { (r.key) }
                                 @if r.archived { " " span.tag { "archived" } }
@@ -186,6 +200,14 @@ pub(super) async fn list(
                         }
                     }
                 }
+            }
+        }
+        @if viewer.can_write() && matched > 0 {
+            div.card.bulk {
+                input type="hidden" form="bulk" name="csrf" value=(viewer.csrf);
+                label for="bulk-reason" { "Reason for archiving the selected flags" }
+                input #bulk-reason form="bulk" name="reason" required autocomplete="off";
+                button type="submit" form="bulk" { "Archive selected" }
             }
         }
         @if pages > 1 {
@@ -335,6 +357,61 @@ async fn create(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// At most this many flags archived by one form.
+const MAX_BULK: usize = 500;
+
+/// `POST /flags/archive`: archives each selected flag, each in its own audited change with the
+/// reason given, as `POST /api/v1/flags/{key}/archive` does; stops at the first failure and says
+/// which flags were archived before it.
+async fn archive_selected(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, Failure> {
+    let Form(pairs) = form.map_err(bad_form)?;
+    let field =
+        |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim().to_owned()).unwrap_or_default();
+    viewer.check_csrf(&field("csrf"))?;
+    viewer.principal.require_write()?;
+    let keys: Vec<&str> = pairs.iter().filter(|(k, _)| k == "key").map(|(_, v)| v.as_str()).collect();
+    let invalid = |path: &str, message: String| {
+        Failure::from(
+            ApiError::new(Code::ValidationFailed, format!("{path}: {message}"))
+                .with_errors(vec![FieldError::new(path, message)]),
+        )
+    };
+    if keys.is_empty() {
+        return Err(invalid("key", "select at least one flag".into()));
+    }
+    if keys.len() > MAX_BULK {
+        return Err(invalid("key", format!("at most {MAX_BULK} flags at once")));
+    }
+    let reason = field("reason");
+    if reason.is_empty() {
+        return Err(invalid("reason", "say why (it goes to the audit log of each flag)".into()));
+    }
+    let meta = viewer.principal.meta(Some(reason));
+    let mut done = 0;
+    for key in &keys {
+        match state.app.store.set_flag_archived(key, true, None, &meta).await {
+            Ok(_) => done += 1,
+            Err(e) => {
+                crate::api::publish(&state.app).await;
+                let archived = keys[..done].join(", ");
+                let e = ApiError::from(e);
+                let message = format!(
+                    "{key}: {} (archived before it: {})",
+                    e.message,
+                    if archived.is_empty() { "none" } else { &archived }
+                );
+                return Err(ApiError::new(e.code, message).into());
+            }
+        }
+    }
+    crate::api::publish(&state.app).await;
+    Ok(see_other(&format!("/flags?archived_done={done}")))
 }
 
 #[cfg(test)]

@@ -96,6 +96,20 @@ async fn history(
                     p.muted { "by " strong.actor { (e.actor) } " at " (when(e.at)) }
                     p.reason { "Reason: " @if let Some(r) = &e.reason { span { (r) } } @else { span.muted { "none given" } } }
                     (diff(e.before.as_ref(), e.after.as_ref()))
+                    @if let (true, Some(f)) = (viewer.can_write(), &e.flag) {
+                        @let envs = changed_environments(e.before.as_ref(), e.after.as_ref());
+                        @if !envs.is_empty() {
+                            ul.reverts {
+                                @for env in &envs {
+                                    @let base = format!("/flags/{}/environments/{}/revert?entry={}", segment(f), segment(env), e.id);
+                                    li { a href={ (base) "&side=after" } { "Revert " (env) " to this version" } }
+                                    @if e.before.is_some() {
+                                        li { a href={ (base) "&side=before" } { "Revert " (env) " to before this change" } }
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -125,9 +139,9 @@ fn flatten(value: &Value, path: &str, out: &mut BTreeMap<String, String>) {
 }
 
 /// One changed field: its path, the value before (none when added), after (none when removed).
-type Change = (String, Option<String>, Option<String>);
+pub(super) type Change = (String, Option<String>, Option<String>);
 
-fn changes(before: Option<&Value>, after: Option<&Value>) -> Vec<Change> {
+pub(super) fn changes(before: Option<&Value>, after: Option<&Value>) -> Vec<Change> {
     let (mut b, mut a) = (BTreeMap::new(), BTreeMap::new());
     if let Some(v) = before {
         flatten(v, "", &mut b);
@@ -143,7 +157,7 @@ fn changes(before: Option<&Value>, after: Option<&Value>) -> Vec<Change> {
         .collect()
 }
 
-fn diff(before: Option<&Value>, after: Option<&Value>) -> Markup {
+pub(super) fn diff(before: Option<&Value>, after: Option<&Value>) -> Markup {
     let rows = changes(before, after);
     html! {
         @if rows.is_empty() { p.muted { "No field changed." } } @else {
@@ -164,6 +178,17 @@ fn diff(before: Option<&Value>, after: Option<&Value>) -> Markup {
     }
 }
 
+/// Which environments an audit entry of a flag changed: those a revert is offered for.
+pub(super) fn changed_environments(before: Option<&Value>, after: Option<&Value>) -> Vec<String> {
+    let envs = |v: Option<&Value>| v.and_then(|v| v.get("environments")).and_then(Value::as_object).cloned();
+    let (b, a) = (envs(before).unwrap_or_default(), envs(after).unwrap_or_default());
+    let mut names: Vec<String> = b.keys().chain(a.keys()).cloned().collect();
+    names.sort();
+    names.dedup();
+    names.retain(|n| b.get(n) != a.get(n));
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +207,12 @@ mod tests {
                 ("plan.stage".into(), Some("1".into()), None),
             ]
         );
+    }
+
+    #[test]
+    fn the_environments_an_entry_changed() {
+        let before = json!({"environments": {"production": {"enabled": false}, "staging": {"enabled": true}}});
+        let after = json!({"environments": {"production": {"enabled": true}, "staging": {"enabled": true}}});
+        assert_eq!(changed_environments(Some(&before), Some(&after)), vec!["production".to_owned()]);
     }
 }

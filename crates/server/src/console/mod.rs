@@ -8,9 +8,13 @@
 //! `/assets`, no inline script or style), every change is a POST with a per-session CSRF token
 //! and an Origin check, and the session cookie is HttpOnly and SameSite=Strict.
 
+mod admin;
+mod edit;
 mod flag;
 mod flags;
 mod history;
+mod metrics;
+mod plan;
 mod session;
 
 use axum::Router;
@@ -49,6 +53,10 @@ pub fn router(app: AppState) -> Router {
         .merge(session::router())
         .merge(flags::router())
         .merge(flag::router())
+        .merge(edit::router())
+        .merge(plan::router())
+        .merge(metrics::router())
+        .merge(admin::router())
         .merge(history::router())
         .layer(middleware::from_fn(security_headers))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
@@ -111,6 +119,11 @@ fn page(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
                             a href="/" { "Flags" }
                             @if v.can_write() { a href="/new-flag" { "New flag" } }
                             a href="/history" { "History" }
+                            a href="/policy" { "Policy" }
+                            a href="/segments" { "Segments" }
+                            a href="/environments" { "Environments" }
+                            a href="/templates" { "Templates" }
+                            @if v.principal.require(&[]).is_ok() { a href="/tokens" { "Tokens" } }
                         }
                         div.who {
                             span { "Signed in as " strong { (v.principal.name) } " (" (v.principal.scope.as_str()) ")" }

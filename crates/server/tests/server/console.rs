@@ -321,3 +321,420 @@ async fn revoking_the_token_ends_its_console_sessions() {
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(headers["location"], "/sign-in");
 }
+
+/// The value of the hidden input `name` in a page's form.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = html.find(&marker).unwrap_or_else(|| panic!("a {name} field in {html}")) + marker.len();
+    html[at..].split('"').next().expect("value").replace("&quot;", "\"").replace("&amp;", "&")
+}
+
+#[tokio::test]
+async fn editing_targeting_saves_through_the_api_checks_and_is_audited() {
+    let server = TestServer::start().await;
+    flag_on(&server, "checkout").await;
+    let writer = server.token("alice", "writer", None).await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(&writer, &[]).await;
+    let (_, _, page) = browser.get("/flags/checkout?env=staging").await;
+    assert!(page.contains("Edit targeting in staging"), "{page}");
+    let (status, _, form) = browser.get("/flags/checkout/environments/staging/edit").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(form.contains("<label for=\"f-off_variant\">Off variant</label>"), "{form}");
+    let csrf = hidden(&form, "csrf");
+    let version = hidden(&form, "version");
+    let base = hidden(&form, "base");
+
+    // Without script, "Add a rule" posts the form back and it returns with an empty rule.
+    let (status, html) = browser
+        .post(
+            "/flags/checkout/environments/staging/edit",
+            &[("csrf", &csrf), ("version", &version), ("base", &base), ("enabled", "on"), ("add", "rule")],
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("name=\"rules[0].clauses[0].attribute\""), "{html}");
+
+    // A rule serving a variant the flag does not have: the engine's error at the rule's input.
+    let rule = |serve: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("version", version.clone()),
+            ("base", base.clone()),
+            ("enabled", "on".to_owned()),
+            ("targets.on", "vip-1\nvip-2".to_owned()),
+            ("rules[0].id", "pro-users".to_owned()),
+            ("rules[0].clauses[0].attribute", "plan".to_owned()),
+            ("rules[0].clauses[0].op", "in".to_owned()),
+            ("rules[0].clauses[0].values", "pro\nteam".to_owned()),
+            ("rules[0].serve", serve.to_owned()),
+            ("default", "off".to_owned()),
+            ("reason", "pro plans first".to_owned()),
+        ]
+    };
+    let as_refs = |v: &Vec<(&'static str, String)>| v.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>();
+    let bad = as_refs(&rule("maybe"));
+    let bad: Vec<(&str, &str)> = bad.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, html) = browser.post("/flags/checkout/environments/staging/edit", &bad, &[]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("id=\"f-rules-0--serve-error\""), "the error sits at the rule's Serves input: {html}");
+    assert!(html.contains("aria-describedby=\"f-rules-0--serve-error\""), "{html}");
+    assert!(html.contains("value=\"pro-users\""), "what was typed is kept");
+    let (_, flag) = server.admin(Method::GET, "/api/v1/flags/checkout", None).await;
+    assert!(flag["environments"]["staging"].get("rules").is_none(), "nothing saved: {flag}");
+
+    let good = as_refs(&rule("on"));
+    let good: Vec<(&str, &str)> = good.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, html) = browser.post("/flags/checkout/environments/staging/edit", &good, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    let (_, flag) = server.admin(Method::GET, "/api/v1/flags/checkout", None).await;
+    let staging = &flag["environments"]["staging"];
+    assert_eq!(staging["targets"]["on"], json!(["vip-1", "vip-2"]), "{flag}");
+    assert_eq!(staging["rules"][0]["clauses"][0], json!({"attribute": "plan", "op": "in", "values": ["pro", "team"]}));
+    assert_eq!(staging["rules"][0]["serve"], json!({"variant": "on"}));
+    assert_eq!(staging["default"], json!({"variant": "off"}));
+    let (_, audit) = server.admin(Method::GET, "/api/v1/audit?flag=checkout", None).await;
+    assert_eq!(audit["entries"][0]["actor"], "alice", "{audit}");
+    assert_eq!(audit["entries"][0]["reason"], "pro plans first");
+
+    // A reader may not open the editor.
+    let reader = server.token("rita", "reader", None).await;
+    let mut other = Browser::new(&server);
+    other.sign_in(&reader, &[]).await;
+    let (_, _, page) = other.get("/flags/checkout?env=staging").await;
+    assert!(!page.contains("Edit targeting"), "{page}");
+    assert_eq!(other.get("/flags/checkout/environments/staging/edit").await.0, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_stale_edit_is_not_written_and_shows_what_changed_meanwhile() {
+    let server = TestServer::start().await;
+    flag_on(&server, "checkout").await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(ADMIN, &[]).await;
+    let (_, _, form) = browser.get("/flags/checkout/environments/staging/edit").await;
+    let (csrf, version, base) = (hidden(&form, "csrf"), hidden(&form, "version"), hidden(&form, "base"));
+
+    // Someone else changes the targets meanwhile, through the API.
+    let (_, current) = server.admin(Method::GET, "/api/v1/flags/checkout", None).await;
+    let (s, _, v) = server
+        .call(
+            Method::PUT,
+            "/api/v1/flags/checkout/environments/staging",
+            Some(ADMIN),
+            Some(json!({"enabled": true, "targets": {"off": ["bob"]}, "reason": "bob opted out"})),
+            &[("if-match", &current["version"].to_string())],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    let mine = [
+        ("csrf", csrf.as_str()),
+        ("version", version.as_str()),
+        ("base", base.as_str()),
+        ("enabled", "on"),
+        ("targets.on", "carol"),
+        ("targets.off", ""),
+    ];
+    let (status, html) = browser.post("/flags/checkout/environments/staging/edit", &mine, &[]).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{html}");
+    assert!(html.contains("Changed meanwhile: your edit was not saved"), "{html}");
+    assert!(html.contains("<h3>Their change</h3>") && html.contains("targets.off[0]"), "their diff: {html}");
+    assert!(
+        html.contains("<ins>&quot;bob&quot;</ins>") && html.contains("<ins>&quot;carol&quot;</ins>"),
+        "both: {html}"
+    );
+    assert!(html.contains("bob opted out"), "who changed it and why: {html}");
+    assert!(html.contains(">carol</textarea>"), "the edit is kept in the form");
+    let (_, flag) = server.admin(Method::GET, "/api/v1/flags/checkout", None).await;
+    assert_eq!(flag["environments"]["staging"]["targets"], json!({"off": ["bob"]}), "theirs stands: {flag}");
+
+    // Saving over it is a deliberate second step, against the version now shown.
+    let (new_version, new_base) = (hidden(&html, "version"), hidden(&html, "base"));
+    assert_ne!(new_version, version);
+    let over = [
+        ("csrf", csrf.as_str()),
+        ("version", new_version.as_str()),
+        ("base", new_base.as_str()),
+        ("enabled", "on"),
+        ("targets.on", "carol"),
+        ("targets.off", "bob"),
+    ];
+    let (status, _) = browser.post("/flags/checkout/environments/staging/edit", &over, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, flag) = server.admin(Method::GET, "/api/v1/flags/checkout", None).await;
+    assert_eq!(flag["environments"]["staging"]["targets"], json!({"on": ["carol"], "off": ["bob"]}));
+}
+
+#[tokio::test]
+async fn reverting_to_a_version_from_the_history_is_a_new_audited_change() {
+    let server = TestServer::start().await;
+    flag_on(&server, "checkout").await;
+    let (_, current) = server.admin(Method::GET, "/api/v1/flags/checkout", None).await;
+    let (s, _, v) = server
+        .call(
+            Method::PUT,
+            "/api/v1/flags/checkout/environments/staging",
+            Some(ADMIN),
+            Some(json!({"enabled": true, "default": {"variant": "off"}, "reason": "a mistake"})),
+            &[("if-match", &current["version"].to_string())],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let writer = server.token("alice", "writer", None).await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(&writer, &[]).await;
+    let (_, _, history) = browser.get("/history?flag=checkout").await;
+    let link = history
+        .split("href=\"")
+        .filter_map(|s| s.split('"').next())
+        .find(|h| h.contains("/revert?") && h.contains("side=before"))
+        .unwrap_or_else(|| panic!("a revert link in {history}"))
+        .replace("&amp;", "&");
+    assert!(history.contains("Revert staging to before this change"), "{history}");
+    let (status, _, page) = browser.get(&link).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("<code>default.variant</code>"), "what the revert changes: {page}");
+    let (csrf, version) = (hidden(&page, "csrf"), hidden(&page, "version"));
+
+    let (status, html) = browser.post(&link, &[("csrf", &csrf), ("version", &version), ("reason", "")], &[]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "a reason is required: {html}");
+    let stale = (version.parse::<i64>().unwrap() - 1).to_string();
+    let (status, html) = browser.post(&link, &[("csrf", &csrf), ("version", &stale), ("reason", "undo")], &[]).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "a stale revert changes nothing: {html}");
+    let (status, _) = browser.post(&link, &[("csrf", &csrf), ("version", &version), ("reason", "undo")], &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, flag) = server.admin(Method::GET, "/api/v1/flags/checkout", None).await;
+    assert!(flag["environments"]["staging"].get("default").is_none(), "{flag}");
+    assert_eq!(flag["environments"]["staging"]["enabled"], true);
+    let (_, audit) = server.admin(Method::GET, "/api/v1/audit?flag=checkout", None).await;
+    let entry = &audit["entries"][0];
+    assert_eq!(entry["actor"], "alice", "{audit}");
+    assert!(entry["reason"].as_str().unwrap().ends_with("undo"), "{entry}");
+}
+
+#[tokio::test]
+async fn a_guarded_plan_starts_from_the_console_with_errors_at_their_fields() {
+    let server = TestServer::start().await;
+    let (s, v) = server.admin(Method::POST, "/api/v1/flags", Some(json!({"key": "checkout", "kind": "release"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let writer = server.token("alice", "writer", None).await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(&writer, &[]).await;
+    let (_, _, page) = browser.get("/flags/checkout?env=staging").await;
+    assert!(page.contains("Start a release plan in staging"), "{page}");
+    let (status, _, form) = browser.get("/flags/checkout/environments/staging/start-plan").await;
+    assert_eq!(status, StatusCode::OK, "{form}");
+    assert!(form.contains("<option value=\"standard\""), "the built-in templates are offered: {form}");
+    let csrf = hidden(&form, "csrf");
+    let path = "/flags/checkout/environments/staging/start-plan";
+
+    // A guard metric the domain does not know, in the second row: the error sits there.
+    let bad = [
+        ("csrf", csrf.as_str()),
+        ("template", "custom"),
+        ("stages", "10%,50%,100%"),
+        ("dwell", "30m"),
+        ("guards[1].name", "errors"),
+        ("guards[1].metric", "bogus"),
+        ("guards[1].max", "0.25"),
+        ("reason", "ship it"),
+    ];
+    let (status, html) = browser.post(path, &bad, &[]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("id=\"guards-1--metric-error\""), "at the second row's metric: {html}");
+    assert!(html.contains("value=\"10%,50%,100%\""), "what was typed is kept");
+    assert_eq!(
+        server.admin(Method::GET, "/api/v1/flags/checkout/environments/staging/plan", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let bad_stages = [("csrf", csrf.as_str()), ("template", "custom"), ("stages", "10%,5%"), ("reason", "ship it")];
+    let (status, html) = browser.post(path, &bad_stages, &[]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("id=\"stages-error\""), "{html}");
+
+    let good = [
+        ("csrf", csrf.as_str()),
+        ("template", "custom"),
+        ("stages", "10%,50%,100%"),
+        ("dwell", "30m"),
+        ("guards[0].name", "errors"),
+        ("guards[0].metric", "error_rate"),
+        ("guards[0].compare", "relative"),
+        ("guards[0].max", "0.25"),
+        ("guards[0].action", "rollback"),
+        ("reason", "ship it"),
+    ];
+    let (status, html) = browser.post(path, &good, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    let (s, plan) = server.admin(Method::GET, "/api/v1/flags/checkout/environments/staging/plan", None).await;
+    assert_eq!(s, StatusCode::OK, "{plan}");
+    assert_eq!(plan["status"], "running");
+    let (_, audit) = server.admin(Method::GET, "/api/v1/audit?flag=checkout", None).await;
+    let entry = &audit["entries"][0];
+    assert_eq!(
+        (entry["action"].as_str(), entry["actor"].as_str(), entry["reason"].as_str()),
+        (Some("plan.start"), Some("alice"), Some("ship it")),
+        "{audit}"
+    );
+    let (_, _, page) = browser.get("/flags/checkout?env=staging").await;
+    assert!(page.contains("What the guards say"), "the guarded plan's findings are shown: {page}");
+    assert!(!page.contains("Start a release plan in staging"), "not while one runs");
+}
+
+#[tokio::test]
+async fn outcomes_show_per_variant_as_server_drawn_charts_with_kills_marked_on_the_axis() {
+    let server = TestServer::start().await;
+    flag_on(&server, "checkout").await;
+    let sdk = server.token("svc", "sdk", Some("staging")).await;
+    let sketch = |values: &[f64]| dimmer_protocol::LatencySketch::of(values.iter().copied());
+    let batch = json!({"sdk": "test/1", "metrics": [
+        {"flag": "checkout", "variant": "on", "evaluations": 200, "errors": 4, "successes": 196, "latency": sketch(&[10.0, 20.0, 30.0]),
+         "events": {"purchase": {"count": 12, "sum": 240.0}}},
+        {"flag": "checkout", "variant": "off", "evaluations": 100, "errors": 1, "successes": 99, "latency": sketch(&[12.0])},
+    ]});
+    let (s, _, v) = server.call(Method::POST, "/api/v1/sdk/metrics", Some(&sdk), Some(batch), &[]).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let (s, _, v) = server
+        .call(
+            Method::POST,
+            "/api/v1/flags/checkout/environments/staging/kill",
+            Some(ADMIN),
+            Some(json!({"reason": "errors up"})),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    let reader = server.token("rita", "reader", None).await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(&reader, &[]).await;
+    let (status, _, html) = browser.get("/flags/checkout?env=staging&window=15m").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("<tr data-variant=\"on\"><th scope=\"row\">on</th><td>200</td><td>4</td><td>2.00%</td>"),
+        "{html}"
+    );
+    assert!(html.contains("purchase: 12"), "events per variant: {html}");
+    assert!(html.contains("<polyline") && html.contains("data-variant=\"off\""), "a line per variant: {html}");
+    assert!(html.contains("class=\"mark\"") && html.contains("release.kill by admin"), "the kill on the axis: {html}");
+    assert!(html.contains("<option value=\"15m\" selected>"), "the chosen window: {html}");
+
+    // The fragment the page's script refreshes.
+    let resp = browser
+        .http
+        .get(format!("{}/flags/checkout/environments/staging/metrics?window=1h", server.base))
+        .header("cookie", browser.cookie.clone().unwrap())
+        .header("x-fragment", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let fragment = resp.text().await.unwrap();
+    assert!(fragment.starts_with("<section"), "{fragment}");
+    assert!(fragment.contains("<td>200</td>"));
+}
+
+#[tokio::test]
+async fn an_admin_creates_a_token_shown_once_lists_and_revokes_it_and_sees_policy_templates_and_environments() {
+    let server = TestServer::start().await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(ADMIN, &[]).await;
+    let csrf = browser.csrf().await;
+    let (status, html) = browser
+        .post(
+            "/tokens",
+            &[("csrf", &csrf), ("name", "web-shop"), ("scope", "sdk"), ("environment", ""), ("reason", "")],
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "an sdk token needs an environment: {html}");
+    assert!(html.contains("environment: an sdk token is bound to one environment"), "{html}");
+    let (status, html) = browser
+        .post(
+            "/tokens",
+            &[("csrf", &csrf), ("name", "web-shop"), ("scope", "sdk"), ("environment", "staging"), ("reason", "shop")],
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{html}");
+    let marker = "id=\"new-token\" readonly value=\"";
+    let at = html.find(marker).unwrap_or_else(|| panic!("the new token in {html}")) + marker.len();
+    let token = html[at..].split('"').next().unwrap().to_owned();
+    assert!(token.starts_with("dmr_"), "shown once: {token}");
+    let (_, _, list) = browser.get("/tokens").await;
+    assert!(list.contains("web-shop") && !list.contains(&token), "listed, never shown again");
+    let (status, _) = browser.post("/tokens/web-shop/revoke", &[("csrf", &csrf)], &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (s, _, _) = server.call(Method::GET, "/api/v1/sdk/config", Some(&token), None, &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "revoked at once");
+    let (_, audit) = server.admin(Method::GET, "/api/v1/audit?actor=admin", None).await;
+    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(actions.contains(&"token.create") && actions.contains(&"token.revoke"), "{audit}");
+
+    for (path, text) in [
+        ("/policy", "Effective policy"),
+        ("/templates", "standard"),
+        ("/environments", "production"),
+        ("/segments", "Segments"),
+    ] {
+        let (status, _, html) = browser.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(html.contains(text), "{path}: {html}");
+    }
+    // Tokens are for admins only.
+    let reader = server.token("rita", "reader", None).await;
+    let mut other = Browser::new(&server);
+    other.sign_in(&reader, &[]).await;
+    assert_eq!(other.get("/tokens").await.0, StatusCode::FORBIDDEN);
+    let (_, _, page) = other.get("/policy").await;
+    assert!(!page.contains("href=\"/tokens\""), "{page}");
+}
+
+#[tokio::test]
+async fn several_flags_are_archived_at_once_each_with_its_own_audit_entry() {
+    let server = TestServer::start().await;
+    for key in ["old-banner", "old-search", "keep-me"] {
+        let (s, v) = server.admin(Method::POST, "/api/v1/flags", Some(json!({"key": key, "kind": "release"}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let writer = server.token("alice", "writer", None).await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(&writer, &[]).await;
+    let (_, _, list) = browser.get("/flags").await;
+    assert!(list.contains("aria-label=\"Select old-banner\"") && list.contains(">Archive selected<"), "{list}");
+    let csrf = browser.csrf().await;
+    let (status, html) =
+        browser.post("/flags/archive", &[("csrf", &csrf), ("key", "old-banner"), ("reason", "")], &[]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "a reason is required: {html}");
+    let form = [("csrf", csrf.as_str()), ("key", "old-banner"), ("key", "old-search"), ("reason", "launched long ago")];
+    let (status, _) = browser.post("/flags/archive", &form, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, _, list) = browser.get("/flags?archived_done=2").await;
+    assert!(list.contains("Archived 2 flags.") && list.contains("1 of 3 flags"), "{list}");
+    for key in ["old-banner", "old-search"] {
+        let (_, flag) = server.admin(Method::GET, &format!("/api/v1/flags/{key}"), None).await;
+        assert_eq!(flag["archived"], true, "{flag}");
+        let (_, audit) = server.admin(Method::GET, &format!("/api/v1/audit?flag={key}"), None).await;
+        let entry = &audit["entries"][0];
+        assert_eq!(
+            (entry["action"].as_str(), entry["actor"].as_str()),
+            (Some("flag.archive"), Some("alice")),
+            "{audit}"
+        );
+        assert_eq!(entry["reason"], "launched long ago");
+    }
+    let (_, flag) = server.admin(Method::GET, "/api/v1/flags/keep-me", None).await;
+    assert_eq!(flag["archived"], false);
+
+    let reader = server.token("rita", "reader", None).await;
+    let mut other = Browser::new(&server);
+    other.sign_in(&reader, &[]).await;
+    let (_, _, list) = other.get("/flags").await;
+    assert!(!list.contains("Archive selected"), "{list}");
+    let csrf = other.csrf().await;
+    let form = [("csrf", csrf.as_str()), ("key", "keep-me"), ("reason", "x")];
+    assert_eq!(other.post("/flags/archive", &form, &[]).await.0, StatusCode::FORBIDDEN);
+}
