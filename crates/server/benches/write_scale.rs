@@ -50,7 +50,7 @@ fn flag_body(i: usize) -> Value {
                              {"attribute": "plan", "op": "equals", "values": ["pro"]}],
                  "serve": {"variant": "on"}},
                 {"clauses": [{"attribute": "email", "op": "ends_with", "values": ["@example.com"]}],
-                 "serve": {"rollout": {"on": 20, "off": 80}}}
+                 "serve": {"rollout": {"variants": [{"variant": "on", "weight": 20_000}, {"variant": "off", "weight": 80_000}]}}}
             ],
             "default": {"variant": "off"}
         })
