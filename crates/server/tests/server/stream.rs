@@ -294,7 +294,9 @@ async fn every_subscriber_of_an_environment_receives_byte_identical_frames() {
     }
     // Two changes: a toggle and a kill, each one patch.
     server.admin(Method::POST, "/api/v1/flags/a/environments/production/toggle", Some(json!({"enabled": true}))).await;
-    let (s, v) = server.admin(Method::POST, "/api/v1/flags/a/environments/production/kill", None).await;
+    let kill = "/api/v1/flags/a/environments/production/kill";
+    let (s, _, v) =
+        server.call(Method::POST, kill, Some(crate::support::ADMIN), None, &[("X-Dimmer-Reason", "test")]).await;
     assert_eq!(s.as_u16(), 200, "{v}");
     let mut received = Vec::new();
     for (mut frames, resp) in subscribers {
