@@ -59,7 +59,7 @@ fn flag_body(i: usize) -> Value {
         "kind": "release",
         "description": format!("bench flag {i}"),
         "variants": {"on": true, "off": false},
-        "environments": {"development": env(true), "staging": env(true), "production": env(i % 2 == 0)}
+        "environments": {"development": env(true), "staging": env(true), "production": env(i.is_multiple_of(2))}
     })
 }
 
@@ -150,12 +150,8 @@ async fn drive() {
 
     // One subscriber per environment keeps every environment's snapshot loaded, as in production.
     for env in ["development", "staging", "production"] {
-        let resp = http
-            .get(format!("{base}/api/v1/sdk/stream?env={env}"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .expect("stream");
+        let resp =
+            http.get(format!("{base}/api/v1/sdk/stream?env={env}")).bearer_auth(ADMIN).send().await.expect("stream");
         assert!(resp.status().is_success());
         tokio::spawn(async move {
             let mut resp = resp;
@@ -180,6 +176,8 @@ async fn drive() {
         let version = current["version"].as_i64().expect("version");
         let mut changed = flag_body(i + 1);
         changed["description"] = json!(format!("updated {i}"));
+        // On in production, so that the kill below has something to switch off.
+        changed["environments"]["production"]["enabled"] = json!(true);
         let put = reason(http.put(format!("{base}/api/v1/flags/{target}"))).header("If-Match", version.to_string());
         let (t, _) = timed(put.json(&changed), 200).await;
         update.times.push(t);
@@ -214,7 +212,8 @@ async fn drive() {
         let posted = Arc::new(AtomicU64::new(0));
         let mut posters = Vec::new();
         for p in 0..flood {
-            let (http, base, sdk, stop, posted) = (http.clone(), base.clone(), sdk.clone(), stop.clone(), posted.clone());
+            let (http, base, sdk, stop, posted) =
+                (http.clone(), base.clone(), sdk.clone(), stop.clone(), posted.clone());
             posters.push(tokio::spawn(async move {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {

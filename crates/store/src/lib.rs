@@ -517,7 +517,11 @@ pub trait Store: Send + Sync + 'static {
     async fn flag_histories(&self, per_flag: usize) -> StoreResult<FlagHistories> {
         let mut histories = FlagHistories::new();
         for record in self.list_flags(true).await? {
-            let filter = AuditFilter { flag: Some(record.key.clone()), limit: per_flag.min(1000) as u32, ..AuditFilter::default() };
+            let filter = AuditFilter {
+                flag: Some(record.key.clone()),
+                limit: per_flag.min(1000) as u32,
+                ..AuditFilter::default()
+            };
             let entries = self.audit(&filter).await?;
             let history = entries.into_iter().rev().filter_map(|e| Some((e.at, e.environment, e.after?))).collect();
             histories.insert(record.key, history);

@@ -129,7 +129,10 @@ fn client_features(scenario: Scenario) -> ClientFeatures {
                 &[constraint("email", "STR_ENDS_WITH", &["@example.com"]), constraint("beta", "IN", &["true"])],
                 &[],
             ),
-            default_with(&[constraint("country", "IN", &["us", "ca"]), constraint("plan", "IN", &["pro", "team"])], &[]),
+            default_with(
+                &[constraint("country", "IN", &["us", "ca"]), constraint("plan", "IN", &["pro", "team"])],
+                &[],
+            ),
         ],
         Scenario::RolloutIn => vec![flexible_rollout(50, &[constraint("country", "IN", &["us", "ca", "fr"])], &[])],
         Scenario::Segment => vec![default_with(&[], &[SEGMENT_ID])],

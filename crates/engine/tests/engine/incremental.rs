@@ -75,7 +75,8 @@ fn edit() -> impl Strategy<Value = Edit> {
 fn segments(with_beta: bool) -> indexmap::IndexMap<String, Segment> {
     let mut segments = indexmap::IndexMap::new();
     if with_beta {
-        let beta: Segment = serde_json::from_value(json!({"included": ["u1"]})).expect("segment");
+        let beta: Segment =
+            serde_json::from_value(json!({"included": ["u1"]})).unwrap_or_else(|e| panic!("segment: {e}"));
         segments.insert("beta".to_owned(), beta);
     }
     segments

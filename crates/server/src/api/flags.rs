@@ -7,8 +7,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use dimmer_engine::model::EnvironmentConfig;
 use dimmer_engine::Flag;
+use dimmer_engine::model::EnvironmentConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

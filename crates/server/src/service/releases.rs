@@ -9,8 +9,8 @@
 
 use std::sync::Arc;
 
-use dimmer_engine::model::EnvironmentConfig;
 use dimmer_engine::Flag;
+use dimmer_engine::model::EnvironmentConfig;
 use serde::Serialize;
 use serde_json::Value;
 

@@ -459,7 +459,11 @@ async fn closed_bucket_rows(store: &dyn Store, flags: usize, bucket: i64) {
 /// the rollup loses nothing.
 async fn a_kill_during_a_rollup_is_applied_and_audited(server: TestServer, now: i64) {
     let (s, v) = server
-        .admin(Method::POST, "/api/v1/flags", Some(json!({"key": "checkout", "environments": {"production": {"enabled": true}}})))
+        .admin(
+            Method::POST,
+            "/api/v1/flags",
+            Some(json!({"key": "checkout", "environments": {"production": {"enabled": true}}})),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let flags = 300;
@@ -467,11 +471,16 @@ async fn a_kill_during_a_rollup_is_applied_and_audited(server: TestServer, now: 
     closed_bucket_rows(server.store.as_ref(), flags, bucket).await;
 
     let store = server.store.clone();
-    let rollup = tokio::spawn(async move {
-        store.roll_up_metrics(now, &dimmer_domain::outcomes::Retention::default()).await
-    });
+    let rollup =
+        tokio::spawn(async move { store.roll_up_metrics(now, &dimmer_domain::outcomes::Retention::default()).await });
     let (s, _, v) = server
-        .call(Method::POST, &format!("{PATH}/kill"), Some(crate::support::ADMIN), None, &[("X-Dimmer-Reason", "incident 16")])
+        .call(
+            Method::POST,
+            &format!("{PATH}/kill"),
+            Some(crate::support::ADMIN),
+            None,
+            &[("X-Dimmer-Reason", "incident 16")],
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["changed"], true, "{v}");

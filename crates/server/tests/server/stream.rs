@@ -307,7 +307,9 @@ async fn every_subscriber_of_an_environment_receives_byte_identical_frames() {
     let first = &received[0];
     assert!(first[0].starts_with(b"event: snapshot\n"), "{}", String::from_utf8_lossy(&first[0]));
     assert!(first[1].starts_with(b"event: patch\n") && first[2].starts_with(b"event: patch\n"));
-    let kill: Value = serde_json::from_slice(first[2].split(|b| *b == b'\n').nth(2).unwrap().strip_prefix(b"data: ").unwrap()).unwrap();
+    let kill: Value =
+        serde_json::from_slice(first[2].split(|b| *b == b'\n').nth(2).unwrap().strip_prefix(b"data: ").unwrap())
+            .unwrap();
     assert_eq!(kill["flags"]["a"]["environments"]["production"]["enabled"], false, "{kill}");
     for (i, frames) in received.iter().enumerate() {
         assert_eq!(frames, first, "subscriber {i} received other bytes than subscriber 0");

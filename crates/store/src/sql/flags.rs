@@ -458,8 +458,9 @@ fn listed_bytes(e: &AuditEntry) -> u64 {
 pub(super) async fn flag_histories(s: &SqlStore, per_flag: usize) -> StoreResult<crate::FlagHistories> {
     use futures::TryStreamExt as _;
     let mut histories = crate::FlagHistories::new();
-    let mut rows = sqlx::query("SELECT flag, at, environment, after FROM audit WHERE flag IS NOT NULL ORDER BY flag, id")
-        .fetch(&s.pool);
+    let mut rows =
+        sqlx::query("SELECT flag, at, environment, after FROM audit WHERE flag IS NOT NULL ORDER BY flag, id")
+            .fetch(&s.pool);
     while let Some(r) = rows.try_next().await? {
         let flag: String = r.try_get(0)?;
         let Some(after) = json_column(r.try_get(3)?) else { continue };
