@@ -4,6 +4,12 @@
 #
 # Needs: wrk (Debian package), unleash-edge (`cargo install unleash-edge --locked`, or
 # EDGE=/path/to/unleash-edge). Usage: scripts/bench-ofrep-vs-edge.sh [DURATION_S] [CONNECTIONS]
+#
+# Dimmer is built outside the checkout and its target directory (BUILD_DIR, default
+# $TMPDIR/dimmer-bench-build), so the benchmark never competes with, or reuses, a development
+# build. Before timing, every user and country the load rotates through is evaluated on both
+# servers and the answers compared: the run stops at the first disagreement, and a timed round
+# with any non-2xx answer fails it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-20}
@@ -12,8 +18,9 @@ EDGE=${EDGE:-unleash-edge}
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-cargo build --release -q -p dimmer-cli
-DIMMER=target/release/dimmer
+BUILD_DIR=${BUILD_DIR:-${TMPDIR:-/tmp}/dimmer-bench-build}
+cargo build --release -q -p dimmer-cli --target-dir "$BUILD_DIR"
+DIMMER=$BUILD_DIR/release/dimmer
 
 # One flag, as Unleash defines it: 50% of users (by userId) among those in us, ca or fr.
 cat > "$WORK/unleash.json" <<'JSON'
@@ -66,8 +73,38 @@ request = function()
 end
 LUA
 
-echo "sanity: dimmer  $(curl -s -X POST -H "Authorization: Bearer $SDK" -H 'Content-Type: application/json' -d '{"context":{"targetingKey":"user-1","userId":"user-1","country":"fr"}}' http://127.0.0.1:18080/ofrep/v1/evaluate/flags/new-checkout)"
-echo "sanity: edge    $(curl -s -X POST -H 'Authorization: *:development.benchfrontend' -H 'Content-Type: application/json' -d '{"userId":"user-1","properties":{"country":"fr"}}' http://127.0.0.1:18081/api/frontend/features/new-checkout) (HTTP $(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Authorization: *:development.benchfrontend' -H 'Content-Type: application/json' -d '{"userId":"user-1","properties":{"country":"fr"}}' http://127.0.0.1:18081/api/frontend/features/new-checkout))"
+# Every answer checked: the 1,024 users x 4 countries the load rotates through, on both servers.
+python3 - "$SDK" "$WORK/edge-404" <<'PY'
+import json, sys, urllib.error, urllib.request
+sdk = sys.argv[1]
+edge_404 = 0
+def post(url, body, auth):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                 headers={"Authorization": auth, "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, None
+checked = 0
+for n in range(1024):
+    for country in ["us", "fr", "jp", "ca"]:
+        user = f"user-{n}"
+        s1, d = post("http://127.0.0.1:18080/ofrep/v1/evaluate/flags/new-checkout",
+                     {"context": {"targetingKey": user, "userId": user, "country": country}}, "Bearer " + sdk)
+        s2, e = post("http://127.0.0.1:18081/api/frontend/features/new-checkout",
+                     {"userId": user, "properties": {"country": country}}, "*:development.benchfrontend")
+        if s1 != 200 or s2 not in (200, 404):
+            sys.exit(f"{user} {country}: HTTP {s1} from dimmer, {s2} from edge")
+        dimmer_on = d.get("value") is True
+        edge_on = s2 == 200 and bool((e or {}).get("enabled"))
+        edge_404 += s2 == 404
+        if dimmer_on != edge_on:
+            sys.exit(f"{user} {country}: dimmer says {dimmer_on}, edge says {edge_on}")
+        checked += 1
+print(f"answers: {checked} of {checked} agree (edge answered {edge_404} of them 404: not enabled)")
+open(sys.argv[2], "w").write(str(edge_404))
+PY
 
 for round in 1 2; do
   for target in dimmer edge; do
@@ -79,5 +116,7 @@ for round in 1 2; do
     p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
     non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
     printf 'round %s  %-7s %10s req/s   p50 %8s   p99 %8s   non-2xx %s\n' "$round" "$target" "$rps" "$p50" "$p99" "${non2xx:-0}"
+    # Edge answers "not enabled" with a 404 on its frontend API; only then is a non-2xx expected.
+    if [ "${non2xx:-0}" != 0 ] && { [ "$target" = dimmer ] || [ "$(cat "$WORK/edge-404")" = 0 ]; }; then echo "round $round: $target answered $non2xx requests with a non-2xx status" >&2; exit 1; fi
   done
 done

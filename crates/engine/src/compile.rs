@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 use serde::Serialize;
@@ -154,13 +155,17 @@ pub(crate) struct CompiledSegment {
     pub(crate) rules: Box<[Box<[CompiledClause]>]>,
 }
 
-/// Flags of one environment, validated and ready to evaluate. Cheap to share behind an `Arc`.
+/// Flags of one environment, validated and ready to evaluate. Cheap to share behind an `Arc`,
+/// and cheap to clone (a reference count per flag).
 #[derive(Debug, Clone)]
 pub struct CompiledFlags {
     pub(crate) environment: Box<str>,
-    pub(crate) index: HashMap<Box<str>, usize, RandomState>,
-    pub(crate) flags: Box<[CompiledFlag]>,
-    pub(crate) segments: Box<[CompiledSegment]>,
+    /// Shared between the revisions of an environment until a flag is added or removed.
+    pub(crate) index: Arc<HashMap<Box<str>, usize, RandomState>>,
+    /// One `Arc` per flag: a revision that changes one flag shares every other with the last
+    /// (see [`crate::incremental`]).
+    pub(crate) flags: Box<[Arc<CompiledFlag>]>,
+    pub(crate) segments: Arc<[CompiledSegment]>,
 }
 
 impl CompiledFlags {
@@ -222,6 +227,22 @@ pub fn compile(set: &FlagSet, environment: &str) -> (CompiledFlags, Vec<Diagnost
 
 /// [`compile`], with `key_severity` for keys that break the key rule.
 fn compile_with(set: &FlagSet, environment: &str, key_severity: Severity) -> (CompiledFlags, Vec<Diagnostic>) {
+    let full = compile_full(set, environment, key_severity);
+    (full.compiled, full.diags)
+}
+
+/// A full compile with what [`crate::incremental`] keeps besides the result.
+pub(crate) struct Full {
+    pub(crate) compiled: CompiledFlags,
+    pub(crate) diags: Vec<Diagnostic>,
+    /// The prerequisite graph's edges, by flag index.
+    pub(crate) edges: Vec<Vec<usize>>,
+    /// Which flags the graph's faults broke.
+    pub(crate) faulty: Vec<bool>,
+    pub(crate) broken_segments: HashSet<usize>,
+}
+
+pub(crate) fn compile_full(set: &FlagSet, environment: &str, key_severity: Severity) -> Full {
     let mut diags = Vec::new();
     let segment_index: HashMap<&str, usize> = set.segments.keys().enumerate().map(|(i, k)| (k.as_str(), i)).collect();
 
@@ -238,21 +259,63 @@ fn compile_with(set: &FlagSet, environment: &str, key_severity: Severity) -> (Co
 
     let mut flags = Vec::with_capacity(set.flags.len());
     let mut prereq_edges: Vec<Vec<usize>> = Vec::with_capacity(set.flags.len());
+    let cx = SetCx { set, environment, segment_index: &segment_index, broken_segments: &broken_segments, key_severity };
     for (key, flag) in &set.flags {
+        let (compiled, edges, mut errors) = cx.flag(key, flag);
+        diags.append(&mut errors);
+        prereq_edges.push(edges);
+        flags.push(Arc::new(compiled));
+    }
+
+    // A prerequisite cycle would make evaluation recurse forever, and a prerequisite shared by
+    // many paths would be evaluated once per path: both are refused here, so that evaluation
+    // needs neither a memo (an allocation) nor a timeout.
+    let mut faulty = vec![false; flags.len()];
+    for (i, message) in graph_faults(&prereq_edges).into_iter().enumerate() {
+        if let Some(message) = message {
+            faulty[i] = true;
+            diags.push(break_for_graph(&mut flags[i], set, i, environment, message));
+        }
+    }
+
+    let index = set.flags.keys().enumerate().map(|(i, k)| (Box::from(k.as_str()), i)).collect();
+    let compiled = CompiledFlags {
+        environment: environment.into(),
+        index: Arc::new(index),
+        flags: flags.into(),
+        segments: segments.into(),
+    };
+    Full { compiled, diags, edges: prereq_edges, faulty, broken_segments }
+}
+
+/// What compiling one flag needs besides the flag: the set it refers to (prerequisites) and
+/// the compiled segments.
+pub(crate) struct SetCx<'a> {
+    pub(crate) set: &'a FlagSet,
+    pub(crate) environment: &'a str,
+    pub(crate) segment_index: &'a HashMap<&'a str, usize>,
+    pub(crate) broken_segments: &'a HashSet<usize>,
+    pub(crate) key_severity: Severity,
+}
+
+impl SetCx<'_> {
+    /// Compiles one flag for the environment: the compiled flag, its prerequisites' indexes (the
+    /// edges of the prerequisite graph) and its diagnostics.
+    pub(crate) fn flag(&self, key: &str, flag: &Flag) -> (CompiledFlag, Vec<usize>, Vec<Diagnostic>) {
         let base = format!("flags{}", path_key(key));
         let mut errors = Vec::new();
         let mut cx = FlagCx {
             key,
             flag,
-            set,
-            segment_index: &segment_index,
-            broken_segments: &broken_segments,
-            key_severity,
+            set: self.set,
+            segment_index: self.segment_index,
+            broken_segments: self.broken_segments,
+            key_severity: self.key_severity,
             diags: &mut errors,
         };
         cx.check_flag_fields(&base);
-        let config = flag.environments.get(environment);
-        let env_base = format!("{base}.environments{}", path_key(environment));
+        let config = flag.environments.get(self.environment);
+        let env_base = format!("{base}.environments{}", path_key(self.environment));
         let compiled = match config {
             Some(cfg) => cx.config(cfg, &env_base),
             None => Some(Config {
@@ -266,8 +329,7 @@ fn compile_with(set: &FlagSet, environment: &str, key_severity: Severity) -> (Co
                 is_static: true,
             }),
         };
-        prereq_edges
-            .push(compiled.as_ref().map(|c| c.prerequisites.iter().map(|p| p.flag).collect()).unwrap_or_default());
+        let edges = compiled.as_ref().map(|c| c.prerequisites.iter().map(|p| p.flag).collect()).unwrap_or_default();
         let first_error = errors.iter().find(|d| d.severity == Severity::Error).cloned();
         let fallback = config
             .and_then(|c| c.off_variant.as_deref())
@@ -278,45 +340,54 @@ fn compile_with(set: &FlagSet, environment: &str, key_severity: Severity) -> (Co
             (_, Some(d)) => Body::Broken { fallback, message: format!("{}: {}", d.path, d.message).into() },
             (None, None) => Body::Broken { fallback, message: "flag failed to compile".into() },
         };
-        diags.append(&mut errors);
-        flags.push(CompiledFlag {
-            key: key.as_str().into(),
+        let compiled = CompiledFlag {
+            key: key.into(),
             variants: flag.variants.iter().map(|(k, v)| (Box::from(k.as_str()), v.clone())).collect(),
             body,
-        });
-    }
-
-    // A prerequisite cycle would make evaluation recurse forever, and a prerequisite shared by
-    // many paths would be evaluated once per path: both are refused here, so that evaluation
-    // needs neither a memo (an allocation) nor a timeout.
-    let cycles = find_cycles(&prereq_edges);
-    let costs = evaluation_costs(&prereq_edges, &cycles);
-    for (i, flag) in flags.iter_mut().enumerate() {
-        let message = if cycles[i] {
-            "prerequisites form a cycle (or depend on flags that do)".to_owned()
-        } else if costs[i] > MAX_EVALUATION_COST {
-            format!(
-                "evaluating this flag would evaluate prerequisites {} times (limit {MAX_EVALUATION_COST}): \
-                 flatten the chain or share fewer prerequisites",
-                costs[i]
-            )
-        } else {
-            continue;
         };
-        let key = set.flags.get_index(i).map(|(k, _)| k.as_str()).unwrap_or_default();
-        let path = format!("flags{}.environments{}.prerequisites", path_key(key), path_key(environment));
-        let fallback = match &flag.body {
-            Body::Ready(c) => c.off,
-            Body::Broken { fallback, .. } => *fallback,
-        };
-        flag.body = Body::Broken { fallback, message: format!("{path}: {message}").into() };
-        diags.push(Diagnostic { severity: Severity::Error, path, message });
+        (compiled, edges, errors)
     }
+}
 
-    let index = set.flags.keys().enumerate().map(|(i, k)| (Box::from(k.as_str()), i)).collect();
-    let compiled =
-        CompiledFlags { environment: environment.into(), index, flags: flags.into(), segments: segments.into() };
-    (compiled, diags)
+/// For each flag of the prerequisite graph `edges`: why it cannot be evaluated as a whole (on
+/// or reaching a cycle, or too costly), or `None`.
+pub(crate) fn graph_faults(edges: &[Vec<usize>]) -> Vec<Option<String>> {
+    let cycles = find_cycles(edges);
+    let costs = evaluation_costs(edges, &cycles);
+    (0..edges.len())
+        .map(|i| {
+            if cycles[i] {
+                Some("prerequisites form a cycle (or depend on flags that do)".to_owned())
+            } else if costs[i] > MAX_EVALUATION_COST {
+                Some(format!(
+                    "evaluating this flag would evaluate prerequisites {} times (limit {MAX_EVALUATION_COST}): \
+                     flatten the chain or share fewer prerequisites",
+                    costs[i]
+                ))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// Breaks flag `i` for a fault of the prerequisite graph; the diagnostic saying so.
+pub(crate) fn break_for_graph(
+    flag: &mut Arc<CompiledFlag>,
+    set: &FlagSet,
+    i: usize,
+    environment: &str,
+    message: String,
+) -> Diagnostic {
+    let key = set.flags.get_index(i).map(|(k, _)| k.as_str()).unwrap_or_default();
+    let path = format!("flags{}.environments{}.prerequisites", path_key(key), path_key(environment));
+    let flag = Arc::make_mut(flag);
+    let fallback = match &flag.body {
+        Body::Ready(c) => c.off,
+        Body::Broken { fallback, .. } => *fallback,
+    };
+    flag.body = Body::Broken { fallback, message: format!("{path}: {message}").into() };
+    Diagnostic { severity: Severity::Error, path, message }
 }
 
 /// Validates every environment of every flag (and every segment): what `dimmer lint` checks.
@@ -395,7 +466,7 @@ fn find_cycles(edges: &[Vec<usize>]) -> Vec<bool> {
     (0..edges.len()).map(|n| visit(n, edges, &mut marks)).collect()
 }
 
-fn compile_segments(
+pub(crate) fn compile_segments(
     set: &FlagSet,
     segment_index: &HashMap<&str, usize>,
     diags: &mut Vec<Diagnostic>,

@@ -27,6 +27,7 @@ pub mod context;
 pub mod eval;
 pub mod hash;
 pub mod import;
+pub mod incremental;
 pub mod keys;
 pub mod model;
 pub mod ops;

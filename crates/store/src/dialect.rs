@@ -44,6 +44,9 @@ pub(crate) enum Dialect {
     Sqlite {
         /// Serializes this store's writers (see [`Dialect::begin_write`]).
         writer: Mutex<()>,
+        /// Lets one telemetry write at a time queue for the writer (see
+        /// [`Dialect::begin_telemetry_write`]).
+        telemetry: Mutex<()>,
     },
     /// A PostgreSQL database, optionally one schema of it.
     Postgres {
@@ -70,12 +73,13 @@ impl Drop for Listener {
 pub(crate) struct Write<'a> {
     tx: Transaction<'static, Any>,
     _writer: Option<MutexGuard<'a, ()>>,
+    _telemetry: Option<MutexGuard<'a, ()>>,
 }
 
 impl Write<'_> {
     /// Commits, then lets the next writer in.
     pub(crate) async fn commit(self) -> StoreResult<()> {
-        let Write { tx, _writer } = self;
+        let Write { tx, _writer, _telemetry } = self;
         tx.commit().await?;
         Ok(())
     }
@@ -151,7 +155,7 @@ impl Dialect {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Corrupt(format!("migrations: {e}")))?;
-        Ok((pool, Dialect::Sqlite { writer: Mutex::new(()) }))
+        Ok((pool, Dialect::Sqlite { writer: Mutex::new(()), telemetry: Mutex::new(()) }))
     }
 
     /// Connects to PostgreSQL (in `schema`, created if needed, when one is given), brings the
@@ -160,7 +164,7 @@ impl Dialect {
         url: &str,
         schema: Option<&str>,
         changes: &broadcast::Sender<Change>,
-    ) -> StoreResult<(AnyPool, Dialect)> {
+    ) -> StoreResult<(AnyPool, AnyPool, Dialect)> {
         install_drivers();
         let search_path = match schema {
             Some(schema) => {
@@ -175,20 +179,24 @@ impl Dialect {
             }
             None => None,
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _| {
-                let search_path = search_path.clone();
-                Box::pin(async move {
-                    if let Some(sql) = search_path {
-                        conn.execute(sql.as_str()).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(url)
-            .await?;
+        let options = |connections: u32| {
+            let search_path = search_path.clone();
+            AnyPoolOptions::new().max_connections(connections).acquire_timeout(Duration::from_secs(10)).after_connect(
+                move |conn, _| {
+                    let search_path = search_path.clone();
+                    Box::pin(async move {
+                        if let Some(sql) = search_path {
+                            conn.execute(sql.as_str()).await?;
+                        }
+                        Ok(())
+                    })
+                },
+            )
+        };
+        let pool = options(16).connect(url).await?;
+        // Telemetry's own connections: a flood of metric batches waits here, never for the
+        // connections release writes use.
+        let telemetry = options(4).connect_lazy(url)?;
         sqlx::migrate!("migrations/postgres")
             .run(&pool)
             .await
@@ -201,7 +209,7 @@ impl Dialect {
         let mut listener = PgListener::connect(url).await?;
         listener.listen(&channel).await?;
         let task = tokio::spawn(listen(listener, url.to_owned(), pool.clone(), channel.clone(), changes.clone()));
-        Ok((pool, Dialect::Postgres { channel, _listener: Listener(task) }))
+        Ok((pool, telemetry, Dialect::Postgres { channel, _listener: Listener(task) }))
     }
 
     /// Starts a write transaction.
@@ -215,12 +223,34 @@ impl Dialect {
     /// PostgreSQL: a plain transaction; writes serialize on the row locks they take.
     pub(crate) async fn begin_write(&self, pool: &AnyPool) -> StoreResult<Write<'_>> {
         match self {
-            Dialect::Sqlite { writer } => {
+            Dialect::Sqlite { writer, .. } => {
                 let guard = writer.lock().await;
                 let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                Ok(Write { tx, _writer: Some(guard) })
+                Ok(Write { tx, _writer: Some(guard), _telemetry: None })
             }
-            Dialect::Postgres { .. } => Ok(Write { tx: pool.begin().await?, _writer: None }),
+            Dialect::Postgres { .. } => Ok(Write { tx: pool.begin().await?, _writer: None, _telemetry: None }),
+        }
+    }
+
+    /// Starts a write of telemetry (outcome metrics, their rollup), which must never hold up a
+    /// release write for long.
+    ///
+    /// SQLite: telemetry writers first queue among themselves, so at most one of them waits
+    /// for (or holds) the writer mutex at a time: a kill queues behind at most one short
+    /// telemetry transaction, however many SDKs are posting. (The writer mutex is fair, so
+    /// without this gate a kill would wait behind every batch queued before it.)
+    ///
+    /// PostgreSQL: telemetry never takes the locks release writes take; `pool` is the store's
+    /// separate telemetry pool, so a flood of batches cannot take every connection either.
+    pub(crate) async fn begin_telemetry_write(&self, pool: &AnyPool) -> StoreResult<Write<'_>> {
+        match self {
+            Dialect::Sqlite { writer, telemetry } => {
+                let gate = telemetry.lock().await;
+                let guard = writer.lock().await;
+                let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                Ok(Write { tx, _writer: Some(guard), _telemetry: Some(gate) })
+            }
+            Dialect::Postgres { .. } => Ok(Write { tx: pool.begin().await?, _writer: None, _telemetry: None }),
         }
     }
 

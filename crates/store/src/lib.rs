@@ -32,7 +32,7 @@ use tokio::sync::broadcast;
 
 use dimmer_domain::guard::Guard;
 use dimmer_domain::outcomes::{Aggregate, MetricRow, Retention, RollupStats};
-use dimmer_domain::release::{Plan, PlanState, RestorePoint, Template};
+use dimmer_domain::release::{Plan, PlanState, RestorePoint, Status, Template};
 
 /// The environments created on first start.
 pub const DEFAULT_ENVIRONMENTS: [&str; 3] = ["development", "staging", "production"];
@@ -445,6 +445,9 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Each flag's audited definitions, oldest first: `(at, environment, after)`.
+pub type FlagHistories = HashMap<String, Vec<(i64, Option<String>, Value)>>;
+
 /// Durable storage for the server. One implementation, [`SqlStore`], on SQLite or PostgreSQL;
 /// the contract tests run against both.
 #[async_trait]
@@ -513,6 +516,24 @@ pub trait Store: Send + Sync + 'static {
     /// One audit entry, whole.
     async fn get_audit_entry(&self, id: i64) -> StoreResult<Option<AuditEntry>>;
 
+    /// Every flag's audited definitions (`at`, environment, `after`), oldest first, the newest
+    /// `per_flag` (at most 1000) of each: the lifecycle's history of every flag in one read. The
+    /// default asks [`Store::audit`] once per flag.
+    async fn flag_histories(&self, per_flag: usize) -> StoreResult<FlagHistories> {
+        let mut histories = FlagHistories::new();
+        for record in self.list_flags(true).await? {
+            let filter = AuditFilter {
+                flag: Some(record.key.clone()),
+                limit: per_flag.min(1000) as u32,
+                ..AuditFilter::default()
+            };
+            let entries = self.audit(&filter).await?;
+            let history = entries.into_iter().rev().filter_map(|e| Some((e.at, e.environment, e.after?))).collect();
+            histories.insert(record.key, history);
+        }
+        Ok(histories)
+    }
+
     /// Stores a token's hash, created now by the store's clock; audited (without the token).
     async fn create_token(&self, token: &TokenRecord, meta: &ChangeMeta) -> StoreResult<()>;
     /// The token with this hash, revoked or not.
@@ -559,6 +580,12 @@ pub trait Store: Send + Sync + 'static {
     async fn get_plan(&self, flag: &str, environment: &str) -> StoreResult<Option<PlanRecord>>;
     /// Every release plan, finished ones included.
     async fn list_plans(&self) -> StoreResult<Vec<PlanRecord>>;
+    /// The running plans only (what the guard loop judges and advances), from the status index.
+    async fn list_running_plans(&self) -> StoreResult<Vec<PlanRecord>> {
+        let mut plans = self.list_plans().await?;
+        plans.retain(|p| p.state.status == Status::Running);
+        Ok(plans)
+    }
     /// The restore point left by a kill or dial-down, if there is one.
     async fn restore_point(&self, flag: &str, environment: &str) -> StoreResult<Option<RestorePoint>>;
     /// Writes a release operation in one transaction. `VersionMismatch` when the flag's version

@@ -107,32 +107,35 @@ fn feature(name: &str, strategies: &[Value]) -> Value {
 }
 
 fn default_strategy() -> Value {
-    json!({ "name": "default", "parameters": {}, "constraints": [] })
+    default_with(&[], &[])
+}
+
+/// A `default` strategy (on for everyone it admits) behind `constraints` and `segments`: the
+/// fastest equivalent of a rule that serves one value to everyone who matches, since it hashes
+/// nobody (a `flexibleRollout` at 100% hashes the user before its constraints).
+fn default_with(constraints: &[Value], segments: &[i32]) -> Value {
+    json!({ "name": "default", "parameters": {}, "constraints": constraints, "segments": segments })
 }
 
 /// The whole client-features payload of `scenario`.
 fn client_features(scenario: Scenario) -> ClientFeatures {
     let strategies = match scenario {
         Scenario::Simple => vec![default_strategy()],
+        // Rules that serve one value to everyone they match: `default` strategies behind
+        // constraints, yggdrasil's fastest equivalent (no hashing).
         Scenario::Rules => vec![
-            flexible_rollout(
-                100,
-                &[constraint("country", "IN", &["fr", "de"]), constraint("plan", "IN", &["enterprise"])],
-                &[],
-            ),
-            flexible_rollout(
-                100,
+            default_with(&[constraint("country", "IN", &["fr", "de"]), constraint("plan", "IN", &["enterprise"])], &[]),
+            default_with(
                 &[constraint("email", "STR_ENDS_WITH", &["@example.com"]), constraint("beta", "IN", &["true"])],
                 &[],
             ),
-            flexible_rollout(
-                100,
+            default_with(
                 &[constraint("country", "IN", &["us", "ca"]), constraint("plan", "IN", &["pro", "team"])],
                 &[],
             ),
         ],
         Scenario::RolloutIn => vec![flexible_rollout(50, &[constraint("country", "IN", &["us", "ca", "fr"])], &[])],
-        Scenario::Segment => vec![flexible_rollout(100, &[], &[SEGMENT_ID])],
+        Scenario::Segment => vec![default_with(&[], &[SEGMENT_ID])],
     };
 
     let mut features = vec![feature(FLAG_KEY, &strategies)];

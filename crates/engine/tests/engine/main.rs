@@ -2,6 +2,7 @@
 
 mod conformance;
 mod evaluation;
+mod incremental;
 mod properties;
 mod robustness;
 mod schema;

@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use dimmer_engine::Flag;
 use dimmer_engine::model::EnvironmentConfig;
-use dimmer_engine::{Flag, FlagSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -146,16 +146,7 @@ async fn validate(state: &AppState, key: &str, flag: &Flag, policy_errors: Vec<F
             errors.push(FieldError::new(format!("environments.{name}"), format!("unknown environment \"{name}\"")));
         }
     }
-    let mut set = FlagSet::default();
-    for record in state.store.list_flags(true).await? {
-        if record.key != key {
-            set.flags.insert(record.key, record.flag);
-        }
-    }
-    set.flags.insert(key.to_owned(), flag.clone());
-    for segment in state.store.list_segments().await? {
-        set.segments.insert(segment.key, segment.segment);
-    }
+    let set = crate::service::validation::set_for_flag(state.store.as_ref(), key, flag).await?;
     let prefix = format!("flags{}", dimmer_engine::compile::path_key(key));
     let names: Vec<String> = envs.iter().map(|e| e.name.clone()).collect();
     for entry in crate::service::validation::engine_errors(&set, &names, &prefix).iter().map(FieldError::from_engine) {

@@ -105,7 +105,7 @@ async fn ingest(
     let (known, unknown): (Vec<_>, Vec<_>) = batch
         .metrics
         .iter()
-        .partition(|m| snap.snapshot.flags.flags.get(&m.flag).is_some_and(|f| f.variants.contains_key(&m.variant)));
+        .partition(|m| snap.compiled.variants(&m.flag).is_some_and(|mut v| v.any(|(name, _)| name == m.variant)));
     let rows: Vec<MetricRow> = known
         .iter()
         .map(|m| MetricRow {

@@ -282,7 +282,7 @@ fn bulk_etag(snap: &EnvSnapshot, context: &serde_json::Map<String, Value>) -> St
     hash.update([0]);
     hash.update(canonical.as_bytes());
     let digest = hash.finalize();
-    format!("\"{}-{}-{}\"", snap.snapshot.environment, snap.revision(), hex::encode(&digest[..12]))
+    format!("\"{}-{}-{}\"", snap.environment(), snap.revision(), hex::encode(&digest[..12]))
 }
 
 /// JSON with object keys in order, so that equal contexts hash equally however they were sent.

@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use crate::api::extract::Query;
 use axum::Router;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures::Stream;
+use bytes::Bytes;
 use serde::Deserialize;
 
 use super::schemas as doc;
@@ -84,37 +84,28 @@ async fn config(
     Ok((
         StatusCode::OK,
         [(header::ETAG, etag), (header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        snap.json.clone(),
+        Body::from(snap.json().clone()),
     )
         .into_response())
 }
 
-fn snapshot_event(snap: &EnvSnapshot) -> Event {
-    Event::default().event("snapshot").id(snap.revision().to_string()).data(snap.json.clone())
-}
-
-/// Patch events from `from` (exclusive) to the snapshot's revision, one per revision; `None`
+/// Patch frames from `from` (exclusive) to the snapshot's revision, one per revision; `None`
 /// when the feed cannot say what changed, or when the patches would weigh more than the snapshot
-/// (then a snapshot is due). Subscribers that were up to
-/// date share the hub's precomputed patches; only those behind query the feed.
-async fn patch_events(state: &AppState, snap: &EnvSnapshot, from: i64) -> Option<Vec<Event>> {
-    let to_events = |patches: &[PatchEvent]| {
+/// (then a snapshot is due). Subscribers that were up to date share the hub's precomputed
+/// frames; only those behind query the feed.
+async fn patch_frames(state: &AppState, snap: &EnvSnapshot, from: i64) -> Option<Vec<Bytes>> {
+    let to_frames = |patches: &[PatchEvent]| {
         // Replaying more than the snapshot itself would cost both ends more than starting over.
         let replay: usize = patches.iter().map(|p| p.data.len()).sum();
-        (replay <= snap.json.len()).then(|| {
-            patches
-                .iter()
-                .map(|p| Event::default().event("patch").id(p.revision.to_string()).data(p.data.clone()))
-                .collect()
-        })
+        (replay <= snap.json().len()).then(|| patches.iter().map(|p| p.frame.clone()).collect())
     };
     if let Some((previous, patches)) = &snap.patches_from
         && *previous == from
     {
-        return to_events(patches);
+        return to_frames(patches);
     }
-    let items = state.store.changes_since(&snap.snapshot.environment, from).await.ok()??;
-    to_events(&patches(&snap.snapshot, items))
+    let items = state.store.changes_since(snap.environment(), from).await.ok()??;
+    to_frames(&patches(snap, items))
 }
 
 /// Decrements the connection gauge when the stream ends, however it ends.
@@ -156,7 +147,7 @@ async fn stream(
     State(state): State<AppState>,
     Query(q): Query<EnvQuery>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let env = environment_of(&principal, q.env)?;
     let mut rx = state.hub.watch(&env).await?;
     let resume_from = super::last_event_id(&headers);
@@ -164,6 +155,8 @@ async fn stream(
     let guard = ConnectionGuard(state.metrics.clone());
     let shutdown = state.shutdown.clone();
 
+    // Frames are the hub's, shared by every subscriber: a stream copies no snapshot and encodes
+    // nothing of its own but the heartbeat.
     let stream = async_stream::stream! {
         let _guard = guard;
         let mut shutdown = shutdown;
@@ -171,17 +164,20 @@ async fn stream(
         let mut sent = match resume_from {
             Some(from) if from == first.revision() => from,
             Some(from) if from < first.revision() => {
-                match patch_events(&state, &first, from).await {
-                    Some(events) => { for e in events { yield Ok(e); } }
-                    None => yield Ok(snapshot_event(&first)),
+                match patch_frames(&state, &first, from).await {
+                    Some(frames) => { for f in frames { yield Ok::<Bytes, Infallible>(f); } }
+                    None => yield Ok(first.snapshot_frame().clone()),
                 }
                 first.revision()
             }
             _ => {
-                yield Ok(snapshot_event(&first));
+                yield Ok(first.snapshot_frame().clone());
                 first.revision()
             }
         };
+        drop(first);
+        let heartbeat = tokio::time::sleep(HEARTBEAT);
+        tokio::pin!(heartbeat);
         loop {
             tokio::select! {
                 changed = rx.changed() => {
@@ -189,24 +185,36 @@ async fn stream(
                     let snap = rx.borrow_and_update().clone();
                     if snap.revision() <= sent { continue; }
                     // A consumer that fell far behind gets one fresh snapshot, not a backlog.
-                    let events = if snap.revision() - sent > MAX_PATCH_BACKLOG {
+                    let frames = if snap.revision() - sent > MAX_PATCH_BACKLOG {
                         None
                     } else {
-                        patch_events(&state, &snap, sent).await
+                        patch_frames(&state, &snap, sent).await
                     };
-                    match events {
-                        Some(events) => { for e in events { yield Ok(e); } }
-                        None => yield Ok(snapshot_event(&snap)),
+                    match frames {
+                        Some(frames) => { for f in frames { yield Ok(f); } }
+                        None => yield Ok(snap.snapshot_frame().clone()),
                     }
                     sent = snap.revision();
+                    heartbeat.as_mut().reset(tokio::time::Instant::now() + HEARTBEAT);
+                }
+                () = &mut heartbeat => {
+                    yield Ok(Bytes::from_static(b":heartbeat\n\n"));
+                    heartbeat.as_mut().reset(tokio::time::Instant::now() + HEARTBEAT);
                 }
                 _ = shutdown.changed() => {
                     // Graceful shutdown: tell the client, then end the stream cleanly.
-                    yield Ok(Event::default().event("shutdown").data("{}"));
+                    yield Ok(Bytes::from_static(b"event: shutdown\ndata: {}\n\n"));
                     break;
                 }
             }
         }
     };
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")))
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }

@@ -149,13 +149,28 @@ impl Guardian {
         // Keyed by the window (flag, environment, when the stage began): a plan that moved or
         // started after it was judged has no entry, and waits for the next pass.
         let mut health: HashMap<(String, String, i64), Health> = HashMap::new();
-        for plan in self.store.list_plans().await? {
+        for plan in self.store.list_running_plans().await? {
             if plan.state.status != Status::Running || plan.plan.guards.is_empty() {
                 continue;
             }
-            let Some(record) = self.store.get_flag(&plan.flag).await?.filter(|r| !r.archived) else { continue };
-            let period = Self::plan_period(&plan);
-            let assessment = self.assess(&record, &plan.environment, &plan.plan.guards, &period).await?;
+            // One plan that cannot be judged (its flag or its metrics unreadable) is reported
+            // and left for the next pass; the others are judged now.
+            let judged = async {
+                let Some(record) = self.store.get_flag(&plan.flag).await?.filter(|r| !r.archived) else {
+                    return Ok(None);
+                };
+                let period = Self::plan_period(&plan);
+                let assessment = self.assess(&record, &plan.environment, &plan.plan.guards, &period).await?;
+                Ok::<_, ReleaseError>(Some((record, period, assessment)))
+            };
+            let (record, period, assessment) = match judged.await {
+                Ok(Some(judged)) => judged,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(flag = %plan.flag, environment = %plan.environment, error = %e, "guard pass skipped a plan");
+                    continue;
+                }
+            };
             report.judged += 1;
             health.insert(
                 (plan.flag.clone(), plan.environment.clone(), plan.state.entered_at_ms),

@@ -13,7 +13,7 @@ use dimmer_engine::Flag;
 use dimmer_engine::policy::{Facts, Lifecycle, Policy, PolicyFile, history_facts, lifecycle};
 use serde_json::Value;
 
-use dimmer_store::{AuditFilter, FlagRecord, Store, StoreResult};
+use dimmer_store::{FlagRecord, Store, StoreResult};
 
 /// The policy a server enforces, with where it came from. Compared by content, so that
 /// the server configuration stays comparable.
@@ -149,13 +149,14 @@ pub async fn lifecycles(
     environment: Option<&str>,
 ) -> StoreResult<Vec<(FlagRecord, Lifecycle)>> {
     let last_evaluated = last_evaluations(store).await?;
+    // The newest 1000 entries per flag: enough to see the current release's start for any flag
+    // released through a plan; older history only ever makes `released_since` earlier. One read
+    // of the log for every flag, not a query per flag.
+    let mut histories = store.flag_histories(1000).await?;
     let mut out = Vec::new();
     for mut record in store.list_flags(true).await? {
-        // The newest 1000 entries: enough to see the current release's start for any flag
-        // released through a plan; older history only ever makes `released_since` earlier.
-        let filter = AuditFilter { flag: Some(record.key.clone()), limit: 1000, ..AuditFilter::default() };
-        let entries = store.audit(&filter).await?;
-        let mut history = replay(entries.into_iter().rev().filter_map(|e| Some((e.at, e.environment, e.after?))));
+        let entries = histories.remove(&record.key).unwrap_or_default();
+        let mut history = replay(entries.into_iter());
         if let Some(env) = environment {
             record.flag.environments.retain(|name, _| name == env);
             for (_, flag) in &mut history {

@@ -9,8 +9,8 @@
 
 use std::sync::Arc;
 
+use dimmer_engine::Flag;
 use dimmer_engine::model::EnvironmentConfig;
-use dimmer_engine::{Flag, FlagSet};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -252,9 +252,7 @@ impl Releases {
     /// The engine's verdict on the flag with `cfg` in `environment`, against the live segments
     /// and flags (prerequisites): a plan naming a missing segment is refused here.
     async fn validate(&self, key: &str, flag: &Flag, environment: &str) -> Result<(), ReleaseError> {
-        let snapshot = self.store.snapshot(environment).await?;
-        let mut set = FlagSet { flags: snapshot.flags.flags, segments: snapshot.flags.segments };
-        set.flags.insert(key.to_owned(), flag.clone());
+        let set = crate::service::validation::set_for_flag(self.store.as_ref(), key, flag).await?;
         let prefix = format!("flags.{key}");
         let errors = crate::service::validation::engine_errors(&set, &[environment.to_owned()], &prefix);
         match errors.first() {
@@ -335,7 +333,11 @@ impl Releases {
         {
             let mut flag = record.flag.clone();
             flag.environments.insert(environment.to_owned(), cfg.clone());
-            self.validate(&record.key, &flag, environment).await?;
+            // Switching a flag off or lowering its exposure cannot make a valid flag invalid
+            // (and an invalid one must still be stoppable): the kill path compiles nothing.
+            if !matches!(step.action, "release.kill" | "release.dial_down") {
+                self.validate(&record.key, &flag, environment).await?;
+            }
             flag_update = Some((flag, record.version));
         }
         let cfg_after = step.config.as_ref().or(cfg_before);
@@ -589,7 +591,7 @@ impl Releases {
     pub async fn tick(&self, health: &(dyn Fn(&PlanRecord) -> Health + Send + Sync)) -> Result<usize, ReleaseError> {
         let mut advanced = 0;
         let meta = ChangeMeta { actor: "system".into(), reason: Some("dwell passed; guards healthy".into()) };
-        for plan in self.store.list_plans().await? {
+        for plan in self.store.list_running_plans().await? {
             if plan.state.status != Status::Running {
                 continue;
             }
@@ -598,8 +600,17 @@ impl Releases {
                 continue;
             };
             let Ok(record) = self.flag(&plan.flag).await else { continue };
-            let state = release::apply(&plan.plan.stages, &plan.state, Command::Advance, now)?;
-            let step = step_for(&record, &plan, &plan.environment, state, "plan.advance")?;
+            // A plan that cannot advance is reported; the others still may.
+            let step = release::apply(&plan.plan.stages, &plan.state, Command::Advance, now)
+                .map_err(ReleaseError::from)
+                .and_then(|state| step_for(&record, &plan, &plan.environment, state, "plan.advance"));
+            let step = match step {
+                Ok(step) => step,
+                Err(e) => {
+                    tracing::warn!(flag = %plan.flag, environment = %plan.environment, error = %e, "plan step failed");
+                    continue;
+                }
+            };
             match self
                 .write(&record, Some(&plan), &plan.environment, step, Cause { meta: &meta, verdict: None }, now)
                 .await

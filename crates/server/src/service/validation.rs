@@ -18,3 +18,46 @@ pub fn engine_errors(set: &dimmer_engine::FlagSet, environments: &[String], pref
     }
     errors
 }
+
+/// A prerequisite closure larger than this is validated against every flag instead.
+const MAX_CLOSURE: usize = 2_000;
+
+/// What validating flag `key` (as `flag`) reads: the flag, the flags it names as prerequisites in
+/// any environment and theirs in turn (what its compile, cycle and cost checks see), archived ones
+/// included as before, and every segment. A write costs what it touches, not the whole set; the
+/// flag's diagnostics are the same as against every flag, since nothing else reaches them.
+pub async fn set_for_flag(
+    store: &dyn dimmer_store::Store,
+    key: &str,
+    flag: &dimmer_engine::Flag,
+) -> Result<dimmer_engine::FlagSet, dimmer_store::StoreError> {
+    let mut set = dimmer_engine::FlagSet::default();
+    let names = |f: &dimmer_engine::Flag| -> Vec<String> {
+        f.environments.values().flat_map(|c| c.prerequisites.iter().map(|p| p.flag.clone())).collect()
+    };
+    let mut pending = names(flag);
+    let mut seen = std::collections::HashSet::from([key.to_owned()]);
+    while let Some(name) = pending.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        if seen.len() > MAX_CLOSURE {
+            set.flags.clear();
+            for record in store.list_flags(true).await? {
+                if record.key != key {
+                    set.flags.insert(record.key, record.flag);
+                }
+            }
+            break;
+        }
+        if let Some(record) = store.get_flag(&name).await? {
+            pending.extend(names(&record.flag));
+            set.flags.insert(record.key, record.flag);
+        }
+    }
+    set.flags.insert(key.to_owned(), flag.clone());
+    for segment in store.list_segments().await? {
+        set.segments.insert(segment.key, segment.segment);
+    }
+    Ok(set)
+}

@@ -436,3 +436,91 @@ async fn the_ramp_property_holds_end_to_end() {
     }
     server.stop().await;
 }
+
+/// Outcome rows for `flags` flags, two batches each into a bucket closed long enough ago to be
+/// merged by the next rollup.
+async fn closed_bucket_rows(store: &dyn Store, flags: usize, bucket: i64) {
+    use dimmer_domain::outcomes::{Aggregate, BUCKET_MS, MetricRow};
+    for batch in 0..2 {
+        let rows: Vec<MetricRow> = (0..flags)
+            .map(|f| MetricRow {
+                flag: format!("busy-{f}"),
+                variant: "on".into(),
+                bucket_ms: bucket,
+                width_ms: BUCKET_MS,
+                aggregate: Aggregate { evaluations: 10, successes: 9, errors: 1 + batch, ..Aggregate::default() },
+            })
+            .collect();
+        store.record_metrics("production", &rows).await.expect("metrics");
+    }
+}
+
+/// A kill issued while the metrics rollup runs (on the same store) is applied and audited, and
+/// the rollup loses nothing.
+async fn a_kill_during_a_rollup_is_applied_and_audited(server: TestServer, now: i64) {
+    let (s, v) = server
+        .admin(
+            Method::POST,
+            "/api/v1/flags",
+            Some(json!({"key": "checkout", "environments": {"production": {"enabled": true}}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let flags = 300;
+    let bucket = (now - 10 * MIN) / 10_000 * 10_000;
+    closed_bucket_rows(server.store.as_ref(), flags, bucket).await;
+
+    let store = server.store.clone();
+    let rollup =
+        tokio::spawn(async move { store.roll_up_metrics(now, &dimmer_domain::outcomes::Retention::default()).await });
+    let (s, _, v) = server
+        .call(
+            Method::POST,
+            &format!("{PATH}/kill"),
+            Some(crate::support::ADMIN),
+            None,
+            &[("X-Dimmer-Reason", "incident 16")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["changed"], true, "{v}");
+    assert_eq!(v["enabled"], false, "{v}");
+    let stats = rollup.await.expect("rollup task").expect("rollup");
+    assert_eq!(stats.merged, 2 * flags as u64, "{stats:?}");
+    assert_eq!(stats.written, flags as u64, "{stats:?}");
+
+    let entries = server
+        .store
+        .audit(&AuditFilter { flag: Some("checkout".into()), limit: 10, ..AuditFilter::default() })
+        .await
+        .expect("audit");
+    let kill = entries.iter().find(|e| e.action == "release.kill").expect("the kill is audited");
+    assert_eq!(kill.reason.as_deref(), Some("incident 16"));
+    assert_eq!(kill.environment.as_deref(), Some("production"));
+    let (_, flag) = server.admin(Method::GET, "/api/v1/flags/checkout", None).await;
+    assert_eq!(flag["environments"]["production"]["enabled"], false, "{flag}");
+    let rows = server.store.metric_rows("production", "busy-7", 0, i64::MAX).await.expect("rows");
+    assert_eq!(rows.len(), 1, "merged into one row");
+    assert_eq!(rows[0].aggregate.errors, 3);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_kill_during_a_rollup_is_applied_and_audited_on_sqlite() {
+    use dimmer_domain::Clock as _;
+    let clock = Arc::new(ManualClock::new(1_000 * 24 * 60 * MIN));
+    let now = clock.now_ms();
+    a_kill_during_a_rollup_is_applied_and_audited(server(&clock, Vec::new()).await, now).await;
+}
+
+#[tokio::test]
+async fn a_kill_during_a_rollup_is_applied_and_audited_on_postgres() {
+    use dimmer_domain::Clock as _;
+    let Some(pg) = PgSchema::new() else { return };
+    let clock = Arc::new(ManualClock::new(1_000 * 24 * 60 * MIN));
+    let now = clock.now_ms();
+    let store = pg.store_with(clock.clone()).await.expect("postgres");
+    let server = TestServer::start_with_options(store, TempDir::new("rollup-pg"), options(&clock, Vec::new())).await;
+    a_kill_during_a_rollup_is_applied_and_audited(server, now).await;
+    pg.drop_schema().await;
+}

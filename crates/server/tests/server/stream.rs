@@ -252,3 +252,73 @@ async fn a_production_change_sends_nothing_to_development_streams() {
     assert_no_production_targeting("the patch", &next.data);
     server.stop().await;
 }
+
+/// Reads raw bytes from a stream until `n` complete frames (blocks ending in a blank line,
+/// heartbeat comments left out) have arrived; returns them as sent.
+async fn raw_frames(resp: reqwest::Response, n: usize) -> (Vec<Vec<u8>>, reqwest::Response) {
+    let mut resp = resp;
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut frames = Vec::new();
+    while frames.len() < n {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), resp.chunk())
+            .await
+            .expect("a frame within 5 s")
+            .expect("stream")
+            .expect("stream still open");
+        buffer.extend_from_slice(&chunk);
+        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+            let frame: Vec<u8> = buffer.drain(..end + 2).collect();
+            if !frame.starts_with(b":") {
+                frames.push(frame);
+            }
+        }
+    }
+    (frames, resp)
+}
+
+#[tokio::test]
+async fn every_subscriber_of_an_environment_receives_byte_identical_frames() {
+    let server = TestServer::start().await;
+    for key in ["a", "b"] {
+        let (s, v) = server.admin(Method::POST, "/api/v1/flags", Some(json!({"key": key}))).await;
+        assert_eq!(s.as_u16(), 201, "{v}");
+    }
+    let sdk = server.token("svc", "sdk", Some("production")).await;
+    let open = || server.http.get(format!("{}/api/v1/sdk/stream", server.base)).bearer_auth(&sdk).send();
+    let mut subscribers = Vec::new();
+    for _ in 0..4 {
+        let resp = open().await.expect("stream");
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        let (frames, resp) = raw_frames(resp, 1).await;
+        subscribers.push((frames, resp));
+    }
+    // Two changes: a toggle and a kill, each one patch.
+    server.admin(Method::POST, "/api/v1/flags/a/environments/production/toggle", Some(json!({"enabled": true}))).await;
+    let kill = "/api/v1/flags/a/environments/production/kill";
+    let (s, _, v) =
+        server.call(Method::POST, kill, Some(crate::support::ADMIN), None, &[("X-Dimmer-Reason", "test")]).await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    let mut received = Vec::new();
+    for (mut frames, resp) in subscribers {
+        let (more, _resp) = raw_frames(resp, 2).await;
+        frames.extend(more);
+        received.push(frames);
+    }
+    let first = &received[0];
+    assert!(first[0].starts_with(b"event: snapshot\n"), "{}", String::from_utf8_lossy(&first[0]));
+    assert!(first[1].starts_with(b"event: patch\n") && first[2].starts_with(b"event: patch\n"));
+    let kill: Value =
+        serde_json::from_slice(first[2].split(|b| *b == b'\n').nth(2).unwrap().strip_prefix(b"data: ").unwrap())
+            .unwrap();
+    assert_eq!(kill["flags"]["a"]["environments"]["production"]["enabled"], false, "{kill}");
+    for (i, frames) in received.iter().enumerate() {
+        assert_eq!(frames, first, "subscriber {i} received other bytes than subscriber 0");
+    }
+    // A late subscriber gets the same snapshot bytes as a GET of the configuration.
+    let (late, _resp) = raw_frames(open().await.expect("stream"), 1).await;
+    let config = server.http.get(format!("{}/api/v1/sdk/config", server.base)).bearer_auth(&sdk).send().await.unwrap();
+    let body = config.bytes().await.unwrap();
+    let data = late[0].split(|b| *b == b'\n').nth(2).unwrap().strip_prefix(b"data: ").unwrap();
+    assert_eq!(data, &body[..]);
+    server.stop().await;
+}

@@ -334,11 +334,21 @@ pub(super) async fn changes_since(
     Ok(Some(items))
 }
 
-/// The audit filter's conditions, `$1` to `$4` (`ORDER BY id DESC LIMIT $5` follows). The CASTs
-/// give PostgreSQL the parameters' types when they are NULL.
-const AUDIT_WHERE: &str = "WHERE (CAST($1 AS TEXT) IS NULL OR flag = $1) \
-     AND (CAST($2 AS TEXT) IS NULL OR environment = $2 OR (environment IS NULL AND flag IS NOT NULL)) \
-     AND (CAST($3 AS TEXT) IS NULL OR actor = $3) AND (CAST($4 AS BIGINT) IS NULL OR id < $4)";
+/// The audit filter's conditions, `$1` to `$4` (`ORDER BY id DESC LIMIT $5` follows). Each
+/// parameter is always referenced (PostgreSQL must know every parameter's type), but only the
+/// conditions asked for touch a column: `CAST($1 AS TEXT) IS NULL OR flag = $1` would keep the
+/// planners from the `(flag, id)` index and scan the whole log for every flag's history.
+fn audit_where(filter: &AuditFilter) -> String {
+    let flag = if filter.flag.is_some() { "flag = $1" } else { "CAST($1 AS TEXT) IS NULL" };
+    let environment = if filter.environment.is_some() {
+        "(environment = $2 OR (environment IS NULL AND flag IS NOT NULL))"
+    } else {
+        "CAST($2 AS TEXT) IS NULL"
+    };
+    let actor = if filter.actor.is_some() { "actor = $3" } else { "CAST($3 AS TEXT) IS NULL" };
+    let before = if filter.before_id.is_some() { "id < $4" } else { "CAST($4 AS BIGINT) IS NULL" };
+    format!("WHERE {flag} AND {environment} AND {actor} AND {before}")
+}
 
 const AUDIT_COLUMNS: &str = "id, at, actor, action, environment, flag, segment, before, after, reason";
 
@@ -366,7 +376,8 @@ fn audit_from(r: &AnyRow) -> StoreResult<AuditEntry> {
 }
 
 pub(super) async fn audit(s: &SqlStore, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
-    let rows = sqlx::query(&format!("SELECT {AUDIT_COLUMNS} FROM audit {AUDIT_WHERE} ORDER BY id DESC LIMIT $5"))
+    let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit {} ORDER BY id DESC LIMIT $5", audit_where(filter));
+    let rows = sqlx::query(&sql)
         .bind(&filter.flag)
         .bind(&filter.environment)
         .bind(&filter.actor)
@@ -391,7 +402,8 @@ pub(super) async fn audit_page(s: &SqlStore, filter: &AuditFilter, bounds: &Audi
          CASE WHEN CAST(OCTET_LENGTH(reason) AS BIGINT) > $6 THEN SUBSTR(reason, 1, {REASON_KEPT_CHARS}) ELSE reason END, \
          CAST(OCTET_LENGTH(before) AS BIGINT), CAST(OCTET_LENGTH(after) AS BIGINT), \
          CAST(OCTET_LENGTH(reason) AS BIGINT) \
-         FROM audit {AUDIT_WHERE} ORDER BY id DESC LIMIT $5"
+         FROM audit {} ORDER BY id DESC LIMIT $5",
+        audit_where(filter)
     );
     let mut rows = sqlx::query(&sql)
         .bind(&filter.flag)
@@ -439,6 +451,31 @@ fn listed_bytes(e: &AuditEntry) -> u64 {
         .sum::<usize>();
     let json = [&e.before, &e.after].into_iter().flatten().map(|v| v.to_string().len()).sum::<usize>();
     (200 + text + json + e.reason.as_ref().map_or(0, String::len)) as u64
+}
+
+/// Every flag's audited definitions (`after`), oldest first, the newest `per_flag` of each, in
+/// one indexed scan of the log's flag entries.
+pub(super) async fn flag_histories(s: &SqlStore, per_flag: usize) -> StoreResult<crate::FlagHistories> {
+    use futures::TryStreamExt as _;
+    let mut histories = crate::FlagHistories::new();
+    let mut rows =
+        sqlx::query("SELECT flag, at, environment, after FROM audit WHERE flag IS NOT NULL ORDER BY flag, id")
+            .fetch(&s.pool);
+    while let Some(r) = rows.try_next().await? {
+        let flag: String = r.try_get(0)?;
+        let Some(after) = json_column(r.try_get(3)?) else { continue };
+        let history = histories.entry(flag).or_default();
+        history.push((r.try_get(1)?, r.try_get(2)?, after));
+        if history.len() > per_flag.saturating_mul(2) {
+            history.drain(..history.len() - per_flag);
+        }
+    }
+    for history in histories.values_mut() {
+        if history.len() > per_flag {
+            history.drain(..history.len() - per_flag);
+        }
+    }
+    Ok(histories)
 }
 
 pub(super) async fn get_audit_entry(s: &SqlStore, id: i64) -> StoreResult<Option<AuditEntry>> {

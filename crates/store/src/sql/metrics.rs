@@ -1,7 +1,7 @@
 //! Outcome metrics: batches appended as SDKs send them, the rollup that merges and coarsens
 //! buckets and expires old rows, and the reads of the guards and the flag views.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use dimmer_domain::outcomes::{BUCKET_MS, COARSE_BUCKET_MS, MetricRow, Retention, RollupStats, merge_rows};
 use sqlx::AnyConnection;
@@ -13,7 +13,7 @@ use crate::{StoreResult, db_count, metric_columns};
 const METRIC_COLUMNS: &str = "flag, variant, bucket_ms, width_ms, evaluations, successes, errors, latency, events";
 
 pub(super) async fn record_metrics(s: &SqlStore, environment: &str, rows: &[MetricRow]) -> StoreResult<()> {
-    let mut tx = s.dialect.begin_write(&s.pool).await?;
+    let mut tx = s.dialect.begin_telemetry_write(&s.telemetry).await?;
     for row in rows {
         insert_metric_row(&mut tx, environment, row, false).await?;
     }
@@ -40,35 +40,59 @@ pub(super) async fn metric_rows(
     rows.iter().map(|r| metric_from(r, 0)).collect()
 }
 
+/// Flags (with their environment) whose rows one rollup transaction handles: the transaction
+/// stays short, so a release write waiting for the writer waits for one chunk, not the pass.
+const ROLLUP_CHUNK: usize = 32;
+
 pub(super) async fn roll_up_metrics(s: &SqlStore, now_ms: i64, retention: &Retention) -> StoreResult<RollupStats> {
-    let mut tx = s.dialect.begin_write(&s.pool).await?;
     let mut stats = RollupStats::default();
-    // `compacted = $1` with `false` bound, not `NOT compacted`: an equality keeps the rollup
+    let merge_before = now_ms - retention.merge_after_ms;
+    let coarsen_before = now_ms - retention.coarsen_after_ms;
+    // Which flags have rows to merge or coarsen, read outside any write transaction. Rows that
+    // arrive after this read wait for the next pass, as they would have before.
+    let groups: Vec<(String, String)> = sqlx::query(
+        "SELECT DISTINCT environment, flag FROM metric_rows \
+         WHERE (compacted = $1 AND bucket_ms < $2) OR (width_ms = $3 AND bucket_ms < $4) ORDER BY environment, flag",
+    )
+    .bind(false)
+    .bind(merge_before)
+    .bind(BUCKET_MS)
+    .bind(coarsen_before)
+    .fetch_all(&s.telemetry)
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+    .collect::<StoreResult<_>>()?;
+    // `compacted = $3` with `false` bound, not `NOT compacted`: an equality keeps the rollup
     // index usable on both backends.
     let fresh_sql = format!(
-        "DELETE FROM metric_rows WHERE compacted = $1 AND bucket_ms < $2 RETURNING environment, {METRIC_COLUMNS}"
+        "DELETE FROM metric_rows WHERE environment = $1 AND flag = $2 AND compacted = $3 AND bucket_ms < $4 \
+         RETURNING {METRIC_COLUMNS}"
     );
-    let fresh = sqlx::query(&fresh_sql).bind(false).bind(now_ms - retention.merge_after_ms);
     let old_sql = format!(
-        "DELETE FROM metric_rows WHERE width_ms = $1 AND bucket_ms < $2 RETURNING environment, {METRIC_COLUMNS}"
+        "DELETE FROM metric_rows WHERE environment = $1 AND flag = $2 AND width_ms = $3 AND bucket_ms < $4 \
+         RETURNING {METRIC_COLUMNS}"
     );
-    let old = sqlx::query(&old_sql).bind(BUCKET_MS).bind(now_ms - retention.coarsen_after_ms);
-    // Closed buckets' fresh rows, merged into one row per bucket; then old fine buckets,
-    // coarsened.
-    for (query, width) in [(fresh, BUCKET_MS), (old, COARSE_BUCKET_MS)] {
-        let taken = query.fetch_all(&mut *tx).await?;
-        let mut by_environment: BTreeMap<String, Vec<MetricRow>> = BTreeMap::new();
-        for r in &taken {
-            by_environment.entry(r.try_get(0)?).or_default().push(metric_from(r, 1)?);
-        }
-        stats.merged += taken.len() as u64;
-        for (environment, rows) in by_environment {
-            for row in merge_rows(&rows, width) {
-                insert_metric_row(&mut tx, &environment, &row, true).await?;
-                stats.written += 1;
+    for chunk in groups.chunks(ROLLUP_CHUNK) {
+        let mut tx = s.dialect.begin_telemetry_write(&s.telemetry).await?;
+        for (environment, flag) in chunk {
+            // Closed buckets' fresh rows, merged into one row per bucket; then old fine
+            // buckets, coarsened.
+            let fresh = sqlx::query(&fresh_sql).bind(environment).bind(flag).bind(false).bind(merge_before);
+            let old = sqlx::query(&old_sql).bind(environment).bind(flag).bind(BUCKET_MS).bind(coarsen_before);
+            for (query, width) in [(fresh, BUCKET_MS), (old, COARSE_BUCKET_MS)] {
+                let taken = query.fetch_all(&mut *tx).await?;
+                let rows = taken.iter().map(|r| metric_from(r, 0)).collect::<StoreResult<Vec<_>>>()?;
+                stats.merged += rows.len() as u64;
+                for row in merge_rows(&rows, width) {
+                    insert_metric_row(&mut tx, environment, &row, true).await?;
+                    stats.written += 1;
+                }
             }
         }
+        tx.commit().await?;
     }
+    let mut tx = s.dialect.begin_telemetry_write(&s.telemetry).await?;
     let expired = sqlx::query("DELETE FROM metric_rows WHERE bucket_ms < $1")
         .bind(now_ms - retention.keep_ms)
         .execute(&mut *tx)

@@ -44,6 +44,8 @@ const SEGMENT_COLUMNS: &str = "key, definition, version, created_at, updated_at"
 /// A store on SQLite or PostgreSQL.
 pub struct SqlStore {
     pool: AnyPool,
+    /// Telemetry's connections (the same pool on SQLite, whose writers a mutex serializes).
+    telemetry: AnyPool,
     dialect: Dialect,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<Change>,
@@ -74,7 +76,7 @@ impl SqlStore {
     pub async fn open(path: &Path, clock: Arc<dyn Clock>) -> StoreResult<Self> {
         let (pool, dialect) = Dialect::open_sqlite(path).await?;
         let (changes, _) = broadcast::channel(1024);
-        Ok(Self { pool, dialect, clock, changes })
+        Ok(Self { telemetry: pool.clone(), pool, dialect, clock, changes })
     }
 
     /// Connects to PostgreSQL and brings the schema up to date.
@@ -90,8 +92,8 @@ impl SqlStore {
 
     async fn connect_postgres(url: &str, schema: Option<&str>, clock: Arc<dyn Clock>) -> StoreResult<Self> {
         let (changes, _) = broadcast::channel(1024);
-        let (pool, dialect) = Dialect::connect_postgres(url, schema, &changes).await?;
-        Ok(Self { pool, dialect, clock, changes })
+        let (pool, telemetry, dialect) = Dialect::connect_postgres(url, schema, &changes).await?;
+        Ok(Self { pool, telemetry, dialect, clock, changes })
     }
 
     fn now(&self) -> i64 {
@@ -451,6 +453,10 @@ impl Store for SqlStore {
         flags::audit_page(self, filter, bounds).await
     }
 
+    async fn flag_histories(&self, per_flag: usize) -> StoreResult<crate::FlagHistories> {
+        flags::flag_histories(self, per_flag).await
+    }
+
     async fn get_audit_entry(&self, id: i64) -> StoreResult<Option<AuditEntry>> {
         flags::get_audit_entry(self, id).await
     }
@@ -519,6 +525,10 @@ impl Store for SqlStore {
 
     async fn list_plans(&self) -> StoreResult<Vec<PlanRecord>> {
         releases::list_plans(self).await
+    }
+
+    async fn list_running_plans(&self) -> StoreResult<Vec<PlanRecord>> {
+        releases::list_running_plans(self).await
     }
 
     async fn restore_point(&self, flag: &str, environment: &str) -> StoreResult<Option<RestorePoint>> {

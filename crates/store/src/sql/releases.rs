@@ -1,7 +1,7 @@
 //! Releases: plans and their restore points, the atomic release write, plan templates, and the
 //! guards (standing guards and the guard events that make each verdict act once).
 
-use dimmer_domain::release::{RestorePoint, Template};
+use dimmer_domain::release::{RestorePoint, Status, Template};
 use serde_json::Value;
 use sqlx::AnyConnection;
 use sqlx::Row;
@@ -27,6 +27,12 @@ pub(super) async fn list_plans(s: &SqlStore) -> StoreResult<Vec<PlanRecord>> {
     let rows = sqlx::query(&format!("SELECT {PLAN_COLUMNS} FROM release_plans ORDER BY flag, environment"))
         .fetch_all(&s.pool)
         .await?;
+    rows.iter().map(plan_from).collect()
+}
+
+pub(super) async fn list_running_plans(s: &SqlStore) -> StoreResult<Vec<PlanRecord>> {
+    let sql = format!("SELECT {PLAN_COLUMNS} FROM release_plans WHERE status = $1 ORDER BY flag, environment");
+    let rows = sqlx::query(&sql).bind(Status::Running.as_str()).fetch_all(&s.pool).await?;
     rows.iter().map(plan_from).collect()
 }
 
