@@ -31,8 +31,9 @@ pub const SRM_MIN_EVALUATIONS: u64 = 1000;
 pub struct Guard {
     /// A name for people and for audit entries, unique within its plan or flag.
     pub name: String,
-    /// `error_rate`, `latency_p50` .. `latency_p99` (any `latency_pNN`), or `event:NAME` (a
-    /// custom event per evaluation, where fewer is worse).
+    /// `error_rate`, `latency_p50` .. `latency_p99` (any `latency_pNN`), `event:NAME` (a
+    /// custom event per evaluation, where fewer is worse) or `event_mean:NAME` (the mean value
+    /// a custom event carries, such as a rating, where lower is worse).
     pub metric: String,
     /// `relative` (treatment against control, `max` is the tolerated relative worsening, 0.5
     /// = 50% worse), `absolute` (treatment minus control, in the metric's unit) or `threshold`
@@ -112,6 +113,8 @@ pub enum Metric {
     Latency(f64),
     /// A named event per evaluation; fewer is worse.
     Event(String),
+    /// A named event's mean value; lower is worse.
+    EventMean(String),
 }
 
 /// Why a guard definition was refused.
@@ -149,7 +152,12 @@ impl Guard {
         {
             return Ok(Metric::Event(name.to_owned()));
         }
-        Err(format!("\"{}\" is not error_rate, latency_pNN or event:NAME", self.metric))
+        if let Some(name) = self.metric.strip_prefix("event_mean:")
+            && !name.is_empty()
+        {
+            return Ok(Metric::EventMean(name.to_owned()));
+        }
+        Err(format!("\"{}\" is not error_rate, latency_pNN, event:NAME or event_mean:NAME", self.metric))
     }
 }
 
@@ -365,6 +373,7 @@ fn judge(guard: &Guard, metric: &Metric, variant: &str, treatment: &Aggregate, c
             rate_test(guard, count(treatment), treatment.evaluations, count(control), control.evaluations, -1.0)
         }
         Metric::Latency(q) => latency_test(guard, *q, treatment, control),
+        Metric::EventMean(name) => mean_test(guard, treatment.events.get(name), control.events.get(name)),
     };
     finding.treatment = test.treatment;
     finding.control = test.control;
@@ -491,6 +500,56 @@ fn latency_test(guard: &Guard, q: f64, treatment: &Aggregate, control: &Aggregat
     out
 }
 
+/// A named event's mean value, lower is worse: a difference of means (Welch: each side's own
+/// variance, from the sum of squares) against the tolerance, or the treatment's mean against a
+/// floor (`threshold`). The normal approximation of the mean is what makes this valid, so it
+/// wants tens of events per side at least (`min_sample` counts events); a side whose sum of
+/// squares is unknown (batches from SDKs that do not send one) cannot be judged.
+fn mean_test(
+    guard: &Guard,
+    treatment: Option<&dimmer_protocol::EventStat>,
+    control: Option<&dimmer_protocol::EventStat>,
+) -> TestResult {
+    let stat = |s: Option<&dimmer_protocol::EventStat>| s.and_then(|s| Some((s.count, s.mean()?, s.variance())));
+    let mut out = TestResult::default();
+    let Some((t_n, t_mean, t_var)) = stat(treatment) else { return out };
+    out.treatment_n = t_n;
+    out.treatment = Some(t_mean);
+    let Some(t_var) = t_var else { return out };
+    if guard.compare == Compare::Threshold {
+        let limit = guard.max;
+        out.limit = Some(limit);
+        // A floor under the variance: a side that always reports the same value still tests.
+        let variance = t_var.max(mean_variance_floor(limit)) / t_n as f64;
+        let d = limit - t_mean;
+        let tau = (0.1 * limit.abs()).max(t_var.sqrt() * 0.1);
+        out.statistic = Some(Statistic { log_lr: msprt_log_lr(d, 0.0, variance, tau2_for(tau)), worse: d > 0.0 });
+        return out;
+    }
+    let Some((c_n, c_mean, c_var)) = stat(control) else { return out };
+    out.control_n = c_n;
+    out.control = Some(c_mean);
+    let Some(c_var) = c_var else { return out };
+    let margin = match guard.compare {
+        Compare::Relative => guard.max * c_mean.abs(),
+        _ => guard.max,
+    };
+    out.limit = Some(c_mean - margin);
+    let floor = mean_variance_floor(c_mean);
+    let variance = t_var.max(floor) / t_n as f64 + c_var.max(floor) / c_n as f64;
+    let d = c_mean - t_mean;
+    // The effects worth finding: the tolerance itself, or a tenth of the baseline or of its
+    // spread, whichever is larger.
+    let tau = margin.max(0.1 * c_mean.abs()).max(0.1 * c_var.sqrt());
+    out.statistic = Some(Statistic { log_lr: msprt_log_lr(d, margin, variance, tau2_for(tau)), worse: d > margin });
+    out
+}
+
+/// The smallest per-value variance a mean test assumes, relative to the scale of the values.
+fn mean_variance_floor(scale: f64) -> f64 {
+    (1e-3 * scale.abs()).max(1e-6).powi(2)
+}
+
 /// The sequential sample-ratio test: a beta-binomial mixture likelihood ratio of the observed
 /// `treatment : control` evaluations against the expected share (the two-category case of
 /// Lindon and Malek's Dirichlet-multinomial test, 2020). Like the guards' mSPRT it stays valid
@@ -612,13 +671,104 @@ mod tests {
         let g = guard("event:checkout", Compare::Relative, 0.1);
         let with_events = |evaluations: u64, checkouts: u64| {
             let mut a = arm(evaluations, 0);
-            a.events.insert("checkout".into(), dimmer_protocol::EventStat { count: checkouts, sum: 0.0 });
+            a.events.insert("checkout".into(), dimmer_protocol::EventStat { count: checkouts, sum: 0.0, sum_sq: None });
             a
         };
         let v = variants(with_events(10_000, 500), with_events(100_000, 10_000));
         assert!(matches!(assess(&window(&v), std::slice::from_ref(&g)).verdict, Verdict::Regression { .. }));
         let v = variants(with_events(10_000, 1_100), with_events(100_000, 10_000));
         assert_eq!(assess(&window(&v), std::slice::from_ref(&g)).verdict, Verdict::Healthy);
+    }
+
+    /// Ratings 1..5: `n` events whose values repeat `pattern`.
+    fn rated(evaluations: u64, n: u64, pattern: &[f64]) -> Aggregate {
+        let mut a = arm(evaluations, 0);
+        let mut stat = dimmer_protocol::EventStat::default();
+        for i in 0..n {
+            stat.add(&dimmer_protocol::EventStat::one(Some(pattern[i as usize % pattern.len()])));
+        }
+        a.events.insert("csat".into(), stat);
+        a
+    }
+
+    #[test]
+    fn event_mean_verdicts() {
+        // Control: mean 4.0, sd about 0.9. Worse: mean 3.4. Same: mean 4.0, other order.
+        let good = [5.0, 4.0, 3.0, 4.0, 5.0, 3.0, 4.0, 4.0];
+        let worse = [4.0, 3.0, 2.0, 4.0, 4.0, 3.0, 4.0, 3.2];
+        let same = [4.0, 5.0, 3.0, 4.0, 3.0, 5.0, 4.0, 4.0];
+        let slightly = [4.0, 4.0, 3.0, 4.0, 4.0, 3.0, 4.0, 4.0];
+        let relative = guard("event_mean:csat", Compare::Relative, 0.05);
+        let absolute = guard("event_mean:csat", Compare::Absolute, 0.3);
+        let threshold = guard("event_mean:csat", Compare::Threshold, 3.8);
+        let regression = |g: &Guard| Verdict::Regression { action: Action::DialDown, guards: vec![g.name.clone()] };
+        let rows: Vec<(&str, &Guard, Aggregate, Aggregate, Verdict)> = vec![
+            (
+                "too few ratings on treatment",
+                &relative,
+                rated(1_000, 50, &worse),
+                rated(9_000, 5_000, &good),
+                Verdict::Waiting,
+            ),
+            ("same mean", &relative, rated(2_000, 2_000, &same), rated(9_000, 9_000, &good), Verdict::Healthy),
+            (
+                "15% lower mean",
+                &relative,
+                rated(2_000, 2_000, &worse),
+                rated(9_000, 9_000, &good),
+                regression(&relative),
+            ),
+            (
+                "6% lower, but little evidence",
+                &relative,
+                rated(2_000, 200, &slightly),
+                rated(9_000, 9_000, &good),
+                Verdict::Healthy,
+            ),
+            (
+                "higher mean is never a regression",
+                &relative,
+                rated(2_000, 2_000, &good),
+                rated(9_000, 9_000, &worse),
+                Verdict::Healthy,
+            ),
+            (
+                "absolute: 0.6 lower against 0.3 tolerated",
+                &absolute,
+                rated(2_000, 2_000, &worse),
+                rated(9_000, 9_000, &good),
+                regression(&absolute),
+            ),
+            ("absolute: same", &absolute, rated(2_000, 2_000, &same), rated(9_000, 9_000, &good), Verdict::Healthy),
+            (
+                "threshold: 3.4 under a floor of 3.8",
+                &threshold,
+                rated(2_000, 2_000, &worse),
+                Aggregate::default(),
+                regression(&threshold),
+            ),
+            ("threshold: 4.0 over 3.8", &threshold, rated(2_000, 2_000, &good), Aggregate::default(), Verdict::Healthy),
+            ("no ratings at all", &relative, arm(2_000, 0), arm(9_000, 0), Verdict::Waiting),
+        ];
+        for (name, g, on, off, expected) in rows {
+            let v = variants(on, off);
+            let got = assess(&window(&v), std::slice::from_ref(g));
+            assert_eq!(got.verdict, expected, "{name}: {:#?}", got.findings);
+        }
+    }
+
+    #[test]
+    fn event_mean_without_squares_waits() {
+        let g = guard("event_mean:csat", Compare::Relative, 0.05);
+        let old = |n: u64, mean: f64| {
+            let mut a = arm(n, 0);
+            a.events.insert("csat".into(), dimmer_protocol::EventStat { count: n, sum: mean * n as f64, sum_sq: None });
+            a
+        };
+        let v = variants(old(5_000, 2.0), old(50_000, 4.0));
+        let got = assess(&window(&v), std::slice::from_ref(&g));
+        assert_eq!(got.verdict, Verdict::Waiting);
+        assert_eq!(got.findings[0].treatment, Some(2.0), "the mean is still shown");
     }
 
     #[test]
@@ -690,6 +840,8 @@ mod tests {
         g.metric = "latency_p100".into();
         assert_eq!(validate(std::slice::from_ref(&g)).unwrap_err().field, "metric");
         g.metric = "event:".into();
+        assert_eq!(validate(std::slice::from_ref(&g)).unwrap_err().field, "metric");
+        g.metric = "event_mean:".into();
         assert_eq!(validate(std::slice::from_ref(&g)).unwrap_err().field, "metric");
         g.metric = "latency_p95".into();
         g.data_deadline = Some("soon".into());

@@ -9,6 +9,7 @@ mod guards;
 mod limits;
 mod ofrep;
 mod openapi;
+mod otlp;
 mod policy;
 mod release;
 mod schemas;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub releases: Arc<Releases>,
     /// The guard loop's service: assessments for views, verdicts applied in its loop.
     pub guardian: Arc<Guardian>,
+    /// Outcome metrics in: SDK batches and OTLP.
+    pub outcomes: Arc<crate::service::outcomes::Outcomes>,
     /// Release-event webhooks (its counters feed `/metrics`).
     pub notifier: Arc<Notifier>,
     /// The flag policy enforced on writes.
@@ -87,6 +90,7 @@ pub fn router(state: AppState, cors_origins: &crate::config::CorsOrigins) -> Rou
         .merge(admin::router())
         .merge(release::router())
         .merge(guards::router())
+        .merge(otlp::router())
         .merge(cors::allow(sdk::router(), cors_origins))
         .merge(cors::allow(ofrep::router(), cors_origins))
         .merge(system::router())

@@ -402,6 +402,7 @@ fn describe(f: &guard::Finding, guards: &[Guard]) -> String {
     let value = |v: Option<f64>| match v {
         None => "n/a".to_owned(),
         Some(v) if metric == "error_rate" || metric.starts_with("event:") => format!("{:.2}%", v * 100.0),
+        Some(v) if metric.starts_with("event_mean:") => format!("{v:.3}"),
         Some(v) => format!("{v:.1} ms"),
     };
     format!(

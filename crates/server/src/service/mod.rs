@@ -6,6 +6,7 @@ pub mod guardian;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod outcomes;
 pub mod policy;
 pub mod releases;
 pub mod tokens;

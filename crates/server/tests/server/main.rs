@@ -16,6 +16,7 @@ mod layers;
 mod limits;
 mod ofrep;
 mod openapi;
+mod otlp;
 mod policy;
 mod release;
 mod stream;
