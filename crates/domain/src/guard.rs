@@ -115,6 +115,28 @@ pub enum Metric {
     Event(String),
     /// A named event's mean value; lower is worse.
     EventMean(String),
+    /// A PromQL query template (`promql:…`), run against Prometheus for each variant; larger is
+    /// worse.
+    Query(String),
+}
+
+/// The longest PromQL template a guard may hold, bytes.
+pub const MAX_QUERY_LEN: usize = 2048;
+
+/// Prometheus query results per (guard name, variant): the value, or why there is none (the
+/// query failed, returned nothing, or returned NaN). Filled by the caller, which owns the I/O.
+pub type QueryResults = BTreeMap<(String, String), Result<f64, String>>;
+
+/// A guard's PromQL template with its placeholders filled: `{{flag}}`, `{{variant}}`,
+/// `{{environment}}` (as PromQL string contents: quotes and backslashes escaped) and
+/// `{{window}}` (the window's age as a PromQL duration in seconds, at least `1s`).
+pub fn render_query(template: &str, flag: &str, variant: &str, environment: &str, window_ms: i64) -> String {
+    let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    template
+        .replace("{{flag}}", &escape(flag))
+        .replace("{{variant}}", &escape(variant))
+        .replace("{{environment}}", &escape(environment))
+        .replace("{{window}}", &format!("{}s", (window_ms / 1000).max(1)))
 }
 
 /// Why a guard definition was refused.
@@ -157,7 +179,17 @@ impl Guard {
         {
             return Ok(Metric::EventMean(name.to_owned()));
         }
-        Err(format!("\"{}\" is not error_rate, latency_pNN, event:NAME or event_mean:NAME", self.metric))
+        if let Some(template) = self.metric.strip_prefix("promql:") {
+            if template.trim().is_empty() || template.len() > MAX_QUERY_LEN {
+                return Err(format!("a PromQL template has 1 to {MAX_QUERY_LEN} bytes"));
+            }
+            if !template.contains("{{variant}}") {
+                return Err("a PromQL template must select the variant with {{variant}}".into());
+            }
+            return Ok(Metric::Query(template.to_owned()));
+        }
+        let shown: String = self.metric.chars().take(80).collect();
+        Err(format!("\"{shown}\" is not error_rate, latency_pNN, event:NAME, event_mean:NAME or promql:QUERY"))
     }
 }
 
@@ -208,6 +240,8 @@ pub struct Window<'a> {
     /// The share of evaluations expected on treatment variants (from the exposure), when the
     /// configuration makes it predictable.
     pub expected_treatment_share: Option<f64>,
+    /// The results of `promql:` guards' queries, per guard and variant.
+    pub queries: &'a QueryResults,
 }
 
 /// One guard's finding for one treatment variant.
@@ -218,7 +252,8 @@ pub struct Finding {
     pub guard: String,
     /// The treatment variant judged.
     pub variant: String,
-    /// `pass`, `regression` or `insufficient`.
+    /// `pass`, `regression`, `insufficient` or `no_data` (a Prometheus query failed or found
+    /// nothing).
     pub status: FindingStatus,
     /// The treatment's value of the metric.
     pub treatment: Option<f64>,
@@ -265,6 +300,9 @@ pub enum FindingStatus {
     Regression,
     /// Not enough data yet.
     Insufficient,
+    /// A Prometheus query failed or returned nothing: never a regression, alerted once per
+    /// window.
+    NoData,
 }
 
 /// A sample-ratio mismatch.
@@ -325,6 +363,14 @@ pub fn assess(window: &Window<'_>, guards: &[Guard]) -> Assessment {
     let mut overdue = Vec::new();
     for guard in guards {
         let Ok(metric) = guard.parsed_metric() else { continue };
+        if let Metric::Query(_) = metric {
+            let found = query_findings(guard, window);
+            if found.iter().any(|f| f.status == FindingStatus::NoData) {
+                overdue.push(guard.name.clone());
+            }
+            findings.extend(found);
+            continue;
+        }
         let mut guard_findings: Vec<Finding> =
             treatments.iter().map(|(variant, treatment)| judge(guard, &metric, variant, treatment, control)).collect();
         if guard_findings.is_empty() {
@@ -350,12 +396,51 @@ pub fn assess(window: &Window<'_>, guards: &[Guard]) -> Assessment {
         let mut names: Vec<String> = fired.iter().map(|f| f.guard.clone()).collect();
         names.dedup();
         Verdict::Regression { action, guards: names }
-    } else if findings.iter().any(|f| f.status == FindingStatus::Insufficient) {
+    } else if findings.iter().any(|f| matches!(f.status, FindingStatus::Insufficient | FindingStatus::NoData)) {
         Verdict::Waiting
     } else {
         Verdict::Healthy
     };
     Assessment { findings, sample_ratio, overdue, verdict }
+}
+
+/// A `promql:` guard: each treatment variant's value against the control's (or a threshold);
+/// larger is worse. A query result has no sample size, so there is no test here: the guard
+/// compares the values Prometheus returns, and what smooths noise is the query itself (a rate
+/// over a window). A failed or empty query is `no_data`, never a regression.
+fn query_findings(guard: &Guard, window: &Window<'_>) -> Vec<Finding> {
+    let mine = |variant: &str| window.queries.get(&(guard.name.clone(), variant.to_owned()));
+    let treatments: Vec<&String> =
+        window.queries.keys().filter(|(g, v)| *g == guard.name && v != window.control).map(|(_, v)| v).collect();
+    if treatments.is_empty() {
+        let mut f = Finding::insufficient(guard, "");
+        f.status = FindingStatus::NoData;
+        return vec![f];
+    }
+    treatments
+        .into_iter()
+        .map(|variant| {
+            let mut f = Finding::insufficient(guard, variant);
+            f.log_threshold = 0.0;
+            let treatment = mine(variant).and_then(|r| r.as_ref().ok()).copied();
+            let control = mine(window.control).and_then(|r| r.as_ref().ok()).copied();
+            f.treatment = treatment;
+            f.control = control;
+            let limit = match (guard.compare, control) {
+                (Compare::Threshold, _) => Some(guard.max),
+                (Compare::Relative, Some(c)) => Some(c + guard.max * c.abs()),
+                (Compare::Absolute, Some(c)) => Some(c + guard.max),
+                _ => None,
+            };
+            f.limit = limit;
+            f.status = match (treatment, limit) {
+                (Some(t), Some(l)) if t > l => FindingStatus::Regression,
+                (Some(_), Some(_)) => FindingStatus::Pass,
+                _ => FindingStatus::NoData,
+            };
+            f
+        })
+        .collect()
 }
 
 /// One guard on one treatment variant.
@@ -374,6 +459,8 @@ fn judge(guard: &Guard, metric: &Metric, variant: &str, treatment: &Aggregate, c
         }
         Metric::Latency(q) => latency_test(guard, *q, treatment, control),
         Metric::EventMean(name) => mean_test(guard, treatment.events.get(name), control.events.get(name)),
+        // Judged by `query_findings`, never here.
+        Metric::Query(_) => TestResult::default(),
     };
     finding.treatment = test.treatment;
     finding.control = test.control;
@@ -620,12 +707,94 @@ mod tests {
         }
     }
 
+    static NO_QUERIES: QueryResults = BTreeMap::new();
+
+    #[test]
+    fn prometheus_guards_compare_values_and_report_missing_data_without_acting() {
+        let g = |compare, max| Guard {
+            name: "p".into(),
+            metric: "promql:sum(rate(errors{flag=\"{{flag}}\",variant=\"{{variant}}\"}[{{window}}]))".into(),
+            compare,
+            max,
+            min_sample: 1,
+            action: Action::DialDown,
+            alpha: 0.01,
+            data_deadline: None,
+        };
+        let results = |on: Result<f64, String>, off: Option<Result<f64, String>>| {
+            let mut r = QueryResults::new();
+            r.insert(("p".into(), "on".into()), on);
+            if let Some(off) = off {
+                r.insert(("p".into(), "off".into()), off);
+            }
+            r
+        };
+        let empty = BTreeMap::new();
+        let run = |guard: &Guard, q: &QueryResults| {
+            let w =
+                Window { variants: &empty, control: "off", age_ms: 60_000, expected_treatment_share: None, queries: q };
+            assess(&w, std::slice::from_ref(guard))
+        };
+        let regression = Verdict::Regression { action: Action::DialDown, guards: vec!["p".into()] };
+        let rows: Vec<(&str, Guard, QueryResults, Verdict, bool)> = vec![
+            (
+                "relative: 0.08 against 0.01 + 50%",
+                g(Compare::Relative, 0.5),
+                results(Ok(0.08), Some(Ok(0.01))),
+                regression.clone(),
+                false,
+            ),
+            (
+                "relative: 0.012 against 0.01 + 50%",
+                g(Compare::Relative, 0.5),
+                results(Ok(0.012), Some(Ok(0.01))),
+                Verdict::Healthy,
+                false,
+            ),
+            ("absolute", g(Compare::Absolute, 0.05), results(Ok(0.08), Some(Ok(0.01))), regression.clone(), false),
+            ("threshold, no control needed", g(Compare::Threshold, 0.05), results(Ok(0.08), None), regression, false),
+            (
+                "the query failed",
+                g(Compare::Relative, 0.5),
+                results(Err("connection refused".into()), Some(Ok(0.01))),
+                Verdict::Waiting,
+                true,
+            ),
+            (
+                "the control has no data",
+                g(Compare::Relative, 0.5),
+                results(Ok(0.5), Some(Err("no data".into()))),
+                Verdict::Waiting,
+                true,
+            ),
+            ("no query ran at all", g(Compare::Relative, 0.5), QueryResults::new(), Verdict::Waiting, true),
+        ];
+        for (name, guard, q, expected, no_data) in rows {
+            let got = run(&guard, &q);
+            assert_eq!(got.verdict, expected, "{name}: {:#?}", got.findings);
+            assert_eq!(got.overdue == vec!["p".to_owned()], no_data, "{name}");
+        }
+        assert_eq!(
+            render_query(
+                "x{flag=\"{{flag}}\",v=\"{{variant}}\",e=\"{{environment}}\"}[{{window}}]",
+                "f",
+                "a\"b",
+                "prod",
+                90_500
+            ),
+            "x{flag=\"f\",v=\"a\\\"b\",e=\"prod\"}[90s]"
+        );
+        let mut bad = g(Compare::Relative, 0.5);
+        bad.metric = "promql:sum(x)".into();
+        assert_eq!(validate(&[bad]).unwrap_err().field, "metric");
+    }
+
     fn arm(evaluations: u64, errors: u64) -> Aggregate {
         Aggregate { evaluations, errors, successes: evaluations - errors, ..Default::default() }
     }
 
     fn window(variants: &BTreeMap<String, Aggregate>) -> Window<'_> {
-        Window { variants, control: "off", age_ms: 60_000, expected_treatment_share: None }
+        Window { variants, control: "off", age_ms: 60_000, expected_treatment_share: None, queries: &NO_QUERIES }
     }
 
     fn variants(on: Aggregate, off: Aggregate) -> BTreeMap<String, Aggregate> {

@@ -125,6 +125,8 @@ pub struct Config {
     pub cors_origins: CorsOrigins,
     /// The span kinds whose spans are outcomes for OTLP ingest (OTLP's numbers).
     pub otlp_span_kinds: Vec<i32>,
+    /// The Prometheus-compatible server `promql:` guards query.
+    pub prometheus_url: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -144,6 +146,7 @@ impl std::fmt::Debug for Config {
             .field("metrics_token_required", &self.metrics_token_required)
             .field("cors_origins", &self.cors_origins)
             .field("otlp_span_kinds", &self.otlp_span_kinds)
+            .field("prometheus_url", &self.prometheus_url.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -183,6 +186,9 @@ pub struct Layer {
     /// `otlp_span_kinds`: the span kinds that count as outcomes in OTLP ingest (`server`,
     /// `consumer` by default; also `internal`, `client`, `producer`).
     pub otlp_span_kinds: Option<Vec<String>>,
+    /// `prometheus_url`: the Prometheus-compatible server `promql:` guards query
+    /// (`http://prometheus:9090`).
+    pub prometheus_url: Option<String>,
 }
 
 /// A setting as text, whether the file writes it as a string, a number or a boolean (the
@@ -212,6 +218,7 @@ impl std::fmt::Debug for Layer {
             .field("metrics_token_required", &self.metrics_token_required)
             .field("cors_origins", &self.cors_origins)
             .field("otlp_span_kinds", &self.otlp_span_kinds)
+            .field("prometheus_url", &self.prometheus_url.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -232,13 +239,14 @@ impl Layer {
             metrics_token_required: self.metrics_token_required.or(base.metrics_token_required),
             cors_origins: self.cors_origins.or(base.cors_origins),
             otlp_span_kinds: self.otlp_span_kinds.or(base.otlp_span_kinds),
+            prometheus_url: self.prometheus_url.or(base.prometheus_url),
         }
     }
 
     /// The layer from environment variables (`DIMMER_LISTEN`, `DIMMER_DATA_DIR`,
     /// `DIMMER_DATABASE_URL`, `DIMMER_ADMIN_TOKEN`, `DIMMER_LOG_FORMAT`, `DIMMER_WEBHOOKS` and
     /// `DIMMER_CORS_ORIGINS` and `DIMMER_OTLP_SPAN_KINDS` as comma-separated lists, `DIMMER_POLICY`, `DIMMER_REQUEST_TIMEOUT`,
-    /// `DIMMER_RATE_LIMIT_TOKEN`, `DIMMER_RATE_LIMIT_ADDRESS`, `DIMMER_METRICS_TOKEN_REQUIRED`),
+    /// `DIMMER_RATE_LIMIT_TOKEN`, `DIMMER_RATE_LIMIT_ADDRESS`, `DIMMER_METRICS_TOKEN_REQUIRED`, `DIMMER_PROMETHEUS_URL`),
     /// read through `var`.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Layer {
         Layer {
@@ -258,6 +266,7 @@ impl Layer {
                 .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()),
             otlp_span_kinds: var("DIMMER_OTLP_SPAN_KINDS")
                 .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()),
+            prometheus_url: var("DIMMER_PROMETHEUS_URL").filter(|v| !v.is_empty()),
         }
     }
 }
@@ -401,9 +410,19 @@ pub fn load(file: Option<&Path>, env: Layer, flags: Layer) -> Result<Config, Con
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
+    let prometheus_url = match merged.prometheus_url {
+        Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+            return Err(ConfigError::Invalid {
+                setting: "prometheus_url",
+                message: "an http:// or https:// URL, such as http://prometheus:9090".into(),
+            });
+        }
+        other => other,
+    };
     Ok(Config {
         listen,
         otlp_span_kinds,
+        prometheus_url,
         webhooks,
         policy,
         cors_origins,

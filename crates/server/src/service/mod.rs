@@ -8,6 +8,7 @@ pub mod limits;
 pub mod metrics;
 pub mod outcomes;
 pub mod policy;
+pub mod prometheus;
 pub mod releases;
 pub mod tokens;
 pub mod validation;

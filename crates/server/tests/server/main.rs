@@ -18,6 +18,7 @@ mod ofrep;
 mod openapi;
 mod otlp;
 mod policy;
+mod prometheus;
 mod release;
 mod stream;
 mod support;
