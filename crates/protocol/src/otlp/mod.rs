@@ -406,15 +406,29 @@ impl Correlator {
             out.waiting += 1;
         }
         let slot = self.pending.entry(key).or_insert_with(|| (now_ms, Vec::new()));
-        if slot.1.is_empty() {
-            self.pending_order.push_back((now_ms, key));
-        }
+        let fresh = slot.1.is_empty();
         slot.1.push(item);
+        if fresh {
+            self.pending_order.push_back((now_ms, key));
+            // Resolved keys leave their entries in the order until they age out; past twice the
+            // bound, drop them at once so that the order stays bounded at any rate.
+            if self.pending_order.len() > 2 * self.bounds.max_pending {
+                let pending = &self.pending;
+                self.pending_order.retain(|(at, k)| pending.get(k).is_some_and(|(t, _)| t == at));
+            }
+        }
         self.pending_len += 1;
     }
 
-    fn remember(&mut self, key: Key, known: Known) {
-        if self.spans.len() >= self.bounds.max_spans && !self.spans.contains_key(&key) {
+    fn remember(&mut self, key: Key, mut known: Known) {
+        if let Some(old) = self.spans.get(&key) {
+            // The same span again (an exporter's retry): it keeps its place in the age order, so
+            // that repeats cannot grow the order past the table.
+            known.at_ms = old.at_ms;
+            self.spans.insert(key, known);
+            return;
+        }
+        if self.spans.len() >= self.bounds.max_spans {
             while let Some((at, old)) = self.span_order.pop_front() {
                 if self.spans.get(&old).is_some_and(|k| k.at_ms == at) {
                     self.spans.remove(&old);

@@ -151,6 +151,26 @@ fn waiting_evaluations_expire_and_the_tables_stay_bounded() {
 }
 
 #[test]
+fn repeats_and_resolved_waits_do_not_grow_the_tables() {
+    let bounds = Bounds { max_spans: 10, max_pending: 10, ttl_ms: 1_000_000, ..Bounds::default() };
+    let mut c = Correlator::new(bounds, vec![kind::SERVER]);
+    for round in 0..100u8 {
+        // The same span again and again.
+        c.traces(&request(vec![span(1, None, kind::SERVER, 1, vec![evaluation("f", "on")])]), i64::from(round));
+        // A child, then its parent: the wait is resolved.
+        let (child, parent) = (100 + round % 100, 200u8.wrapping_add(round));
+        c.traces(&request(vec![span(child, Some(parent), kind::INTERNAL, 1, vec![evaluation("f", "on")])]), 0);
+        c.traces(&request(vec![span(parent, None, kind::SERVER, 1, Vec::new())]), 0);
+    }
+    assert!(
+        c.span_order.len() <= 10 && c.pending_order.len() <= 21,
+        "{} {}",
+        c.span_order.len(),
+        c.pending_order.len()
+    );
+}
+
+#[test]
 fn custom_events_go_to_the_variants_evaluated_under_the_same_span() {
     let rating = Event {
         name: "rated".into(),

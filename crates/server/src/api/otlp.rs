@@ -162,11 +162,11 @@ async fn receive(
     };
     let bytes = if gzip {
         match gunzip(&raw) {
-            Ok(b) => b,
+            Ok(b) => std::borrow::Cow::Owned(b),
             Err(f) => return fail(f),
         }
     } else {
-        raw.to_vec()
+        std::borrow::Cow::Borrowed(raw.as_ref())
     };
     let result = match signal {
         Signal::Traces => match otlp::decode_traces(&bytes, encoding) {

@@ -109,11 +109,18 @@ impl Outcomes {
         f(&mut c, now)
     }
 
-    async fn store_extracted(&self, env: &str, extracted: Extracted, signal: &str) -> Result<OtlpRecorded, StoreError> {
+    async fn store_extracted(
+        &self,
+        env: &str,
+        mut extracted: Extracted,
+        signal: &str,
+    ) -> Result<OtlpRecorded, StoreError> {
         // The mapping keeps the batch bounds by construction; checked anyway, so that a bug there
         // can never store what an SDK could not.
-        let batch = MetricsBatch { sdk: None, metrics: extracted.metrics.clone() };
-        if let Err(e) = batch.check(&Limits::default()) {
+        let batch = MetricsBatch { sdk: None, metrics: std::mem::take(&mut extracted.metrics) };
+        let checked = batch.check(&Limits::default());
+        extracted.metrics = batch.metrics;
+        if let Err(e) = checked {
             tracing::error!(signal, "OTLP mapping produced an out-of-bounds entry, dropped: {e}");
             self.metrics.otlp_items(signal, "rejected", extracted.items);
             return Ok(OtlpRecorded {
