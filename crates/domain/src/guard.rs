@@ -31,8 +31,9 @@ pub const SRM_MIN_EVALUATIONS: u64 = 1000;
 pub struct Guard {
     /// A name for people and for audit entries, unique within its plan or flag.
     pub name: String,
-    /// `error_rate`, `latency_p50` .. `latency_p99` (any `latency_pNN`), or `event:NAME` (a
-    /// custom event per evaluation, where fewer is worse).
+    /// `error_rate`, `latency_p50` .. `latency_p99` (any `latency_pNN`), `event:NAME` (a
+    /// custom event per evaluation, where fewer is worse) or `event_mean:NAME` (the mean value
+    /// a custom event carries, such as a rating, where lower is worse).
     pub metric: String,
     /// `relative` (treatment against control, `max` is the tolerated relative worsening, 0.5
     /// = 50% worse), `absolute` (treatment minus control, in the metric's unit) or `threshold`
@@ -112,6 +113,30 @@ pub enum Metric {
     Latency(f64),
     /// A named event per evaluation; fewer is worse.
     Event(String),
+    /// A named event's mean value; lower is worse.
+    EventMean(String),
+    /// A PromQL query template (`promql:…`), run against Prometheus for each variant; larger is
+    /// worse.
+    Query(String),
+}
+
+/// The longest PromQL template a guard may hold, bytes.
+pub const MAX_QUERY_LEN: usize = 2048;
+
+/// Prometheus query results per (guard name, variant): the value, or why there is none (the
+/// query failed, returned nothing, or returned NaN). Filled by the caller, which owns the I/O.
+pub type QueryResults = BTreeMap<(String, String), Result<f64, String>>;
+
+/// A guard's PromQL template with its placeholders filled: `{{flag}}`, `{{variant}}`,
+/// `{{environment}}` (as PromQL string contents: quotes and backslashes escaped) and
+/// `{{window}}` (the window's age as a PromQL duration in seconds, at least `1s`).
+pub fn render_query(template: &str, flag: &str, variant: &str, environment: &str, window_ms: i64) -> String {
+    let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    template
+        .replace("{{flag}}", &escape(flag))
+        .replace("{{variant}}", &escape(variant))
+        .replace("{{environment}}", &escape(environment))
+        .replace("{{window}}", &format!("{}s", (window_ms / 1000).max(1)))
 }
 
 /// Why a guard definition was refused.
@@ -149,7 +174,22 @@ impl Guard {
         {
             return Ok(Metric::Event(name.to_owned()));
         }
-        Err(format!("\"{}\" is not error_rate, latency_pNN or event:NAME", self.metric))
+        if let Some(name) = self.metric.strip_prefix("event_mean:")
+            && !name.is_empty()
+        {
+            return Ok(Metric::EventMean(name.to_owned()));
+        }
+        if let Some(template) = self.metric.strip_prefix("promql:") {
+            if template.trim().is_empty() || template.len() > MAX_QUERY_LEN {
+                return Err(format!("a PromQL template has 1 to {MAX_QUERY_LEN} bytes"));
+            }
+            if !template.contains("{{variant}}") {
+                return Err("a PromQL template must select the variant with {{variant}}".into());
+            }
+            return Ok(Metric::Query(template.to_owned()));
+        }
+        let shown: String = self.metric.chars().take(80).collect();
+        Err(format!("\"{shown}\" is not error_rate, latency_pNN, event:NAME, event_mean:NAME or promql:QUERY"))
     }
 }
 
@@ -200,6 +240,8 @@ pub struct Window<'a> {
     /// The share of evaluations expected on treatment variants (from the exposure), when the
     /// configuration makes it predictable.
     pub expected_treatment_share: Option<f64>,
+    /// The results of `promql:` guards' queries, per guard and variant.
+    pub queries: &'a QueryResults,
 }
 
 /// One guard's finding for one treatment variant.
@@ -210,7 +252,8 @@ pub struct Finding {
     pub guard: String,
     /// The treatment variant judged.
     pub variant: String,
-    /// `pass`, `regression` or `insufficient`.
+    /// `pass`, `regression`, `insufficient` or `no_data` (a Prometheus query failed or found
+    /// nothing).
     pub status: FindingStatus,
     /// The treatment's value of the metric.
     pub treatment: Option<f64>,
@@ -257,6 +300,9 @@ pub enum FindingStatus {
     Regression,
     /// Not enough data yet.
     Insufficient,
+    /// A Prometheus query failed or returned nothing: never a regression, alerted once per
+    /// window.
+    NoData,
 }
 
 /// A sample-ratio mismatch.
@@ -317,6 +363,14 @@ pub fn assess(window: &Window<'_>, guards: &[Guard]) -> Assessment {
     let mut overdue = Vec::new();
     for guard in guards {
         let Ok(metric) = guard.parsed_metric() else { continue };
+        if let Metric::Query(_) = metric {
+            let found = query_findings(guard, window);
+            if found.iter().any(|f| f.status == FindingStatus::NoData) {
+                overdue.push(guard.name.clone());
+            }
+            findings.extend(found);
+            continue;
+        }
         let mut guard_findings: Vec<Finding> =
             treatments.iter().map(|(variant, treatment)| judge(guard, &metric, variant, treatment, control)).collect();
         if guard_findings.is_empty() {
@@ -342,12 +396,51 @@ pub fn assess(window: &Window<'_>, guards: &[Guard]) -> Assessment {
         let mut names: Vec<String> = fired.iter().map(|f| f.guard.clone()).collect();
         names.dedup();
         Verdict::Regression { action, guards: names }
-    } else if findings.iter().any(|f| f.status == FindingStatus::Insufficient) {
+    } else if findings.iter().any(|f| matches!(f.status, FindingStatus::Insufficient | FindingStatus::NoData)) {
         Verdict::Waiting
     } else {
         Verdict::Healthy
     };
     Assessment { findings, sample_ratio, overdue, verdict }
+}
+
+/// A `promql:` guard: each treatment variant's value against the control's (or a threshold);
+/// larger is worse. A query result has no sample size, so there is no test here: the guard
+/// compares the values Prometheus returns, and what smooths noise is the query itself (a rate
+/// over a window). A failed or empty query is `no_data`, never a regression.
+fn query_findings(guard: &Guard, window: &Window<'_>) -> Vec<Finding> {
+    let mine = |variant: &str| window.queries.get(&(guard.name.clone(), variant.to_owned()));
+    let treatments: Vec<&String> =
+        window.queries.keys().filter(|(g, v)| *g == guard.name && v != window.control).map(|(_, v)| v).collect();
+    if treatments.is_empty() {
+        let mut f = Finding::insufficient(guard, "");
+        f.status = FindingStatus::NoData;
+        return vec![f];
+    }
+    treatments
+        .into_iter()
+        .map(|variant| {
+            let mut f = Finding::insufficient(guard, variant);
+            f.log_threshold = 0.0;
+            let treatment = mine(variant).and_then(|r| r.as_ref().ok()).copied();
+            let control = mine(window.control).and_then(|r| r.as_ref().ok()).copied();
+            f.treatment = treatment;
+            f.control = control;
+            let limit = match (guard.compare, control) {
+                (Compare::Threshold, _) => Some(guard.max),
+                (Compare::Relative, Some(c)) => Some(c + guard.max * c.abs()),
+                (Compare::Absolute, Some(c)) => Some(c + guard.max),
+                _ => None,
+            };
+            f.limit = limit;
+            f.status = match (treatment, limit) {
+                (Some(t), Some(l)) if t > l => FindingStatus::Regression,
+                (Some(_), Some(_)) => FindingStatus::Pass,
+                _ => FindingStatus::NoData,
+            };
+            f
+        })
+        .collect()
 }
 
 /// One guard on one treatment variant.
@@ -365,6 +458,9 @@ fn judge(guard: &Guard, metric: &Metric, variant: &str, treatment: &Aggregate, c
             rate_test(guard, count(treatment), treatment.evaluations, count(control), control.evaluations, -1.0)
         }
         Metric::Latency(q) => latency_test(guard, *q, treatment, control),
+        Metric::EventMean(name) => mean_test(guard, treatment.events.get(name), control.events.get(name)),
+        // Judged by `query_findings`, never here.
+        Metric::Query(_) => TestResult::default(),
     };
     finding.treatment = test.treatment;
     finding.control = test.control;
@@ -491,6 +587,56 @@ fn latency_test(guard: &Guard, q: f64, treatment: &Aggregate, control: &Aggregat
     out
 }
 
+/// A named event's mean value, lower is worse: a difference of means (Welch: each side's own
+/// variance, from the sum of squares) against the tolerance, or the treatment's mean against a
+/// floor (`threshold`). The normal approximation of the mean is what makes this valid, so it
+/// wants tens of events per side at least (`min_sample` counts events); a side whose sum of
+/// squares is unknown (batches from SDKs that do not send one) cannot be judged.
+fn mean_test(
+    guard: &Guard,
+    treatment: Option<&dimmer_protocol::EventStat>,
+    control: Option<&dimmer_protocol::EventStat>,
+) -> TestResult {
+    let stat = |s: Option<&dimmer_protocol::EventStat>| s.and_then(|s| Some((s.count, s.mean()?, s.variance())));
+    let mut out = TestResult::default();
+    let Some((t_n, t_mean, t_var)) = stat(treatment) else { return out };
+    out.treatment_n = t_n;
+    out.treatment = Some(t_mean);
+    let Some(t_var) = t_var else { return out };
+    if guard.compare == Compare::Threshold {
+        let limit = guard.max;
+        out.limit = Some(limit);
+        // A floor under the variance: a side that always reports the same value still tests.
+        let variance = t_var.max(mean_variance_floor(limit)) / t_n as f64;
+        let d = limit - t_mean;
+        let tau = (0.1 * limit.abs()).max(t_var.sqrt() * 0.1);
+        out.statistic = Some(Statistic { log_lr: msprt_log_lr(d, 0.0, variance, tau2_for(tau)), worse: d > 0.0 });
+        return out;
+    }
+    let Some((c_n, c_mean, c_var)) = stat(control) else { return out };
+    out.control_n = c_n;
+    out.control = Some(c_mean);
+    let Some(c_var) = c_var else { return out };
+    let margin = match guard.compare {
+        Compare::Relative => guard.max * c_mean.abs(),
+        _ => guard.max,
+    };
+    out.limit = Some(c_mean - margin);
+    let floor = mean_variance_floor(c_mean);
+    let variance = t_var.max(floor) / t_n as f64 + c_var.max(floor) / c_n as f64;
+    let d = c_mean - t_mean;
+    // The effects worth finding: the tolerance itself, or a tenth of the baseline or of its
+    // spread, whichever is larger.
+    let tau = margin.max(0.1 * c_mean.abs()).max(0.1 * c_var.sqrt());
+    out.statistic = Some(Statistic { log_lr: msprt_log_lr(d, margin, variance, tau2_for(tau)), worse: d > margin });
+    out
+}
+
+/// The smallest per-value variance a mean test assumes, relative to the scale of the values.
+fn mean_variance_floor(scale: f64) -> f64 {
+    (1e-3 * scale.abs()).max(1e-6).powi(2)
+}
+
 /// The sequential sample-ratio test: a beta-binomial mixture likelihood ratio of the observed
 /// `treatment : control` evaluations against the expected share (the two-category case of
 /// Lindon and Malek's Dirichlet-multinomial test, 2020). Like the guards' mSPRT it stays valid
@@ -561,12 +707,94 @@ mod tests {
         }
     }
 
+    static NO_QUERIES: QueryResults = BTreeMap::new();
+
+    #[test]
+    fn prometheus_guards_compare_values_and_report_missing_data_without_acting() {
+        let g = |compare, max| Guard {
+            name: "p".into(),
+            metric: "promql:sum(rate(errors{flag=\"{{flag}}\",variant=\"{{variant}}\"}[{{window}}]))".into(),
+            compare,
+            max,
+            min_sample: 1,
+            action: Action::DialDown,
+            alpha: 0.01,
+            data_deadline: None,
+        };
+        let results = |on: Result<f64, String>, off: Option<Result<f64, String>>| {
+            let mut r = QueryResults::new();
+            r.insert(("p".into(), "on".into()), on);
+            if let Some(off) = off {
+                r.insert(("p".into(), "off".into()), off);
+            }
+            r
+        };
+        let empty = BTreeMap::new();
+        let run = |guard: &Guard, q: &QueryResults| {
+            let w =
+                Window { variants: &empty, control: "off", age_ms: 60_000, expected_treatment_share: None, queries: q };
+            assess(&w, std::slice::from_ref(guard))
+        };
+        let regression = Verdict::Regression { action: Action::DialDown, guards: vec!["p".into()] };
+        let rows: Vec<(&str, Guard, QueryResults, Verdict, bool)> = vec![
+            (
+                "relative: 0.08 against 0.01 + 50%",
+                g(Compare::Relative, 0.5),
+                results(Ok(0.08), Some(Ok(0.01))),
+                regression.clone(),
+                false,
+            ),
+            (
+                "relative: 0.012 against 0.01 + 50%",
+                g(Compare::Relative, 0.5),
+                results(Ok(0.012), Some(Ok(0.01))),
+                Verdict::Healthy,
+                false,
+            ),
+            ("absolute", g(Compare::Absolute, 0.05), results(Ok(0.08), Some(Ok(0.01))), regression.clone(), false),
+            ("threshold, no control needed", g(Compare::Threshold, 0.05), results(Ok(0.08), None), regression, false),
+            (
+                "the query failed",
+                g(Compare::Relative, 0.5),
+                results(Err("connection refused".into()), Some(Ok(0.01))),
+                Verdict::Waiting,
+                true,
+            ),
+            (
+                "the control has no data",
+                g(Compare::Relative, 0.5),
+                results(Ok(0.5), Some(Err("no data".into()))),
+                Verdict::Waiting,
+                true,
+            ),
+            ("no query ran at all", g(Compare::Relative, 0.5), QueryResults::new(), Verdict::Waiting, true),
+        ];
+        for (name, guard, q, expected, no_data) in rows {
+            let got = run(&guard, &q);
+            assert_eq!(got.verdict, expected, "{name}: {:#?}", got.findings);
+            assert_eq!(got.overdue == vec!["p".to_owned()], no_data, "{name}");
+        }
+        assert_eq!(
+            render_query(
+                "x{flag=\"{{flag}}\",v=\"{{variant}}\",e=\"{{environment}}\"}[{{window}}]",
+                "f",
+                "a\"b",
+                "prod",
+                90_500
+            ),
+            "x{flag=\"f\",v=\"a\\\"b\",e=\"prod\"}[90s]"
+        );
+        let mut bad = g(Compare::Relative, 0.5);
+        bad.metric = "promql:sum(x)".into();
+        assert_eq!(validate(&[bad]).unwrap_err().field, "metric");
+    }
+
     fn arm(evaluations: u64, errors: u64) -> Aggregate {
         Aggregate { evaluations, errors, successes: evaluations - errors, ..Default::default() }
     }
 
     fn window(variants: &BTreeMap<String, Aggregate>) -> Window<'_> {
-        Window { variants, control: "off", age_ms: 60_000, expected_treatment_share: None }
+        Window { variants, control: "off", age_ms: 60_000, expected_treatment_share: None, queries: &NO_QUERIES }
     }
 
     fn variants(on: Aggregate, off: Aggregate) -> BTreeMap<String, Aggregate> {
@@ -612,13 +840,104 @@ mod tests {
         let g = guard("event:checkout", Compare::Relative, 0.1);
         let with_events = |evaluations: u64, checkouts: u64| {
             let mut a = arm(evaluations, 0);
-            a.events.insert("checkout".into(), dimmer_protocol::EventStat { count: checkouts, sum: 0.0 });
+            a.events.insert("checkout".into(), dimmer_protocol::EventStat { count: checkouts, sum: 0.0, sum_sq: None });
             a
         };
         let v = variants(with_events(10_000, 500), with_events(100_000, 10_000));
         assert!(matches!(assess(&window(&v), std::slice::from_ref(&g)).verdict, Verdict::Regression { .. }));
         let v = variants(with_events(10_000, 1_100), with_events(100_000, 10_000));
         assert_eq!(assess(&window(&v), std::slice::from_ref(&g)).verdict, Verdict::Healthy);
+    }
+
+    /// Ratings 1..5: `n` events whose values repeat `pattern`.
+    fn rated(evaluations: u64, n: u64, pattern: &[f64]) -> Aggregate {
+        let mut a = arm(evaluations, 0);
+        let mut stat = dimmer_protocol::EventStat::default();
+        for i in 0..n {
+            stat.add(&dimmer_protocol::EventStat::one(Some(pattern[i as usize % pattern.len()])));
+        }
+        a.events.insert("csat".into(), stat);
+        a
+    }
+
+    #[test]
+    fn event_mean_verdicts() {
+        // Control: mean 4.0, sd about 0.9. Worse: mean 3.4. Same: mean 4.0, other order.
+        let good = [5.0, 4.0, 3.0, 4.0, 5.0, 3.0, 4.0, 4.0];
+        let worse = [4.0, 3.0, 2.0, 4.0, 4.0, 3.0, 4.0, 3.2];
+        let same = [4.0, 5.0, 3.0, 4.0, 3.0, 5.0, 4.0, 4.0];
+        let slightly = [4.0, 4.0, 3.0, 4.0, 4.0, 3.0, 4.0, 4.0];
+        let relative = guard("event_mean:csat", Compare::Relative, 0.05);
+        let absolute = guard("event_mean:csat", Compare::Absolute, 0.3);
+        let threshold = guard("event_mean:csat", Compare::Threshold, 3.8);
+        let regression = |g: &Guard| Verdict::Regression { action: Action::DialDown, guards: vec![g.name.clone()] };
+        let rows: Vec<(&str, &Guard, Aggregate, Aggregate, Verdict)> = vec![
+            (
+                "too few ratings on treatment",
+                &relative,
+                rated(1_000, 50, &worse),
+                rated(9_000, 5_000, &good),
+                Verdict::Waiting,
+            ),
+            ("same mean", &relative, rated(2_000, 2_000, &same), rated(9_000, 9_000, &good), Verdict::Healthy),
+            (
+                "15% lower mean",
+                &relative,
+                rated(2_000, 2_000, &worse),
+                rated(9_000, 9_000, &good),
+                regression(&relative),
+            ),
+            (
+                "6% lower, but little evidence",
+                &relative,
+                rated(2_000, 200, &slightly),
+                rated(9_000, 9_000, &good),
+                Verdict::Healthy,
+            ),
+            (
+                "higher mean is never a regression",
+                &relative,
+                rated(2_000, 2_000, &good),
+                rated(9_000, 9_000, &worse),
+                Verdict::Healthy,
+            ),
+            (
+                "absolute: 0.6 lower against 0.3 tolerated",
+                &absolute,
+                rated(2_000, 2_000, &worse),
+                rated(9_000, 9_000, &good),
+                regression(&absolute),
+            ),
+            ("absolute: same", &absolute, rated(2_000, 2_000, &same), rated(9_000, 9_000, &good), Verdict::Healthy),
+            (
+                "threshold: 3.4 under a floor of 3.8",
+                &threshold,
+                rated(2_000, 2_000, &worse),
+                Aggregate::default(),
+                regression(&threshold),
+            ),
+            ("threshold: 4.0 over 3.8", &threshold, rated(2_000, 2_000, &good), Aggregate::default(), Verdict::Healthy),
+            ("no ratings at all", &relative, arm(2_000, 0), arm(9_000, 0), Verdict::Waiting),
+        ];
+        for (name, g, on, off, expected) in rows {
+            let v = variants(on, off);
+            let got = assess(&window(&v), std::slice::from_ref(g));
+            assert_eq!(got.verdict, expected, "{name}: {:#?}", got.findings);
+        }
+    }
+
+    #[test]
+    fn event_mean_without_squares_waits() {
+        let g = guard("event_mean:csat", Compare::Relative, 0.05);
+        let old = |n: u64, mean: f64| {
+            let mut a = arm(n, 0);
+            a.events.insert("csat".into(), dimmer_protocol::EventStat { count: n, sum: mean * n as f64, sum_sq: None });
+            a
+        };
+        let v = variants(old(5_000, 2.0), old(50_000, 4.0));
+        let got = assess(&window(&v), std::slice::from_ref(&g));
+        assert_eq!(got.verdict, Verdict::Waiting);
+        assert_eq!(got.findings[0].treatment, Some(2.0), "the mean is still shown");
     }
 
     #[test]
@@ -690,6 +1009,8 @@ mod tests {
         g.metric = "latency_p100".into();
         assert_eq!(validate(std::slice::from_ref(&g)).unwrap_err().field, "metric");
         g.metric = "event:".into();
+        assert_eq!(validate(std::slice::from_ref(&g)).unwrap_err().field, "metric");
+        g.metric = "event_mean:".into();
         assert_eq!(validate(std::slice::from_ref(&g)).unwrap_err().field, "metric");
         g.metric = "latency_p95".into();
         g.data_deadline = Some("soon".into());

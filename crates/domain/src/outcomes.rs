@@ -53,9 +53,7 @@ impl Aggregate {
             self.latency = self.latency.merged(&other.latency);
         }
         for (name, stat) in &other.events {
-            let slot = self.events.entry(name.clone()).or_default();
-            slot.count = slot.count.saturating_add(stat.count);
-            slot.sum += stat.sum;
+            self.events.entry(name.clone()).or_default().add(stat);
         }
     }
 
@@ -81,6 +79,11 @@ impl Aggregate {
     pub fn error_rate(&self) -> Option<f64> {
         let n = self.outcomes();
         (n > 0).then(|| self.errors as f64 / n as f64)
+    }
+
+    /// A named event's mean value, `None` without such events.
+    pub fn event_mean(&self, name: &str) -> Option<f64> {
+        self.events.get(name).and_then(EventStat::mean)
     }
 
     /// A named event's count per evaluation, `None` without evaluations.
@@ -179,7 +182,7 @@ mod tests {
                 errors,
                 successes,
                 latency: LatencySketch::of(latency.iter().copied()),
-                events: BTreeMap::from([("click".into(), EventStat { count: 1, sum: 2.0 })]),
+                events: BTreeMap::from([("click".into(), EventStat { count: 1, sum: 2.0, sum_sq: Some(4.0) })]),
             },
         }
     }
@@ -196,7 +199,7 @@ mod tests {
         assert_eq!(merged.len(), 3);
         let on0 = merged.iter().find(|r| r.variant == "on" && r.bucket_ms == 0).unwrap();
         assert_eq!((on0.aggregate.errors, on0.aggregate.successes, on0.aggregate.latency.count()), (3, 17, 2));
-        assert_eq!(on0.aggregate.events["click"], EventStat { count: 2, sum: 4.0 });
+        assert_eq!(on0.aggregate.events["click"], EventStat { count: 2, sum: 4.0, sum_sq: Some(8.0) });
 
         let coarse = merge_rows(&rows, COARSE_BUCKET_MS);
         assert_eq!(coarse.len(), 2);
@@ -208,7 +211,7 @@ mod tests {
         let with_events = |names: &[(&str, u64)]| {
             let mut r = row("on", 0, 0, 1, &[]);
             r.aggregate.events =
-                names.iter().map(|(n, c)| ((*n).to_owned(), EventStat { count: *c, sum: 0.0 })).collect();
+                names.iter().map(|(n, c)| ((*n).to_owned(), EventStat { count: *c, sum: 0.0, sum_sq: None })).collect();
             r
         };
         let junk: Vec<(String, u64)> = (0..100).map(|i| (format!("junk-{i:03}"), 1)).collect();

@@ -1,6 +1,7 @@
 //! The wire between Dimmer SDKs and the server: the configuration the server sends (the snapshot
 //! and the stream's patches, [`sdk`]), what an SDK posts to `POST /api/v1/sdk/metrics` and the
-//! latency sketch that both ends record into and merge.
+//! latency sketch that both ends record into and merge; and [`otlp`], OpenTelemetry's traces and
+//! log events decoded and mapped to the same per-variant metrics.
 //!
 //! It is its own crate because both the SDK and the server must agree on it byte for byte, and
 //! neither should depend on the other: the SDK must not pull in a database driver, nor the
@@ -8,6 +9,7 @@
 //! snapshot carries (the engine depends on nothing of Dimmer's).
 
 mod metrics;
+pub mod otlp;
 pub mod sdk;
 mod sketch;
 

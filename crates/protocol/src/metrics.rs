@@ -59,6 +59,45 @@ pub struct EventStat {
     /// The sum of the values it came with (0 when it carries none).
     #[serde(default)]
     pub sum: f64,
+    /// The sum of the squares of those values, for the variance behind a mean-based guard
+    /// (`event_mean:NAME`). Optional on the wire so that batches from SDKs that do not send it
+    /// stay valid; absent means "unknown", and a stat merged with an unknown one stays unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sum_sq: Option<f64>,
+}
+
+impl EventStat {
+    /// One event with an optional value (no value counts as 0 in the sum and the mean).
+    pub fn one(value: Option<f64>) -> Self {
+        let v = value.unwrap_or(0.0);
+        EventStat { count: 1, sum: v, sum_sq: Some(v * v) }
+    }
+
+    /// Adds another stat into this one. The sum of squares survives only if both sides know it
+    /// (a side with no events knows it trivially).
+    pub fn add(&mut self, other: &EventStat) {
+        self.sum_sq = match (self.sum_sq, other.sum_sq) {
+            (Some(a), Some(b)) => Some(a + b),
+            (None, Some(b)) if self.count == 0 => Some(b),
+            (Some(a), None) if other.count == 0 => Some(a),
+            _ => None,
+        };
+        self.count = self.count.saturating_add(other.count);
+        self.sum += other.sum;
+    }
+
+    /// The mean value, `None` without events.
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+
+    /// The (population) variance of the values, `None` without events or without a sum of
+    /// squares. Floored at 0 against rounding.
+    pub fn variance(&self) -> Option<f64> {
+        let mean = self.mean()?;
+        let sq = self.sum_sq?;
+        Some((sq / self.count as f64 - mean * mean).max(0.0))
+    }
 }
 
 /// Named events per batch entry: also the most event names the server keeps in one stored row
@@ -149,6 +188,11 @@ impl MetricsBatch {
                 if !stat.sum.is_finite() {
                     return fail(path, "sum must be a finite number".into());
                 }
+                if let Some(sq) = stat.sum_sq
+                    && !(sq.is_finite() && sq >= 0.0)
+                {
+                    return fail(path, "sum_sq must be a finite number >= 0".into());
+                }
             }
         }
         Ok(())
@@ -167,7 +211,7 @@ mod tests {
             successes: 9,
             errors: 1,
             latency: Some(LatencySketch::of([12.0, 30.0])),
-            events: BTreeMap::from([("conversion".into(), EventStat { count: 2, sum: 59.5 })]),
+            events: BTreeMap::from([("conversion".into(), EventStat { count: 2, sum: 59.5, sum_sq: Some(1770.25) })]),
         }
     }
 
@@ -189,7 +233,7 @@ mod tests {
         assert_eq!(err.path, "metrics[1].variant");
 
         let mut bad = entry();
-        bad.events.insert("x".into(), EventStat { count: 1, sum: f64::INFINITY });
+        bad.events.insert("x".into(), EventStat { count: 1, sum: f64::INFINITY, sum_sq: None });
         let err = MetricsBatch { sdk: None, metrics: vec![bad] }.check(&limits).unwrap_err();
         assert_eq!(err.path, "metrics[0].events.x");
 
@@ -200,6 +244,28 @@ mod tests {
 
         let many = MetricsBatch { sdk: None, metrics: vec![entry(); 1001] };
         assert_eq!(many.check(&limits).unwrap_err().path, "metrics");
+    }
+
+    #[test]
+    fn event_stats_merge_their_squares_only_when_both_sides_know_them() {
+        let mut a = EventStat::one(Some(4.0));
+        a.add(&EventStat::one(Some(2.0)));
+        assert_eq!(a, EventStat { count: 2, sum: 6.0, sum_sq: Some(20.0) });
+        assert_eq!((a.mean(), a.variance()), (Some(3.0), Some(1.0)));
+        let old = EventStat { count: 3, sum: 9.0, sum_sq: None };
+        let mut merged = a;
+        merged.add(&old);
+        assert_eq!((merged.count, merged.sum_sq, merged.variance()), (5, None, None));
+        let mut fresh = EventStat::default();
+        fresh.add(&a);
+        assert_eq!(fresh, a);
+        // A batch from an SDK that sends no squares still parses.
+        let old: EventStat = serde_json::from_str(r#"{"count":2,"sum":3.5}"#).unwrap();
+        assert_eq!(old.sum_sq, None);
+        let mut bad = entry();
+        bad.events.insert("x".into(), EventStat { count: 1, sum: 1.0, sum_sq: Some(-1.0) });
+        let err = MetricsBatch { sdk: None, metrics: vec![bad] }.check(&Limits::default()).unwrap_err();
+        assert_eq!(err.path, "metrics[0].events.x");
     }
 
     #[test]

@@ -261,8 +261,7 @@ fn add_event(
     dropped: &AtomicU64,
 ) {
     if let Some(have) = events.get_mut(&name) {
-        have.count = have.count.saturating_add(stat.count);
-        have.sum += stat.sum;
+        have.add(&stat);
     } else if events.len() < limits.max_events {
         events.insert(name, stat);
     } else {
@@ -367,7 +366,7 @@ impl Metrics {
         let limits = self.limits;
         let dropped = &self.dropped;
         self.with_entry(flag, variant, |a| {
-            let stat = EventStat { count: 1, sum: value.unwrap_or(0.0) };
+            let stat = EventStat::one(value);
             add_event(&mut a.events, event.to_owned(), stat, &limits, dropped);
         });
     }
@@ -628,7 +627,7 @@ mod tests {
         let e = &batches[0].metrics[0];
         assert_eq!((e.successes, e.errors), (2, 2));
         assert_eq!(e.latency.as_ref().map(|l| l.count()), Some(4));
-        assert_eq!(e.events["conversion"], EventStat { count: 2, sum: 2.5 });
+        assert_eq!(e.events["conversion"], EventStat { count: 2, sum: 2.5, sum_sq: Some(6.25) });
         assert_eq!(batches[0].check(&Limits::default()), Ok(()));
     }
 

@@ -42,6 +42,7 @@ fn rollout(s: &Scenario, guards: &[Guard], latency: bool, rng: &mut Rng) -> (Opt
     let mut srm = false;
     for (i, exposure) in s.stages.iter().enumerate() {
         let mut variants: BTreeMap<String, Aggregate> = BTreeMap::new();
+        let no_queries = dimmer_domain::guard::QueryResults::new();
         let mut sketches = [SketchBuilder::default(), SketchBuilder::default()];
         for tick in 1..=s.stage_secs / TICK_SECS {
             let n = s.rps * TICK_SECS;
@@ -66,6 +67,7 @@ fn rollout(s: &Scenario, guards: &[Guard], latency: bool, rng: &mut Rng) -> (Opt
                 control: "off",
                 age_ms: (tick * TICK_SECS * 1000) as i64,
                 expected_treatment_share: Some(*exposure),
+                queries: &no_queries,
             };
             let a = assess(&window, guards);
             srm |= a.sample_ratio.as_ref().is_some_and(|r| r.mismatch);

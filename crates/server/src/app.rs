@@ -47,6 +47,11 @@ pub struct Options {
     pub metrics_token_required: bool,
     /// The web origins allowed to call the OFREP and SDK APIs from a browser (CORS).
     pub cors_origins: crate::config::CorsOrigins,
+    /// The span kinds whose spans count as outcomes for OTLP (OTLP's numbers; server and
+    /// consumer by default, so that one request counts once).
+    pub otlp_span_kinds: Vec<i32>,
+    /// The Prometheus-compatible server `promql:` guards query (`None`: they report `no_data`).
+    pub prometheus_url: Option<String>,
 }
 
 pub use crate::config::REQUEST_TIMEOUT;
@@ -64,6 +69,8 @@ impl Default for Options {
             request_timeout: Some(REQUEST_TIMEOUT),
             metrics_token_required: false,
             cors_origins: crate::config::CorsOrigins::default(),
+            otlp_span_kinds: vec![dimmer_protocol::otlp::kind::SERVER, dimmer_protocol::otlp::kind::CONSUMER],
+            prometheus_url: None,
         }
     }
 }
@@ -115,9 +122,21 @@ pub fn app(store: Arc<dyn Store>, options: &Options, shutdown: watch::Receiver<b
     let (notifier, worker) = Notifier::new(options.webhooks.clone());
     let releases = Arc::new(Releases::new(store.clone(), options.clock.clone(), notifier.clone()));
     let metrics = Arc::new(Metrics::default());
-    let guardian = Arc::new(Guardian::new(store.clone(), releases.clone(), notifier.clone(), metrics.clone()));
+    let guardian = Arc::new(
+        Guardian::new(store.clone(), releases.clone(), notifier.clone(), metrics.clone())
+            .with_prometheus(options.prometheus_url.as_deref()),
+    );
+    let hub = Arc::new(Hub::new(store.clone()));
+    let outcomes = Arc::new(crate::service::outcomes::Outcomes::new(
+        store.clone(),
+        hub.clone(),
+        metrics.clone(),
+        options.clock.clone(),
+        options.otlp_span_kinds.clone(),
+    ));
     let state = AppState {
-        hub: Arc::new(Hub::new(store.clone())),
+        hub,
+        outcomes,
         releases,
         guardian,
         notifier,

@@ -94,6 +94,10 @@ pub struct Config {
     pub metrics_token_required: bool,
     /// The web origins allowed to call the OFREP and SDK APIs from a browser.
     pub cors_origins: CorsOrigins,
+    /// The span kinds whose spans are outcomes for OTLP ingest (OTLP's numbers).
+    pub otlp_span_kinds: Vec<i32>,
+    /// The Prometheus-compatible server `promql:` guards query.
+    pub prometheus_url: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -112,6 +116,8 @@ impl std::fmt::Debug for Config {
             .field("rate_limits", &self.rate_limits)
             .field("metrics_token_required", &self.metrics_token_required)
             .field("cors_origins", &self.cors_origins)
+            .field("otlp_span_kinds", &self.otlp_span_kinds)
+            .field("prometheus_url", &self.prometheus_url.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -148,6 +154,12 @@ pub struct Layer {
     pub metrics_token_required: Option<String>,
     /// `cors_origins`: web origins allowed to call OFREP and the SDK API, or `["*"]`.
     pub cors_origins: Option<Vec<String>>,
+    /// `otlp_span_kinds`: the span kinds that count as outcomes in OTLP ingest (`server`,
+    /// `consumer` by default; also `internal`, `client`, `producer`).
+    pub otlp_span_kinds: Option<Vec<String>>,
+    /// `prometheus_url`: the Prometheus-compatible server `promql:` guards query
+    /// (`http://prometheus:9090`).
+    pub prometheus_url: Option<String>,
 }
 
 /// A setting as text, whether the file writes it as a string, a number or a boolean (the
@@ -176,6 +188,8 @@ impl std::fmt::Debug for Layer {
             .field("rate_limit_address", &self.rate_limit_address)
             .field("metrics_token_required", &self.metrics_token_required)
             .field("cors_origins", &self.cors_origins)
+            .field("otlp_span_kinds", &self.otlp_span_kinds)
+            .field("prometheus_url", &self.prometheus_url.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -195,13 +209,15 @@ impl Layer {
             rate_limit_address: self.rate_limit_address.or(base.rate_limit_address),
             metrics_token_required: self.metrics_token_required.or(base.metrics_token_required),
             cors_origins: self.cors_origins.or(base.cors_origins),
+            otlp_span_kinds: self.otlp_span_kinds.or(base.otlp_span_kinds),
+            prometheus_url: self.prometheus_url.or(base.prometheus_url),
         }
     }
 
     /// The layer from environment variables (`DIMMER_LISTEN`, `DIMMER_DATA_DIR`,
     /// `DIMMER_DATABASE_URL`, `DIMMER_ADMIN_TOKEN`, `DIMMER_LOG_FORMAT`, `DIMMER_WEBHOOKS` and
-    /// `DIMMER_CORS_ORIGINS` as comma-separated lists, `DIMMER_POLICY`, `DIMMER_REQUEST_TIMEOUT`,
-    /// `DIMMER_RATE_LIMIT_TOKEN`, `DIMMER_RATE_LIMIT_ADDRESS`, `DIMMER_METRICS_TOKEN_REQUIRED`),
+    /// `DIMMER_CORS_ORIGINS` and `DIMMER_OTLP_SPAN_KINDS` as comma-separated lists, `DIMMER_POLICY`, `DIMMER_REQUEST_TIMEOUT`,
+    /// `DIMMER_RATE_LIMIT_TOKEN`, `DIMMER_RATE_LIMIT_ADDRESS`, `DIMMER_METRICS_TOKEN_REQUIRED`, `DIMMER_PROMETHEUS_URL`),
     /// read through `var`.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Layer {
         Layer {
@@ -219,6 +235,9 @@ impl Layer {
             metrics_token_required: var("DIMMER_METRICS_TOKEN_REQUIRED").filter(|v| !v.is_empty()),
             cors_origins: var("DIMMER_CORS_ORIGINS")
                 .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()),
+            otlp_span_kinds: var("DIMMER_OTLP_SPAN_KINDS")
+                .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()),
+            prometheus_url: var("DIMMER_PROMETHEUS_URL").filter(|v| !v.is_empty()),
         }
     }
 }
@@ -346,8 +365,37 @@ pub fn load(file: Option<&Path>, env: Layer, flags: Layer) -> Result<Config, Con
     };
     let cors_origins = CorsOrigins::parse(&merged.cors_origins.unwrap_or_default())
         .map_err(|message| ConfigError::Invalid { setting: "cors_origins", message })?;
+    let otlp_span_kinds = match merged.otlp_span_kinds {
+        None => vec![dimmer_protocol::otlp::kind::SERVER, dimmer_protocol::otlp::kind::CONSUMER],
+        Some(names) if names.is_empty() => {
+            return Err(ConfigError::Invalid {
+                setting: "otlp_span_kinds",
+                message: "name at least one span kind".into(),
+            });
+        }
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                dimmer_protocol::otlp::kind::parse(n).ok_or_else(|| ConfigError::Invalid {
+                    setting: "otlp_span_kinds",
+                    message: format!("{n:?} is not internal, server, client, producer or consumer"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let prometheus_url = match merged.prometheus_url {
+        Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+            return Err(ConfigError::Invalid {
+                setting: "prometheus_url",
+                message: "an http:// or https:// URL, such as http://prometheus:9090".into(),
+            });
+        }
+        other => other,
+    };
     Ok(Config {
         listen,
+        otlp_span_kinds,
+        prometheus_url,
         webhooks,
         policy,
         cors_origins,
@@ -433,6 +481,17 @@ mod tests {
         assert_eq!(c.rate_limits.per_token, Some(Rate { per_second: 25.0, burst: 50.0 }));
         assert_eq!(c.request_timeout, Some(Duration::from_secs(60)));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn otlp_span_kinds_are_named_and_checked() {
+        let c = load(None, Layer::default(), Layer::default()).unwrap();
+        assert_eq!(c.otlp_span_kinds, vec![2, 5]);
+        let env = Layer::from_env(|k| (k == "DIMMER_OTLP_SPAN_KINDS").then(|| "server, client".to_owned()));
+        assert_eq!(load(None, env, Layer::default()).unwrap().otlp_span_kinds, vec![2, 3]);
+        let bad = Layer { otlp_span_kinds: Some(vec!["servers".into()]), ..Layer::default() };
+        let err = load(None, bad, Layer::default()).unwrap_err().to_string();
+        assert!(err.contains("otlp_span_kinds"), "{err}");
     }
 
     #[test]

@@ -125,7 +125,12 @@ fn text(v: &Value) -> String {
                 .map(|m| {
                     m.iter()
                         .map(|(k, e)| {
-                            format!("{k}={} ({:.2}/eval)", e["count"], e["per_evaluation"].as_f64().unwrap_or(0.0))
+                            let rate = e["per_evaluation"].as_f64().unwrap_or(0.0);
+                            // Events that carry values (ratings, amounts) show their mean too.
+                            match e["mean"].as_f64().filter(|_| e["sum"].as_f64().is_some_and(|s| s != 0.0)) {
+                                Some(mean) => format!("{k}={} ({rate:.2}/eval, mean {mean:.3})", e["count"]),
+                                None => format!("{k}={} ({rate:.2}/eval)", e["count"]),
+                            }
                         })
                         .collect()
                 })
@@ -194,9 +199,9 @@ fn number(v: &Value) -> String {
 /// `latency_p95:threshold:300:rollback`, as the API's guard object.
 pub fn parse_guard(spec: &str) -> Result<Value> {
     let parts: Vec<&str> = spec.split(':').collect();
-    // `event:NAME` carries a colon of its own.
+    // `event:NAME` and `event_mean:NAME` carry a colon of their own.
     let (metric, rest) = match parts.as_slice() {
-        ["event", name, rest @ ..] => (format!("event:{name}"), rest),
+        [kind @ ("event" | "event_mean"), name, rest @ ..] => (format!("{kind}:{name}"), rest),
         [metric, rest @ ..] => ((*metric).to_owned(), rest),
         [] => bail!("--guard: empty"),
     };
@@ -234,6 +239,10 @@ mod tests {
             parse_guard("event:checkout:relative:0.1:alert:500").unwrap(),
             json!({"name": "event-checkout", "metric": "event:checkout", "compare": "relative", "max": 0.1,
                 "action": "alert", "min_sample": 500})
+        );
+        assert_eq!(
+            parse_guard("event_mean:csat:absolute:0.2").unwrap(),
+            json!({"name": "event_mean-csat", "metric": "event_mean:csat", "compare": "absolute", "max": 0.2})
         );
         assert!(parse_guard("error_rate").is_err());
         assert!(parse_guard("error_rate:relative:x").is_err());

@@ -110,6 +110,8 @@ async fn serve(config: config::Config) -> Result<()> {
         request_timeout: config.request_timeout,
         metrics_token_required: config.metrics_token_required,
         cors_origins: config.cors_origins.clone(),
+        otlp_span_kinds: config.otlp_span_kinds.clone(),
+        prometheus_url: config.prometheus_url.clone(),
         ..Default::default()
     };
     dimmer_server::app::run_with(listener, store, options, shutdown_signal()).await.context("serving HTTP")?;

@@ -22,7 +22,7 @@ use crate::api::error::{ApiError, Code, Json};
 use crate::service::guardian::{Guardian, Period};
 use crate::service::releases::{Outcome, ReleaseError};
 use dimmer_domain::guard::{self, Assessment, Guard};
-use dimmer_domain::outcomes::{Aggregate, BUCKET_MS, COARSE_BUCKET_MS, MetricRow, bucket_of, merge_rows, totals};
+use dimmer_domain::outcomes::{Aggregate, BUCKET_MS, COARSE_BUCKET_MS, bucket_of, totals};
 use dimmer_domain::release::{Status, parse_duration};
 use dimmer_store::StandingGuards;
 
@@ -97,31 +97,11 @@ async fn ingest(
     batch
         .check(&Limits::default())
         .map_err(|e| refuse(ApiError::new(Code::ValidationFailed, e.to_string()).with_path(e.path)))?;
-    let snap = state.hub.current(&env).await.map_err(|e| refuse(e.into()))?;
-    let now = state.releases.clock().now_ms();
-    let bucket = bucket_of(now, BUCKET_MS);
-    // Only the environment's flags and their variants are kept: made-up names are refused here,
-    // before they can take a row or a Prometheus series.
-    let (known, unknown): (Vec<_>, Vec<_>) = batch
-        .metrics
-        .iter()
-        .partition(|m| snap.compiled.variants(&m.flag).is_some_and(|mut v| v.any(|(name, _)| name == m.variant)));
-    let rows: Vec<MetricRow> = known
-        .iter()
-        .map(|m| MetricRow {
-            flag: m.flag.clone(),
-            variant: m.variant.clone(),
-            bucket_ms: bucket,
-            width_ms: BUCKET_MS,
-            aggregate: Aggregate::of(m),
-        })
-        .collect();
-    // One row per flag and variant, however the SDK split them.
-    let rows = merge_rows(&rows, BUCKET_MS);
-    state.store.record_metrics(&env, &rows).await.map_err(|e| refuse(e.into()))?;
-    state.metrics.record_outcomes(&env, &rows);
+    // Only the environment's flags and their variants are kept: made-up names are refused by the
+    // service, before they can take a row or a Prometheus series.
+    let recorded = state.outcomes.record(&env, &batch.metrics).await.map_err(|e| refuse(e.into()))?;
     state.metrics.metric_batch("accepted");
-    let answer = IngestAnswer { accepted: known.len(), ignored: unknown.len() };
+    let answer = IngestAnswer { accepted: recorded.accepted, ignored: recorded.ignored };
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
@@ -202,6 +182,11 @@ pub(crate) struct EventTotals {
     sum: f64,
     /// Its count per evaluation; null without evaluations.
     per_evaluation: Option<f64>,
+    /// The mean of its values (what an `event_mean:NAME` guard compares); null without events.
+    mean: Option<f64>,
+    /// The standard deviation of its values; null when unknown (batches from SDKs that send no
+    /// sum of squares) or without events.
+    std_dev: Option<f64>,
 }
 
 /// One step of a metrics series.
@@ -367,7 +352,14 @@ fn variant_totals(name: &str, a: &Aggregate) -> VariantTotals {
             .events
             .iter()
             .map(|(event, s)| {
-                (event.clone(), EventTotals { count: s.count, sum: s.sum, per_evaluation: a.event_rate(event) })
+                let totals = EventTotals {
+                    count: s.count,
+                    sum: s.sum,
+                    per_evaluation: a.event_rate(event),
+                    mean: s.mean(),
+                    std_dev: s.variance().map(f64::sqrt),
+                };
+                (event.clone(), totals)
             })
             .collect(),
     }

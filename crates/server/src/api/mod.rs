@@ -11,6 +11,7 @@ mod guards;
 mod limits;
 mod ofrep;
 mod openapi;
+mod otlp;
 mod policy;
 pub(crate) mod release;
 mod schemas;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub releases: Arc<Releases>,
     /// The guard loop's service: assessments for views, verdicts applied in its loop.
     pub guardian: Arc<Guardian>,
+    /// Outcome metrics in: SDK batches and OTLP.
+    pub outcomes: Arc<crate::service::outcomes::Outcomes>,
     /// Release-event webhooks (its counters feed `/metrics`).
     pub notifier: Arc<Notifier>,
     /// The flag policy enforced on writes.
@@ -90,6 +93,7 @@ pub fn router(state: AppState, cors_origins: &crate::config::CorsOrigins) -> Rou
         .merge(admin::router())
         .merge(release::router())
         .merge(guards::router())
+        .merge(otlp::router())
         .merge(cors::allow(
             sdk::router().method_not_allowed_fallback(fallback::method_not_allowed),
             state.clone(),

@@ -259,6 +259,7 @@ fn finding_words(f: &dimmer_domain::guard::Finding) -> String {
         FindingStatus::Pass => "passes",
         FindingStatus::Regression => "sees a regression",
         FindingStatus::Insufficient => "needs more data",
+        FindingStatus::NoData => "has no data from Prometheus",
     };
     format!(
         "{} on variant {} {status}: treatment {} against control {} (limit {}), {} and {} samples",

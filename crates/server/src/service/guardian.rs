@@ -33,6 +33,8 @@ pub struct Guardian {
     releases: Arc<Releases>,
     notifier: Arc<Notifier>,
     metrics: Arc<Metrics>,
+    /// Where `promql:` guards are queried; `None`: they report `no_data`.
+    prometheus: Option<crate::service::prometheus::PromClient>,
 }
 
 /// The period a guard judges (a plan's current stage, or a standing guard's rolling window),
@@ -91,7 +93,13 @@ pub struct PassReport {
 impl Guardian {
     /// The loop over `store`, acting through `releases`.
     pub fn new(store: Arc<dyn Store>, releases: Arc<Releases>, notifier: Arc<Notifier>, metrics: Arc<Metrics>) -> Self {
-        Self { store, releases, notifier, metrics }
+        Self { store, releases, notifier, metrics, prometheus: None }
+    }
+
+    /// Queries `promql:` guards against the Prometheus-compatible server at `url`.
+    pub fn with_prometheus(mut self, url: Option<&str>) -> Self {
+        self.prometheus = url.map(crate::service::prometheus::PromClient::new);
+        self
     }
 
     fn now(&self) -> i64 {
@@ -133,13 +141,38 @@ impl Guardian {
         let variants = totals(&rows, period.since_ms, now + BUCKET_MS);
         let cfg = record.flag.environments.get(environment);
         let control = cfg.and_then(|c| c.off_variant.clone()).unwrap_or_else(|| OFF.to_owned());
+        let queries = self.run_queries(record, environment, guards, now - period.since_ms).await;
         let window = guard::Window {
             variants: &variants,
             control: &control,
             age_ms: now - period.since_ms,
             expected_treatment_share: cfg.and_then(|c| expected_treatment_share(c, &control)),
+            queries: &queries,
         };
         Ok(guard::assess(&window, guards))
+    }
+
+    /// The `promql:` guards' queries, for every variant of the flag.
+    async fn run_queries(
+        &self,
+        record: &FlagRecord,
+        environment: &str,
+        guards: &[Guard],
+        window_ms: i64,
+    ) -> guard::QueryResults {
+        let mut out = guard::QueryResults::new();
+        for g in guards {
+            let Ok(guard::Metric::Query(template)) = g.parsed_metric() else { continue };
+            for variant in record.flag.variants.keys() {
+                let query = guard::render_query(&template, &record.key, variant, environment, window_ms);
+                let result = match &self.prometheus {
+                    Some(client) => client.query(&query).await,
+                    None => Err("no Prometheus is configured (prometheus_url)".into()),
+                };
+                out.insert((g.name.clone(), variant.clone()), result);
+            }
+        }
+        out
     }
 
     /// One pass: judge every running guarded plan and every standing guard, act on the verdicts,
@@ -417,6 +450,7 @@ fn describe(f: &guard::Finding, guards: &[Guard]) -> String {
     let value = |v: Option<f64>| match v {
         None => "n/a".to_owned(),
         Some(v) if metric == "error_rate" || metric.starts_with("event:") => format!("{:.2}%", v * 100.0),
+        Some(v) if metric.starts_with("event_mean:") || metric.starts_with("promql:") => format!("{v:.4}"),
         Some(v) => format!("{v:.1} ms"),
     };
     format!(

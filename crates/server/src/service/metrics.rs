@@ -31,6 +31,7 @@ pub struct Metrics {
     outcome_series_dropped: AtomicU64,
     events_dropped: AtomicU64,
     metric_batches: Mutex<BTreeMap<&'static str, u64>>,
+    otlp_items: Mutex<BTreeMap<(String, &'static str), u64>>,
     guard_events: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
@@ -149,6 +150,21 @@ impl Metrics {
     pub fn metric_batch(&self, outcome: &'static str) {
         if let Ok(mut b) = self.metric_batches.lock() {
             *b.entry(outcome).or_default() += 1;
+        }
+    }
+
+    /// Counts OTLP spans or log records (`signal`: `traces`, `logs`) by outcome (`accepted`,
+    /// `rejected`). Only the two signal names the API uses ever reach it.
+    pub fn otlp_items(&self, signal: &str, outcome: &'static str, n: u64) {
+        if let Ok(mut b) = self.otlp_items.lock() {
+            *b.entry((signal.to_owned(), outcome)).or_default() += n;
+        }
+    }
+
+    /// Counts an OTLP request refused whole (unauthenticated, malformed, too large).
+    pub fn otlp_request_refused(&self, signal: &str) {
+        if let Ok(mut b) = self.otlp_items.lock() {
+            *b.entry((signal.to_owned(), "refused_requests")).or_default() += 1;
         }
     }
 
@@ -273,6 +289,16 @@ impl Metrics {
                 );
             }
         }
+        out.push_str("# HELP dimmer_otlp_items_total OTLP spans and log records received, by signal and outcome (accepted, rejected inside an accepted request), and requests refused whole (refused_requests).\n");
+        out.push_str("# TYPE dimmer_otlp_items_total counter\n");
+        if let Ok(b) = self.otlp_items.lock() {
+            for signal in ["traces", "logs"] {
+                for outcome in ["accepted", "rejected", "refused_requests"] {
+                    let n = b.get(&(signal.to_owned(), outcome)).copied().unwrap_or(0);
+                    let _ = writeln!(out, "dimmer_otlp_items_total{{signal=\"{signal}\",outcome=\"{outcome}\"}} {n}");
+                }
+            }
+        }
         out.push_str("# HELP dimmer_guard_events_total Guard events acted on (regressions, sample-ratio mismatches, missing data), by kind and action.\n");
         out.push_str("# TYPE dimmer_guard_events_total counter\n");
         if let Ok(g) = self.guard_events.lock() {
@@ -294,7 +320,7 @@ mod tests {
     use dimmer_protocol::EventStat;
 
     fn row(flag: &str, variant: &str, events: &[&str]) -> MetricRow {
-        let events = events.iter().map(|n| ((*n).to_owned(), EventStat { count: 1, sum: 0.0 })).collect();
+        let events = events.iter().map(|n| ((*n).to_owned(), EventStat::one(None))).collect();
         MetricRow {
             flag: flag.into(),
             variant: variant.into(),

@@ -446,3 +446,72 @@ async fn two_postgres_replicas_see_the_same_regression_and_exactly_one_acts() {
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+/// One SDK flush with ratings: `(variant, evaluations, ratings)` per entry, the ratings sent as
+/// an SDK sends them (count, sum and sum of squares).
+fn rated_batch(entries: &[(&str, u64, &[f64])]) -> Value {
+    json!({
+        "sdk": "test/1",
+        "metrics": entries.iter().map(|(variant, n, ratings)| {
+            let sum: f64 = ratings.iter().sum();
+            let sum_sq: f64 = ratings.iter().map(|r| r * r).sum();
+            json!({"flag": "checkout", "variant": variant, "evaluations": n, "successes": n,
+                "events": {"csat": {"count": ratings.len(), "sum": sum, "sum_sq": sum_sq}}})
+        }).collect::<Vec<_>>(),
+    })
+}
+
+#[tokio::test]
+async fn a_mean_based_guard_dials_down_a_satisfaction_drop_and_the_view_shows_the_means() {
+    let clock = Arc::new(ManualClock::new(1_000_000_000));
+    let server = server(&clock, Vec::new()).await;
+    create_flag(&server).await;
+    let sdk = server.token("svc", "sdk", Some("production")).await;
+    let guards = json!([{"name": "csat", "metric": "event_mean:csat", "compare": "relative", "max": 0.05,
+        "min_sample": 200, "action": "dial_down"}]);
+    let (s, v) = server
+        .admin(
+            Method::POST,
+            &format!("{PATH}/plan"),
+            Some(json!({"stages": "10%,100%", "dwell": "10m", "guards": guards})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // Control rates 4.0 on average, treatment 3.4: 15% lower, three times the tolerance. The
+    // error rate and the event count per evaluation are the same on both sides.
+    let good: Vec<f64> = [5.0, 4.0, 3.0, 4.0, 5.0, 3.0, 4.0, 4.0].repeat(25);
+    let worse: Vec<f64> = [4.0, 3.0, 2.0, 4.0, 4.0, 3.0, 4.0, 3.2].repeat(25);
+    let mut dialed = false;
+    for _ in 0..30 {
+        clock.advance_ms(10_000);
+        let (s, v) = send(&server, &sdk, rated_batch(&[("on", 400, &worse), ("off", 3_600, &good.repeat(9))])).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        if production(&server).await["exposure"]["weight"] == 0 {
+            dialed = true;
+            break;
+        }
+    }
+    let v = view(&server).await;
+    assert!(dialed, "the guard never dialed the flag down: {v}");
+    let on = &variant(&v, "on")["events"]["csat"];
+    let off = &variant(&v, "off")["events"]["csat"];
+    assert!((on["mean"].as_f64().unwrap() - 3.4).abs() < 1e-9, "{on}");
+    assert!((off["mean"].as_f64().unwrap() - 4.0).abs() < 1e-9, "{off}");
+    assert!((off["std_dev"].as_f64().unwrap() - 0.5f64.sqrt()).abs() < 1e-9, "{off}");
+    let audit = server
+        .store
+        .audit(&AuditFilter { flag: Some("checkout".into()), limit: 50, ..AuditFilter::default() })
+        .await
+        .unwrap();
+    assert!(audit.iter().any(|a| a.action == "guard.regression"), "{audit:?}");
+
+    // A bad sum of squares is refused by name, and nothing is stored.
+    let mut bad = rated_batch(&[("on", 1, &[3.0])]);
+    bad["metrics"][0]["events"]["csat"]["sum_sq"] = json!(-1.0);
+    let (s, v) = send(&server, &sdk, bad).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error"]["details"]["path"], "metrics[0].events.csat");
+    server.stop().await;
+}

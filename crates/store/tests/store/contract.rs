@@ -747,7 +747,7 @@ fn metric(flag: &str, variant: &str, bucket_ms: i64, errors: u64, latency: &[f64
             successes: 10 - errors,
             errors,
             latency: LatencySketch::of(latency.iter().copied()),
-            events: [("click".to_owned(), EventStat { count: 2, sum: 1.5 })].into(),
+            events: [("click".to_owned(), EventStat { count: 2, sum: 1.5, sum_sq: Some(1.25) })].into(),
         },
     }
 }
