@@ -16,6 +16,7 @@ mod guards;
 mod layers;
 mod limits;
 mod node_ofrep;
+mod node_service;
 mod ofrep;
 mod openapi;
 mod otlp;
