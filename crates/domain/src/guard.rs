@@ -550,11 +550,16 @@ fn variance_of_rate(p: f64, sign: f64) -> f64 {
 }
 
 /// The mixing variance: the effect sizes the test is most sensitive to are about the size of
-/// the baseline itself (an error rate doubling, a conversion rate halving).
+/// the baseline itself (an error rate doubling, a conversion rate halving), and never smaller
+/// than one point: below that, a clean control (no errors at all, common in real services) made
+/// the test blind to a treatment failing a quarter of its requests.
 fn tau2_for(scale: f64) -> f64 {
-    let s = scale.abs().max(1e-3);
+    let s = scale.abs().max(MIN_EFFECT_SCALE);
     s * s
 }
+
+/// The smallest effect scale the tests are tuned for: one percentage point.
+const MIN_EFFECT_SCALE: f64 = 0.01;
 
 /// A latency quantile: is the treatment's q-quantile above the limit? Equivalently, is more
 /// than `1 - q` of the treatment's outcomes slower than the limit? That is a one-sample rate
@@ -816,6 +821,10 @@ mod tests {
             ("doubled, but too little evidence yet", &relative, arm(2_000, 40), arm(95_000, 950), Verdict::Healthy),
             ("slightly worse, within tolerance", &relative, arm(5_000, 60), arm(95_000, 950), Verdict::Healthy),
             ("better than control", &relative, arm(5_000, 10), arm(95_000, 950), Verdict::Healthy),
+            // A control without a single error: a quarter of the treatment failing is a regression.
+            ("clean control, a quarter failing", &relative, arm(303, 75), arm(897, 0), regression(&relative)),
+            ("clean control, clean treatment", &relative, arm(300, 0), arm(900, 0), Verdict::Healthy),
+            ("clean control, one failure in 300", &relative, arm(300, 1), arm(900, 0), Verdict::Healthy),
             (
                 "absolute: +1 point over 0.5 tolerated",
                 &absolute,
