@@ -769,6 +769,70 @@ pub fn history_facts<'a>(history: impl DoubleEndedIterator<Item = (i64, &'a Flag
     (ever_exposed, released_since)
 }
 
+/// What a flag's history says, kept up to date one definition at a time instead of replayed:
+/// whether it was ever exposed and since when it has been fully released without a break, for
+/// the whole flag and for each environment it has ever configured (an environment it never
+/// configured has neither). Folding a history with [`HistoryFacts::step`] gives what
+/// [`history_facts`] gives for it, for the flag and for every environment alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryFacts {
+    /// Whether any definition so far exposed the flag anywhere.
+    #[serde(default)]
+    pub ever_exposed: bool,
+    /// Since when every definition has been fully released, if the latest is.
+    #[serde(default)]
+    pub released_since: Option<i64>,
+    /// The same, per environment, with only that environment's configuration counting.
+    #[serde(default)]
+    pub environments: std::collections::BTreeMap<String, EnvironmentFacts>,
+}
+
+/// [`HistoryFacts`] of one environment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvironmentFacts {
+    /// Whether this environment ever exposed the flag.
+    #[serde(default)]
+    pub ever_exposed: bool,
+    /// Since when this environment has been fully released without a break, if it is.
+    #[serde(default)]
+    pub released_since: Option<i64>,
+}
+
+impl HistoryFacts {
+    /// The facts of a history, oldest definition first.
+    pub fn of<'a>(history: impl IntoIterator<Item = (i64, &'a Flag)>) -> Self {
+        let mut facts = Self::default();
+        for (at, flag) in history {
+            facts.step(at, flag);
+        }
+        facts
+    }
+
+    /// Takes in the definition that took effect at `at`.
+    pub fn step(&mut self, at: i64, flag: &Flag) {
+        self.ever_exposed |= exposed(flag);
+        self.released_since = fully_released(flag).then(|| self.released_since.unwrap_or(at));
+        for name in flag.environments.keys() {
+            self.environments.entry(name.clone()).or_default();
+        }
+        for (name, facts) in &mut self.environments {
+            // What `fully_released` and `exposed` say of the flag reduced to this environment.
+            let config = flag.environments.get(name);
+            facts.ever_exposed |= config.is_some_and(|c| exposure_weight(c) > 0);
+            let released = config.is_some_and(|c| c.enabled && exposure_weight(c) >= FULL_WEIGHT);
+            facts.released_since = released.then(|| facts.released_since.unwrap_or(at));
+        }
+    }
+
+    /// `(ever_exposed, released_since)` for the whole flag, or for one environment alone.
+    pub fn get(&self, environment: Option<&str>) -> (bool, Option<i64>) {
+        match environment {
+            None => (self.ever_exposed, self.released_since),
+            Some(env) => self.environments.get(env).map_or((false, None), |f| (f.ever_exposed, f.released_since)),
+        }
+    }
+}
+
 /// Decides a flag's lifecycle from its definition, the facts and the time.
 pub fn lifecycle(flag: &Flag, facts: &Facts, policy: &Policy, now: i64) -> Lifecycle {
     let age_days = (now - facts.created_at).max(0) / DAY_MS;
@@ -851,6 +915,50 @@ mod tests {
             enabled: true,
             exposure: weight.map(|w| Exposure { weight: w, ..Exposure::default() }),
             ..EnvironmentConfig::default()
+        }
+    }
+
+    proptest::proptest! {
+        /// Folding definitions one at a time gives what replaying the whole history gives, for
+        /// the flag and for each environment alone (including environments that come and go).
+        #[test]
+        fn history_facts_folded_equal_history_facts_replayed(
+            steps in proptest::collection::vec(
+                (1i64..1_000, proptest::collection::vec(
+                    proptest::option::of((proptest::bool::ANY, proptest::option::of(0u32..=FULL_WEIGHT))), 3)),
+                0..12,
+            )
+        ) {
+            let names = ["development", "staging", "production"];
+            let mut at = 0;
+            let mut history = Vec::new();
+            for (gap, envs) in steps {
+                at += gap;
+                let mut flag = Flag::default();
+                for (name, env) in names.iter().zip(envs) {
+                    if let Some((enabled, weight)) = env {
+                        flag.environments.insert((*name).to_owned(), EnvironmentConfig { enabled, ..on(weight) });
+                    }
+                }
+                history.push((at, flag));
+            }
+            let folded = HistoryFacts::of(history.iter().map(|(at, f)| (*at, f)));
+            proptest::prop_assert_eq!(folded.get(None), history_facts(history.iter().map(|(at, f)| (*at, f))));
+            for name in names {
+                let alone: Vec<(i64, Flag)> = history
+                    .iter()
+                    .map(|(at, f)| {
+                        let mut f = f.clone();
+                        f.environments.retain(|n, _| n == name);
+                        (*at, f)
+                    })
+                    .collect();
+                proptest::prop_assert_eq!(
+                    folded.get(Some(name)),
+                    history_facts(alone.iter().map(|(at, f)| (*at, f))),
+                    "environment {}", name
+                );
+            }
         }
     }
 

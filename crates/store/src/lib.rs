@@ -9,6 +9,7 @@
 //! PostgreSQL store also relays other replicas' commits (LISTEN/NOTIFY).
 
 mod dialect;
+pub mod history;
 pub mod sql;
 pub mod testing;
 
@@ -445,9 +446,6 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Each flag's audited definitions, oldest first: `(at, environment, after)`.
-pub type FlagHistories = HashMap<String, Vec<(i64, Option<String>, Value)>>;
-
 /// Durable storage for the server. One implementation, [`SqlStore`], on SQLite or PostgreSQL;
 /// the contract tests run against both.
 #[async_trait]
@@ -516,23 +514,10 @@ pub trait Store: Send + Sync + 'static {
     /// One audit entry, whole.
     async fn get_audit_entry(&self, id: i64) -> StoreResult<Option<AuditEntry>>;
 
-    /// Every flag's audited definitions (`at`, environment, `after`), oldest first, the newest
-    /// `per_flag` (at most 1000) of each: the lifecycle's history of every flag in one read. The
-    /// default asks [`Store::audit`] once per flag.
-    async fn flag_histories(&self, per_flag: usize) -> StoreResult<FlagHistories> {
-        let mut histories = FlagHistories::new();
-        for record in self.list_flags(true).await? {
-            let filter = AuditFilter {
-                flag: Some(record.key.clone()),
-                limit: per_flag.min(1000) as u32,
-                ..AuditFilter::default()
-            };
-            let entries = self.audit(&filter).await?;
-            let history = entries.into_iter().rev().filter_map(|e| Some((e.at, e.environment, e.after?))).collect();
-            histories.insert(record.key, history);
-        }
-        Ok(histories)
-    }
+    /// What each flag's history says for its lifecycle, by key (archived flags included): kept
+    /// up to date by every definition write, replayed from the audit log for a flag written
+    /// before the store kept it.
+    async fn flag_facts(&self) -> StoreResult<HashMap<String, dimmer_engine::policy::HistoryFacts>>;
 
     /// Stores a token's hash, created now by the store's clock; audited (without the token).
     async fn create_token(&self, token: &TokenRecord, meta: &ChangeMeta) -> StoreResult<()>;

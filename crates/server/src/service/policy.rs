@@ -9,9 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use dimmer_engine::Flag;
-use dimmer_engine::policy::{Facts, Lifecycle, Policy, PolicyFile, history_facts, lifecycle};
-use serde_json::Value;
+use dimmer_engine::policy::{Facts, Lifecycle, Policy, PolicyFile, lifecycle};
 
 use dimmer_store::{FlagRecord, Store, StoreResult};
 
@@ -114,32 +112,6 @@ pub async fn last_evaluations(store: &dyn Store) -> StoreResult<HashMap<String, 
     Ok(last)
 }
 
-/// Replays a flag's audit entries (oldest first) into its successive definitions. Flag writes
-/// record the whole definition; release operations (plans, kills, dial-downs, restores) record a
-/// summary of one environment (`enabled`, `exposure`), applied to the definition before them.
-pub fn replay(entries: impl Iterator<Item = (i64, Option<String>, Value)>) -> Vec<(i64, Flag)> {
-    let mut history: Vec<(i64, Flag)> = Vec::new();
-    for (at, environment, after) in entries {
-        let Value::Object(mut map) = after else { continue };
-        if map.contains_key("exposure_percent") {
-            let (Some(env), Some((_, last))) = (environment, history.last()) else { continue };
-            let mut flag = last.clone();
-            let config = flag.environments.entry(env).or_default();
-            config.enabled = map.get("enabled").and_then(Value::as_bool).unwrap_or(false);
-            config.exposure = map.remove("exposure").and_then(|e| serde_json::from_value(e).ok());
-            history.push((at, flag));
-        } else {
-            // The stored copy carries bookkeeping beside the model's fields.
-            map.remove("archived");
-            map.remove("version");
-            if let Ok(flag) = serde_json::from_value::<Flag>(Value::Object(map)) {
-                history.push((at, flag));
-            }
-        }
-    }
-    history
-}
-
 /// The lifecycle of every flag (archived included), from the store's records and audit log.
 /// With `environment`, only that environment's configuration counts.
 pub async fn lifecycles(
@@ -149,21 +121,14 @@ pub async fn lifecycles(
     environment: Option<&str>,
 ) -> StoreResult<Vec<(FlagRecord, Lifecycle)>> {
     let last_evaluated = last_evaluations(store).await?;
-    // The newest 1000 entries per flag: enough to see the current release's start for any flag
-    // released through a plan; older history only ever makes `released_since` earlier. One read
-    // of the log for every flag, not a query per flag.
-    let mut histories = store.flag_histories(1000).await?;
+    // Kept up to date by every write: one read, not a replay of the audit log.
+    let histories = store.flag_facts().await?;
     let mut out = Vec::new();
     for mut record in store.list_flags(true).await? {
-        let entries = histories.remove(&record.key).unwrap_or_default();
-        let mut history = replay(entries.into_iter());
         if let Some(env) = environment {
             record.flag.environments.retain(|name, _| name == env);
-            for (_, flag) in &mut history {
-                flag.environments.retain(|name, _| name == env);
-            }
         }
-        let (ever_exposed, released_since) = history_facts(history.iter().map(|(at, f)| (*at, f)));
+        let (ever_exposed, released_since) = histories.get(&record.key).map_or((false, None), |h| h.get(environment));
         let facts = Facts {
             created_at: record.created_at,
             updated_at: record.updated_at,
@@ -208,20 +173,5 @@ mod tests {
         // And a file relaxes it: what a file leaves out has no rule.
         let relaxed = serde_json::to_value(parse("version: 1\n").unwrap().to_file()).unwrap();
         assert_eq!(relaxed["required"], json!([]), "{relaxed}");
-    }
-
-    #[test]
-    fn replay_applies_release_summaries_to_the_definition_before_them() {
-        let created = json!({"kind": "release", "archived": false, "version": 1});
-        let plan = json!({"enabled": true, "exposure_percent": 1.0, "exposure": {"weight": 1000}, "plan": null});
-        let full = json!({"enabled": true, "exposure_percent": 100.0, "exposure": null, "plan": null});
-        let h = replay(
-            [(1, None, created), (2, Some("production".into()), plan), (3, Some("production".into()), full)]
-                .into_iter(),
-        );
-        assert_eq!(h.len(), 3);
-        assert_eq!(h[1].1.environments["production"].exposure.as_ref().unwrap().weight, 1000);
-        assert!(h[2].1.environments["production"].exposure.is_none());
-        assert_eq!(history_facts(h.iter().map(|(at, f)| (*at, f))), (true, Some(3)));
     }
 }

@@ -5,12 +5,16 @@
 //! inserted, rather than checking first: on PostgreSQL a concurrent creator of the same key then
 //! waits for the first to commit instead of both passing the check.
 
+use std::collections::HashMap;
+
+use dimmer_engine::policy::HistoryFacts;
 use dimmer_engine::{Flag, FlagSet, Segment};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::{
-    Audit, FLAG_COLUMNS, SEGMENT_COLUMNS, SqlStore, corrupt, flag_from, json_column, segment_from, token_from,
+    Audit, FLAG_COLUMNS, SEGMENT_COLUMNS, SqlStore, corrupt, facts_json, flag_from, json_column, segment_from,
+    token_from,
 };
 use crate::{
     AuditBounds, AuditEntry, AuditFilter, AuditPage, ChangeMeta, ChangedItem, Environment, FlagRecord, SegmentRecord,
@@ -75,13 +79,14 @@ pub(super) async fn create_flag(s: &SqlStore, key: &str, flag: &Flag, meta: &Cha
     let definition = serde_json::to_string(flag).map_err(|e| corrupt("flag", e))?;
     // The key is taken by archived flags too: the conflict is on the key alone.
     let inserted = sqlx::query(
-        "INSERT INTO flags (key, definition, version, archived, created_at, updated_at) \
-         VALUES ($1, $2, 1, $3, $4, $4) ON CONFLICT (key) DO NOTHING",
+        "INSERT INTO flags (key, definition, version, archived, created_at, updated_at, facts) \
+         VALUES ($1, $2, 1, $3, $4, $4, $5) ON CONFLICT (key) DO NOTHING",
     )
     .bind(key)
     .bind(&definition)
     .bind(false)
     .bind(now)
+    .bind(facts_json(&HistoryFacts::of([(now, flag)])))
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -455,27 +460,44 @@ fn listed_bytes(e: &AuditEntry) -> u64 {
 
 /// Every flag's audited definitions (`after`), oldest first, the newest `per_flag` of each, in
 /// one indexed scan of the log's flag entries.
-pub(super) async fn flag_histories(s: &SqlStore, per_flag: usize) -> StoreResult<crate::FlagHistories> {
-    use futures::TryStreamExt as _;
-    let mut histories = crate::FlagHistories::new();
-    let mut rows =
-        sqlx::query("SELECT flag, at, environment, after FROM audit WHERE flag IS NOT NULL ORDER BY flag, id")
-            .fetch(&s.pool);
-    while let Some(r) = rows.try_next().await? {
-        let flag: String = r.try_get(0)?;
-        let Some(after) = json_column(r.try_get(3)?) else { continue };
-        let history = histories.entry(flag).or_default();
-        history.push((r.try_get(1)?, r.try_get(2)?, after));
-        if history.len() > per_flag.saturating_mul(2) {
-            history.drain(..history.len() - per_flag);
+pub(super) async fn flag_facts(s: &SqlStore) -> StoreResult<HashMap<String, HistoryFacts>> {
+    let rows = sqlx::query("SELECT key, facts FROM flags").fetch_all(&s.pool).await?;
+    let mut facts = HashMap::with_capacity(rows.len());
+    let mut missing = Vec::new();
+    for r in &rows {
+        let key: String = r.try_get(0)?;
+        match r.try_get::<Option<String>, _>(1)?.and_then(|t| serde_json::from_str(&t).ok()) {
+            Some(f) => {
+                facts.insert(key, f);
+            }
+            None => missing.push(key),
         }
     }
-    for history in histories.values_mut() {
-        if history.len() > per_flag {
-            history.drain(..history.len() - per_flag);
+    if !missing.is_empty() {
+        let mut conn = s.pool.acquire().await?;
+        for key in missing {
+            let f = replayed_facts(&mut conn, &key).await?;
+            facts.insert(key, f);
         }
     }
-    Ok(histories)
+    Ok(facts)
+}
+
+/// A flag's history facts replayed from its audit entries: for a flag written before the store
+/// kept them (migration 0005), or whose stored copy does not parse.
+pub(super) async fn replayed_facts(conn: &mut AnyConnection, key: &str) -> StoreResult<HistoryFacts> {
+    let rows = sqlx::query("SELECT at, environment, after FROM audit WHERE flag = $1 ORDER BY id")
+        .bind(key)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for r in &rows {
+        if let Some(after) = json_column(r.try_get(2)?) {
+            entries.push((r.try_get(0)?, r.try_get(1)?, after));
+        }
+    }
+    let history = crate::history::replay(entries);
+    Ok(HistoryFacts::of(history.iter().map(|(at, f)| (*at, f))))
 }
 
 pub(super) async fn get_audit_entry(s: &SqlStore, id: i64) -> StoreResult<Option<AuditEntry>> {

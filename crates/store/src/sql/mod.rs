@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use dimmer_domain::Clock;
 use dimmer_domain::outcomes::{MetricRow, Retention, RollupStats};
 use dimmer_domain::release::{PlanState, RestorePoint, Status, Template};
+use dimmer_engine::policy::HistoryFacts;
 use dimmer_engine::{Flag, Segment};
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -257,13 +258,28 @@ impl SqlStore {
     ) -> StoreResult<(FlagRecord, Vec<Change>)> {
         let now = self.now();
         let definition = serde_json::to_string(flag).map_err(|e| corrupt("flag", e))?;
+        // The lifecycle's facts move with the definition, in the same transaction.
+        let stored: Option<String> = sqlx::query("SELECT facts FROM flags WHERE key = $1")
+            .bind(&before.key)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| r.try_get::<Option<String>, _>(0))
+            .transpose()?
+            .flatten();
+        let mut facts = match stored.and_then(|t| serde_json::from_str::<HistoryFacts>(&t).ok()) {
+            Some(facts) => facts,
+            None => flags::replayed_facts(conn, &before.key).await?,
+        };
+        facts.step(now, flag);
         sqlx::query(
-            "UPDATE flags SET definition = $1, version = version + 1, archived = $2, updated_at = $3 WHERE key = $4",
+            "UPDATE flags SET definition = $1, version = version + 1, archived = $2, updated_at = $3, facts = $5 \
+             WHERE key = $4",
         )
         .bind(&definition)
         .bind(archived)
         .bind(now)
         .bind(&before.key)
+        .bind(facts_json(&facts))
         .execute(&mut *conn)
         .await?;
         let after =
@@ -292,6 +308,11 @@ fn json_at<T: serde::de::DeserializeOwned>(r: &AnyRow, i: usize, what: impl std:
 }
 
 /// An optional JSON text column (audit `before`/`after`); unparsable text reads as absent.
+/// A flag's history facts as stored (serializing plain data cannot fail).
+fn facts_json(facts: &HistoryFacts) -> String {
+    serde_json::to_string(facts).unwrap_or_default()
+}
+
 fn json_column(text: Option<String>) -> Option<Value> {
     text.and_then(|t| serde_json::from_str(&t).ok())
 }
@@ -453,8 +474,8 @@ impl Store for SqlStore {
         flags::audit_page(self, filter, bounds).await
     }
 
-    async fn flag_histories(&self, per_flag: usize) -> StoreResult<crate::FlagHistories> {
-        flags::flag_histories(self, per_flag).await
+    async fn flag_facts(&self) -> StoreResult<HashMap<String, HistoryFacts>> {
+        flags::flag_facts(self).await
     }
 
     async fn get_audit_entry(&self, id: i64) -> StoreResult<Option<AuditEntry>> {

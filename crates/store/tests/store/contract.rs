@@ -65,6 +65,21 @@ impl Database {
         let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
         rows.iter().map(|r| r.get::<i64, _>(0)).collect()
     }
+
+    /// Runs one statement behind the store's back (what a database of an older version holds).
+    async fn execute(&self, sql: &str) {
+        use sqlx::{Connection, Executor};
+        sqlx::any::install_default_drivers();
+        let url = match self {
+            Database::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Database::Postgres { url, .. } => url.clone(),
+        };
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        if let Database::Postgres { schema, .. } = self {
+            conn.execute(format!("SET search_path TO {schema}").as_str()).await.unwrap();
+        }
+        conn.execute(sql).await.unwrap();
+    }
 }
 
 /// Every contract test on both backends: those under `clocked` get the store's `ManualClock`
@@ -143,6 +158,7 @@ contract!(
     a_refused_release_write_leaves_no_guard_event_and_no_audit_entry,
     concurrent_release_writes_of_one_guard_event_commit_exactly_once;
     clocked: store_timestamps_follow_a_manual_clock,
+    history_facts_follow_every_definition_write_and_old_rows_are_replayed,
 );
 
 async fn first_start_creates_the_default_environments_once(store: Arc<dyn Store>) {
@@ -906,6 +922,61 @@ async fn store_timestamps_follow_a_manual_clock(store: Arc<dyn Store>, clock: Ar
     let audit = store.audit(&AuditFilter::default()).await.unwrap();
     assert_eq!(audit.iter().filter(|e| e.at == t1).count(), 8, "{audit:?}");
     assert!(audit.iter().all(|e| e.at == t0 || e.at == t1));
+}
+
+/// The lifecycle's history facts move with every definition write (create, update, archive,
+/// release writes), and a flag written before the store kept them (a NULL column, as migration
+/// 0005 leaves every existing flag) gets the same facts replayed from its audit entries.
+async fn history_facts_follow_every_definition_write_and_old_rows_are_replayed(
+    store: Arc<dyn Store>,
+    clock: Arc<ManualClock>,
+    db: Database,
+) {
+    use dimmer_engine::model::{EnvironmentConfig, Exposure};
+    let m = meta("facts", None);
+    let at = |weight: Option<u32>, enabled: bool| {
+        let mut f = flag("f");
+        let exposure = weight.map(|weight| Exposure { weight, ..Exposure::default() });
+        f.environments.insert("production".into(), EnvironmentConfig { enabled, exposure, ..Default::default() });
+        f.environments.insert("staging".into(), EnvironmentConfig { enabled: true, ..Default::default() });
+        f
+    };
+    let facts = |store: Arc<dyn Store>| async move { store.flag_facts().await.unwrap().remove("rel").unwrap() };
+    let t0 = clock.now_ms();
+    store.create_flag("rel", &at(Some(0), true), &m).await.unwrap();
+    let f = facts(store.clone()).await;
+    assert_eq!(f.get(None), (true, None), "staging is released, production is on at 0%");
+    assert_eq!(f.get(Some("staging")), (true, Some(t0)));
+    assert_eq!(f.get(Some("production")), (false, None));
+    assert_eq!(f.get(Some("qa")), (false, None), "an environment the flag never configured");
+
+    clock.advance_ms(1_000);
+    let t1 = clock.now_ms();
+    let start = ReleaseWrite {
+        after: json!({"enabled": true, "exposure_percent": 100.0, "exposure": null, "plan": null}),
+        ..step("plan.start", Some((at(None, true), 1)), PlanState::start(0), 0)
+    };
+    store.release_write(&start, &m).await.unwrap();
+    let f = facts(store.clone()).await;
+    assert_eq!(f.get(None), (true, Some(t1)));
+    assert_eq!(f.get(Some("production")), (true, Some(t1)));
+    assert_eq!(f.get(Some("staging")), (true, Some(t0)), "staging untouched");
+
+    clock.advance_ms(1_000);
+    store.update_flag("rel", &at(Some(5_000), true), 2, &m).await.unwrap();
+    assert_eq!(facts(store.clone()).await.get(Some("production")), (true, None), "back to 5%");
+    clock.advance_ms(1_000);
+    let t3 = clock.now_ms();
+    store.update_flag("rel", &at(None, true), 3, &m).await.unwrap();
+    store.set_flag_archived("rel", true, Some(4), &m).await.unwrap();
+    let kept = facts(store.clone()).await;
+    assert_eq!(kept.get(Some("production")), (true, Some(t3)), "released again from t3; archiving keeps it");
+
+    db.execute("UPDATE flags SET facts = NULL").await;
+    assert_eq!(facts(store.clone()).await, kept, "replayed from the audit log");
+    clock.advance_ms(1_000);
+    store.set_flag_archived("rel", false, Some(5), &m).await.unwrap();
+    assert_eq!(facts(store.clone()).await, kept, "a write to a replayed row carries the replayed facts on");
 }
 
 /// A dial-down caused by a guard verdict under `key`, based on flag version `version` and plan
