@@ -160,8 +160,9 @@ pub(crate) struct CompiledSegment {
 #[derive(Debug, Clone)]
 pub struct CompiledFlags {
     pub(crate) environment: Box<str>,
-    /// Shared between the revisions of an environment until a flag is added or removed.
-    pub(crate) index: Arc<HashMap<Box<str>, usize, RandomState>>,
+    /// Shared between the revisions of an environment until a flag is added or removed; keys are
+    /// `Arc`s so that the copy an addition makes copies no string.
+    pub(crate) index: Arc<HashMap<Arc<str>, usize, RandomState>>,
     /// One `Arc` per flag: a revision that changes one flag shares every other with the last
     /// (see [`crate::incremental`]).
     pub(crate) flags: Box<[Arc<CompiledFlag>]>,
@@ -278,7 +279,7 @@ pub(crate) fn compile_full(set: &FlagSet, environment: &str, key_severity: Sever
         }
     }
 
-    let index = set.flags.keys().enumerate().map(|(i, k)| (Box::from(k.as_str()), i)).collect();
+    let index = set.flags.keys().enumerate().map(|(i, k)| (Arc::from(k.as_str()), i)).collect();
     let compiled = CompiledFlags {
         environment: environment.into(),
         index: Arc::new(index),

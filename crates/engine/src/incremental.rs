@@ -24,7 +24,7 @@ pub struct Incremental {
     environment: String,
     set: FlagSet,
     flags: Vec<Arc<CompiledFlag>>,
-    index: Arc<HashMap<Box<str>, usize, foldhash::fast::RandomState>>,
+    index: Arc<HashMap<Arc<str>, usize, foldhash::fast::RandomState>>,
     segments: Arc<[CompiledSegment]>,
     broken_segments: HashSet<usize>,
     /// The prerequisite graph's edges, by flag index.

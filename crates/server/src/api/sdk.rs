@@ -97,7 +97,7 @@ async fn patch_frames(state: &AppState, snap: &EnvSnapshot, from: i64) -> Option
     let to_frames = |patches: &[PatchEvent]| {
         // Replaying more than the snapshot itself would cost both ends more than starting over.
         let replay: usize = patches.iter().map(|p| p.data.len()).sum();
-        (replay <= snap.json().len()).then(|| patches.iter().map(|p| p.frame.clone()).collect())
+        (replay <= snap.size()).then(|| patches.iter().map(|p| p.frame.clone()).collect())
     };
     if let Some((previous, patches)) = &snap.patches_from
         && *previous == from

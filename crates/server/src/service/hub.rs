@@ -117,10 +117,13 @@ pub struct EnvSnapshot {
     pub patches_from: Option<(i64, Arc<[PatchEvent]>)>,
     environment: String,
     revision: i64,
-    /// Every flag's JSON, by key (sorted), shared with the revisions before and after.
-    flags: Arc<[(Arc<str>, Arc<str>)]>,
+    /// Every flag's JSON, by key (sorted): a persistent map, so a revision shares all but its
+    /// changes with the revisions before and after (publishing copies nothing).
+    flags: FlagJson,
     /// The segments the environment uses, as JSON, by key.
     segments: Arc<BTreeMap<String, Arc<str>>>,
+    /// About how many bytes [`EnvSnapshot::json`] is, known without encoding it.
+    size: usize,
     /// Its ETag (`"<environment>-<revision>"`).
     pub etag: String,
     /// The flags compiled for evaluation.
@@ -142,15 +145,19 @@ impl EnvSnapshot {
 
     /// A flag's definition as JSON, if the flag is live.
     pub fn flag_json(&self, key: &str) -> Option<&str> {
-        let at = self.flags.binary_search_by(|(k, _)| k.as_ref().cmp(key)).ok()?;
-        Some(self.flags[at].1.as_ref())
+        self.flags.get(key).map(AsRef::as_ref)
+    }
+
+    /// About how many bytes the snapshot's JSON is (within a few hundred), without encoding it:
+    /// what a subscriber catching up compares its patches with.
+    pub fn size(&self) -> usize {
+        self.size
     }
 
     /// The snapshot's JSON (a [`Snapshot`]), encoded on first use and then shared.
     pub fn json(&self) -> &Bytes {
         self.json.get_or_init(|| {
-            let size: usize = self.flags.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>() + 256;
-            let mut out = String::with_capacity(size);
+            let mut out = String::with_capacity(self.size);
             out.push_str("{\"environment\":");
             out.push_str(&json_string(&self.environment));
             out.push_str(&format!(",\"revision\":{},\"flags\":{{\"flags\":{{", self.revision));
@@ -196,8 +203,18 @@ impl EnvSnapshot {
 struct EnvState {
     revision: i64,
     compiler: Incremental,
-    flags: BTreeMap<Arc<str>, Arc<str>>,
+    flags: FlagJson,
+    /// What [`EnvSnapshot::size`] reports, kept up to date with `flags`.
+    size: usize,
     segments: Arc<BTreeMap<String, Arc<str>>>,
+}
+
+/// Flag key → the flag's JSON.
+type FlagJson = imbl::OrdMap<Arc<str>, Arc<str>>;
+
+/// What one entry adds to a snapshot's JSON: the key's quotes, colon and comma.
+fn entry_size(key: &str, json: &str) -> usize {
+    key.len() + json.len() + 4
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Arc<str> {
@@ -218,10 +235,14 @@ impl EnvState {
     /// A full load: compile everything, encode every flag.
     fn load(snapshot: Snapshot) -> Self {
         let set = snapshot.flags.for_environment(&snapshot.environment);
-        let flags = set.flags.iter().map(|(k, f)| (Arc::from(k.as_str()), to_json(f))).collect();
-        let segments = Arc::new(set.segments.iter().map(|(k, s)| (k.clone(), to_json(s))).collect());
+        let flags: FlagJson = set.flags.iter().map(|(k, f)| (Arc::from(k.as_str()), to_json(f))).collect();
+        let segments: Arc<BTreeMap<String, Arc<str>>> =
+            Arc::new(set.segments.iter().map(|(k, s)| (k.clone(), to_json(s))).collect());
+        let size = 256
+            + flags.iter().map(|(k, v)| entry_size(k, v)).sum::<usize>()
+            + segments.iter().map(|(k, v)| entry_size(k, v)).sum::<usize>();
         let (compiler, _diagnostics) = Incremental::new(set, &snapshot.environment);
-        Self { revision: snapshot.revision, compiler, flags, segments }
+        Self { revision: snapshot.revision, compiler, flags, size, segments }
     }
 
     /// Applies changed flags (`None`: archived or gone), already reduced to this environment.
@@ -229,11 +250,17 @@ impl EnvState {
         for (key, flag) in changed {
             match flag {
                 Some(flag) => {
-                    self.flags.insert(Arc::from(key.as_str()), to_json(&flag));
+                    let json = to_json(&flag);
+                    self.size += entry_size(&key, &json);
+                    if let Some(old) = self.flags.insert(Arc::from(key.as_str()), json) {
+                        self.size = self.size.saturating_sub(entry_size(&key, &old));
+                    }
                     self.compiler.upsert(&key, flag);
                 }
                 None => {
-                    self.flags.remove(key.as_str());
+                    if let Some(old) = self.flags.remove(key.as_str()) {
+                        self.size = self.size.saturating_sub(entry_size(&key, &old));
+                    }
                     self.compiler.remove(&key);
                 }
             }
@@ -247,7 +274,8 @@ impl EnvState {
             patches_from: None,
             etag: format!("\"{}-{}\"", environment, self.revision),
             revision: self.revision,
-            flags: self.flags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            flags: self.flags.clone(),
+            size: self.size,
             segments: self.segments.clone(),
             compiled: self.compiler.compiled(),
             json: OnceLock::new(),
