@@ -833,15 +833,46 @@ impl HistoryFacts {
     }
 }
 
+/// What the lifecycle reads of a flag's current definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Current {
+    /// Its kind.
+    pub kind: FlagKind,
+    /// Whether it is fully released ([`fully_released`]).
+    pub released: bool,
+    /// Whether it is exposed ([`exposed`]).
+    pub exposed: bool,
+}
+
+impl Current {
+    /// What a definition says.
+    pub fn of(flag: &Flag) -> Self {
+        Self { kind: flag.kind, released: fully_released(flag), exposed: exposed(flag) }
+    }
+
+    /// What [`HistoryFacts`] say of the definition they last took in (for the flag, or one
+    /// environment alone): it is released exactly when it has been since some time, and its
+    /// being exposed is within having ever been.
+    pub fn from_history(kind: FlagKind, history: &HistoryFacts, environment: Option<&str>) -> Self {
+        let (ever_exposed, released_since) = history.get(environment);
+        Self { kind, released: released_since.is_some(), exposed: ever_exposed }
+    }
+}
+
 /// Decides a flag's lifecycle from its definition, the facts and the time.
 pub fn lifecycle(flag: &Flag, facts: &Facts, policy: &Policy, now: i64) -> Lifecycle {
+    lifecycle_of(Current::of(flag), facts, policy, now)
+}
+
+/// Decides a flag's lifecycle from what it is now, the facts and the time.
+pub fn lifecycle_of(current: Current, facts: &Facts, policy: &Policy, now: i64) -> Lifecycle {
     let age_days = (now - facts.created_at).max(0) / DAY_MS;
-    let released = fully_released(flag);
+    let released = current.released;
     let phase = if facts.archived {
         State::Archived
     } else if released {
         State::Released
-    } else if facts.ever_exposed || exposed(flag) {
+    } else if facts.ever_exposed || current.exposed {
         State::RollingOut
     } else {
         State::New
@@ -849,7 +880,7 @@ pub fn lifecycle(flag: &Flag, facts: &Facts, policy: &Policy, now: i64) -> Lifec
     let released_since = if released { Some(facts.released_since.unwrap_or(facts.updated_at)) } else { None };
     let mut reasons = Vec::new();
     if phase != State::Archived {
-        let kind = policy.kind(flag.kind);
+        let kind = policy.kind(current.kind);
         if let Some(days) = kind.lifetime_days
             && now - facts.created_at >= i64::from(days) * DAY_MS
         {
@@ -857,7 +888,7 @@ pub fn lifecycle(flag: &Flag, facts: &Facts, policy: &Policy, now: i64) -> Lifec
                 rule: rules::PAST_LIFETIME,
                 message: format!(
                     "{age_days} days old; a {} flag is expected to live {days} days",
-                    kind_name(flag.kind)
+                    kind_name(current.kind)
                 ),
             });
         }

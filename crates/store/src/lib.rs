@@ -107,6 +107,26 @@ pub struct FlagRecord {
     pub updated_at: i64,
 }
 
+/// What the lifecycle of every flag reads: a flag's bookkeeping, the two fields of its definition
+/// it shows, and its history facts; no whole definition is parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlagSummary {
+    /// The flag key.
+    pub key: String,
+    /// Its kind.
+    pub kind: dimmer_engine::model::FlagKind,
+    /// Its owner.
+    pub owner: Option<String>,
+    /// Whether it is archived.
+    pub archived: bool,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+    /// Last change, Unix milliseconds.
+    pub updated_at: i64,
+    /// What its history says.
+    pub history: dimmer_engine::policy::HistoryFacts,
+}
+
 /// A stored segment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentRecord {
@@ -514,10 +534,10 @@ pub trait Store: Send + Sync + 'static {
     /// One audit entry, whole.
     async fn get_audit_entry(&self, id: i64) -> StoreResult<Option<AuditEntry>>;
 
-    /// What each flag's history says for its lifecycle, by key (archived flags included): kept
-    /// up to date by every definition write, replayed from the audit log for a flag written
-    /// before the store kept it.
-    async fn flag_facts(&self) -> StoreResult<HashMap<String, dimmer_engine::policy::HistoryFacts>>;
+    /// Every flag (archived included) by key, summarised for its lifecycle. The history facts
+    /// are kept up to date by every definition write, and replayed from the audit log for a
+    /// flag written before the store kept them.
+    async fn flag_summaries(&self) -> StoreResult<Vec<FlagSummary>>;
 
     /// Stores a token's hash, created now by the store's clock; audited (without the token).
     async fn create_token(&self, token: &TokenRecord, meta: &ChangeMeta) -> StoreResult<()>;

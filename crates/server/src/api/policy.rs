@@ -155,8 +155,8 @@ async fn list(
         .filter(|(_, l)| q.state.as_deref().is_none_or(|s| s == l.state.name()))
         .map(|(r, l)| LifecycleEntry {
             key: &r.key,
-            kind: kind_name(r.flag.kind),
-            owner: r.flag.owner.as_deref(),
+            kind: kind_name(r.kind),
+            owner: r.owner.as_deref(),
             updated_at: r.updated_at,
             state: l.state,
             phase: l.phase,

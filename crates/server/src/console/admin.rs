@@ -47,7 +47,7 @@ async fn policy(State(state): State<ConsoleState>, viewer: Viewer) -> Result<Res
                     tbody { @for (r, l) in &stale {
                         tr {
                             th scope="row" { a href={ "/flags/" (segment(&r.key)) } { (r.key) } }
-                            td { (r.flag.owner.as_deref().unwrap_or("—")) }
+                            td { (r.owner.as_deref().unwrap_or("—")) }
                             td { ul { @for reason in &l.reasons { li { (reason.message) " (rule " code { (reason.rule) } ")" } } } }
                             td { (l.age_days) " days" }
                         }
@@ -61,7 +61,7 @@ async fn policy(State(state): State<ConsoleState>, viewer: Viewer) -> Result<Res
             @if retire.is_empty() { p.muted { "None." } } @else {
                 ul { @for (r, l) in &retire {
                     li {
-                        a href={ "/flags/" (segment(&r.key)) } { (r.key) } " · " (kind_name(r.flag.kind)) " · owner " (r.flag.owner.as_deref().unwrap_or("none"))
+                        a href={ "/flags/" (segment(&r.key)) } { (r.key) } " · " (kind_name(r.kind)) " · owner " (r.owner.as_deref().unwrap_or("none"))
                         @if let Some(since) = l.released_since { " · released " (human_duration(now - since)) " ago" }
                     }
                 } }

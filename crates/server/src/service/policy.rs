@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use dimmer_engine::policy::{Facts, Lifecycle, Policy, PolicyFile, lifecycle};
+use dimmer_engine::policy::{Current, Facts, Lifecycle, Policy, PolicyFile, lifecycle_of};
 
-use dimmer_store::{FlagRecord, Store, StoreResult};
+use dimmer_store::{FlagSummary, Store, StoreResult};
 
 /// The policy a server enforces, with where it came from. Compared by content, so that
 /// the server configuration stays comparable.
@@ -112,33 +112,31 @@ pub async fn last_evaluations(store: &dyn Store) -> StoreResult<HashMap<String, 
     Ok(last)
 }
 
-/// The lifecycle of every flag (archived included), from the store's records and audit log.
-/// With `environment`, only that environment's configuration counts.
+/// The lifecycle of every flag (archived included), from the store's summaries (history facts
+/// kept by every write) and outcome metrics: two reads, no replay of the audit log and no whole
+/// definition parsed. With `environment`, only that environment's configuration counts.
 pub async fn lifecycles(
     store: &dyn Store,
     policy: &Policy,
     now: i64,
     environment: Option<&str>,
-) -> StoreResult<Vec<(FlagRecord, Lifecycle)>> {
+) -> StoreResult<Vec<(FlagSummary, Lifecycle)>> {
     let last_evaluated = last_evaluations(store).await?;
-    // Kept up to date by every write: one read, not a replay of the audit log.
-    let histories = store.flag_facts().await?;
-    let mut out = Vec::new();
-    for mut record in store.list_flags(true).await? {
-        if let Some(env) = environment {
-            record.flag.environments.retain(|name, _| name == env);
-        }
-        let (ever_exposed, released_since) = histories.get(&record.key).map_or((false, None), |h| h.get(environment));
+    let summaries = store.flag_summaries().await?;
+    let mut out = Vec::with_capacity(summaries.len());
+    for summary in summaries {
+        let (ever_exposed, released_since) = summary.history.get(environment);
         let facts = Facts {
-            created_at: record.created_at,
-            updated_at: record.updated_at,
-            archived: record.archived,
+            created_at: summary.created_at,
+            updated_at: summary.updated_at,
+            archived: summary.archived,
             ever_exposed,
             released_since,
-            last_evaluated: last_evaluated.get(&record.key).copied(),
+            last_evaluated: last_evaluated.get(&summary.key).copied(),
         };
-        let l = lifecycle(&record.flag, &facts, policy, now);
-        out.push((record, l));
+        let current = Current::from_history(summary.kind, &summary.history, environment);
+        let l = lifecycle_of(current, &facts, policy, now);
+        out.push((summary, l));
     }
     Ok(out)
 }

@@ -145,8 +145,8 @@ impl Store for Faulty {
     async fn get_audit_entry(&self, id: i64) -> StoreResult<Option<AuditEntry>> {
         self.inner.get_audit_entry(id).await
     }
-    async fn flag_facts(&self) -> StoreResult<std::collections::HashMap<String, dimmer_engine::policy::HistoryFacts>> {
-        self.inner.flag_facts().await
+    async fn flag_summaries(&self) -> StoreResult<Vec<dimmer_store::FlagSummary>> {
+        self.inner.flag_summaries().await
     }
     async fn create_token(&self, token: &TokenRecord, meta: &ChangeMeta) -> StoreResult<()> {
         self.inner.create_token(token, meta).await

@@ -5,10 +5,8 @@
 //! inserted, rather than checking first: on PostgreSQL a concurrent creator of the same key then
 //! waits for the first to commit instead of both passing the check.
 
-use std::collections::HashMap;
-
 use dimmer_engine::policy::HistoryFacts;
-use dimmer_engine::{Flag, FlagSet, Segment};
+use dimmer_engine::{Flag, FlagKind, FlagSet, Segment};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
@@ -17,8 +15,8 @@ use super::{
     token_from,
 };
 use crate::{
-    AuditBounds, AuditEntry, AuditFilter, AuditPage, ChangeMeta, ChangedItem, Environment, FlagRecord, SegmentRecord,
-    Snapshot, StoreError, StoreResult, TokenRecord, flag_json,
+    AuditBounds, AuditEntry, AuditFilter, AuditPage, ChangeMeta, ChangedItem, Environment, FlagRecord, FlagSummary,
+    SegmentRecord, Snapshot, StoreError, StoreResult, TokenRecord, flag_json,
 };
 
 const TOKEN_COLUMNS: &str = "name, scope, environment, hash, created_at, revoked, origins";
@@ -460,27 +458,46 @@ fn listed_bytes(e: &AuditEntry) -> u64 {
 
 /// Every flag's audited definitions (`after`), oldest first, the newest `per_flag` of each, in
 /// one indexed scan of the log's flag entries.
-pub(super) async fn flag_facts(s: &SqlStore) -> StoreResult<HashMap<String, HistoryFacts>> {
-    let rows = sqlx::query("SELECT key, facts FROM flags").fetch_all(&s.pool).await?;
-    let mut facts = HashMap::with_capacity(rows.len());
+/// The two fields of a definition the lifecycle shows; everything else is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct Shown {
+    #[serde(default)]
+    kind: FlagKind,
+    #[serde(default)]
+    owner: Option<String>,
+}
+
+pub(super) async fn flag_summaries(s: &SqlStore) -> StoreResult<Vec<FlagSummary>> {
+    let rows = sqlx::query("SELECT key, definition, archived, created_at, updated_at, facts FROM flags ORDER BY key")
+        .fetch_all(&s.pool)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
     let mut missing = Vec::new();
     for r in &rows {
         let key: String = r.try_get(0)?;
-        match r.try_get::<Option<String>, _>(1)?.and_then(|t| serde_json::from_str(&t).ok()) {
-            Some(f) => {
-                facts.insert(key, f);
-            }
-            None => missing.push(key),
+        let definition: String = r.try_get(1)?;
+        let shown: Shown = serde_json::from_str(&definition).map_err(|e| corrupt(&format!("flag {key}"), e))?;
+        let history = r.try_get::<Option<String>, _>(5)?.and_then(|t| serde_json::from_str(&t).ok());
+        if history.is_none() {
+            missing.push(out.len());
         }
+        out.push(FlagSummary {
+            key,
+            kind: shown.kind,
+            owner: shown.owner,
+            archived: super::bool_at(r, 2)?,
+            created_at: r.try_get(3)?,
+            updated_at: r.try_get(4)?,
+            history: history.unwrap_or_default(),
+        });
     }
     if !missing.is_empty() {
         let mut conn = s.pool.acquire().await?;
-        for key in missing {
-            let f = replayed_facts(&mut conn, &key).await?;
-            facts.insert(key, f);
+        for at in missing {
+            out[at].history = replayed_facts(&mut conn, &out[at].key).await?;
         }
     }
-    Ok(facts)
+    Ok(out)
 }
 
 /// A flag's history facts replayed from its audit entries: for a flag written before the store

@@ -474,8 +474,8 @@ impl Store for SqlStore {
         flags::audit_page(self, filter, bounds).await
     }
 
-    async fn flag_facts(&self) -> StoreResult<HashMap<String, HistoryFacts>> {
-        flags::flag_facts(self).await
+    async fn flag_summaries(&self) -> StoreResult<Vec<crate::FlagSummary>> {
+        flags::flag_summaries(self).await
     }
 
     async fn get_audit_entry(&self, id: i64) -> StoreResult<Option<AuditEntry>> {

@@ -941,7 +941,12 @@ async fn history_facts_follow_every_definition_write_and_old_rows_are_replayed(
         f.environments.insert("staging".into(), EnvironmentConfig { enabled: true, ..Default::default() });
         f
     };
-    let facts = |store: Arc<dyn Store>| async move { store.flag_facts().await.unwrap().remove("rel").unwrap() };
+    let facts = |store: Arc<dyn Store>| async move {
+        let summaries = store.flag_summaries().await.unwrap();
+        let rel = summaries.into_iter().find(|s| s.key == "rel").unwrap();
+        assert_eq!((rel.kind, rel.owner.as_deref()), (dimmer_engine::FlagKind::Release, None));
+        rel.history
+    };
     let t0 = clock.now_ms();
     store.create_flag("rel", &at(Some(0), true), &m).await.unwrap();
     let f = facts(store.clone()).await;
