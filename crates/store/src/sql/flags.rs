@@ -6,13 +6,12 @@
 //! waits for the first to commit instead of both passing the check.
 
 use dimmer_engine::policy::HistoryFacts;
-use dimmer_engine::{Flag, FlagKind, FlagSet, Segment};
+use dimmer_engine::{Flag, FlagSet, Segment};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::{
-    Audit, FLAG_COLUMNS, SEGMENT_COLUMNS, SqlStore, corrupt, facts_json, flag_from, json_column, segment_from,
-    token_from,
+    Audit, FLAG_COLUMNS, Kept, SEGMENT_COLUMNS, SqlStore, corrupt, flag_from, json_column, segment_from, token_from,
 };
 use crate::{
     AuditBounds, AuditEntry, AuditFilter, AuditPage, ChangeMeta, ChangedItem, Environment, FlagRecord, FlagSummary,
@@ -84,7 +83,7 @@ pub(super) async fn create_flag(s: &SqlStore, key: &str, flag: &Flag, meta: &Cha
     .bind(&definition)
     .bind(false)
     .bind(now)
-    .bind(facts_json(&HistoryFacts::of([(now, flag)])))
+    .bind(Kept::json(flag, HistoryFacts::of([(now, flag)])))
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -458,37 +457,40 @@ fn listed_bytes(e: &AuditEntry) -> u64 {
 
 /// Every flag's audited definitions (`after`), oldest first, the newest `per_flag` of each, in
 /// one indexed scan of the log's flag entries.
-/// The two fields of a definition the lifecycle shows; everything else is skipped unparsed.
-#[derive(serde::Deserialize)]
-struct Shown {
-    #[serde(default)]
-    kind: FlagKind,
-    #[serde(default)]
-    owner: Option<String>,
-}
-
 pub(super) async fn flag_summaries(s: &SqlStore) -> StoreResult<Vec<FlagSummary>> {
-    let rows = sqlx::query("SELECT key, definition, archived, created_at, updated_at, facts FROM flags ORDER BY key")
-        .fetch_all(&s.pool)
-        .await?;
+    // The definition only where the kept summary is missing (a flag not written since 0005).
+    let rows = sqlx::query(
+        "SELECT key, archived, created_at, updated_at, facts, CASE WHEN facts IS NULL THEN definition END \
+         FROM flags ORDER BY key",
+    )
+    .fetch_all(&s.pool)
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
     let mut missing = Vec::new();
     for r in &rows {
         let key: String = r.try_get(0)?;
-        let definition: String = r.try_get(1)?;
-        let shown: Shown = serde_json::from_str(&definition).map_err(|e| corrupt(&format!("flag {key}"), e))?;
-        let history = r.try_get::<Option<String>, _>(5)?.and_then(|t| serde_json::from_str(&t).ok());
-        if history.is_none() {
-            missing.push(out.len());
-        }
+        let kept: Option<Kept> = r.try_get::<Option<String>, _>(4)?.and_then(|t| serde_json::from_str(&t).ok());
+        let kept = match kept {
+            Some(kept) => kept,
+            None => {
+                missing.push(out.len());
+                let definition: Option<String> = r.try_get(5)?;
+                let flag: Flag = match definition {
+                    Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(&format!("flag {key}"), e))?,
+                    // Kept but unreadable: read the definition on its own.
+                    None => flag_definition(s, &key).await?,
+                };
+                Kept { kind: flag.kind, owner: flag.owner, history: HistoryFacts::default() }
+            }
+        };
         out.push(FlagSummary {
             key,
-            kind: shown.kind,
-            owner: shown.owner,
-            archived: super::bool_at(r, 2)?,
-            created_at: r.try_get(3)?,
-            updated_at: r.try_get(4)?,
-            history: history.unwrap_or_default(),
+            kind: kept.kind,
+            owner: kept.owner,
+            archived: super::bool_at(r, 1)?,
+            created_at: r.try_get(2)?,
+            updated_at: r.try_get(3)?,
+            history: kept.history,
         });
     }
     if !missing.is_empty() {
@@ -498,6 +500,12 @@ pub(super) async fn flag_summaries(s: &SqlStore) -> StoreResult<Vec<FlagSummary>
         }
     }
     Ok(out)
+}
+
+async fn flag_definition(s: &SqlStore, key: &str) -> StoreResult<Flag> {
+    let row = sqlx::query("SELECT definition FROM flags WHERE key = $1").bind(key).fetch_one(&s.pool).await?;
+    let text: String = row.try_get(0)?;
+    serde_json::from_str(&text).map_err(|e| corrupt(&format!("flag {key}"), e))
 }
 
 /// A flag's history facts replayed from its audit entries: for a flag written before the store

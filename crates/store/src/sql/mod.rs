@@ -266,11 +266,11 @@ impl SqlStore {
             .map(|r| r.try_get::<Option<String>, _>(0))
             .transpose()?
             .flatten();
-        let mut facts = match stored.and_then(|t| serde_json::from_str::<HistoryFacts>(&t).ok()) {
-            Some(facts) => facts,
+        let mut history = match stored.and_then(|t| serde_json::from_str::<Kept>(&t).ok()) {
+            Some(kept) => kept.history,
             None => flags::replayed_facts(conn, &before.key).await?,
         };
-        facts.step(now, flag);
+        history.step(now, flag);
         sqlx::query(
             "UPDATE flags SET definition = $1, version = version + 1, archived = $2, updated_at = $3, facts = $5 \
              WHERE key = $4",
@@ -279,7 +279,7 @@ impl SqlStore {
         .bind(archived)
         .bind(now)
         .bind(&before.key)
-        .bind(facts_json(&facts))
+        .bind(Kept::json(flag, history))
         .execute(&mut *conn)
         .await?;
         let after =
@@ -308,9 +308,24 @@ fn json_at<T: serde::de::DeserializeOwned>(r: &AnyRow, i: usize, what: impl std:
 }
 
 /// An optional JSON text column (audit `before`/`after`); unparsable text reads as absent.
-/// A flag's history facts as stored (serializing plain data cannot fail).
-fn facts_json(facts: &HistoryFacts) -> String {
-    serde_json::to_string(facts).unwrap_or_default()
+/// What the `facts` column keeps of a flag for its lifecycle (migration 0005): the two fields
+/// of the definition the lifecycle shows, and the history facts, so that the lifecycle of every
+/// flag reads neither the definitions nor the audit log.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Kept {
+    #[serde(default)]
+    kind: dimmer_engine::FlagKind,
+    #[serde(default)]
+    owner: Option<String>,
+    #[serde(default)]
+    history: HistoryFacts,
+}
+
+impl Kept {
+    /// The column's text for `flag` with `history` (serializing plain data cannot fail).
+    fn json(flag: &Flag, history: HistoryFacts) -> String {
+        serde_json::to_string(&Kept { kind: flag.kind, owner: flag.owner.clone(), history }).unwrap_or_default()
+    }
 }
 
 fn json_column(text: Option<String>) -> Option<Value> {
