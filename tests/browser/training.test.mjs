@@ -51,8 +51,9 @@ const bin = process.env.DIMMER_BIN || join(targetDir, "debug", "dimmer");
 const browserPath = process.env.DIMMER_CHROMIUM || "/usr/bin/chromium";
 const policy = join(root, "examples", "dimmer-policy.yaml");
 const TRACK = "docs/training/product-oncall.md";
-/** How long one step may wait for what it looks for (the metrics section refreshes every 5 s). */
-const STEP_TIMEOUT_MS = 20000;
+/** How long one step may wait for what it looks for: the metrics section refreshes every 5 s,
+ * and the machine may be busy; a step that passes waits only as long as its condition takes. */
+const STEP_TIMEOUT_MS = 60000;
 
 const missing = [
   [browserPath, "Chromium (set DIMMER_CHROMIUM, or apt-get install chromium chromium-driver)"],
@@ -74,9 +75,9 @@ const SEE_ROLES = { heading: "heading", row: "row", link: "link", button: "butto
 
 /** Each step form: a pattern over the whole line (after any scope) and what it becomes. */
 const FORMS = [
-  [/^open (\S+)$/, ([url]) => ({ op: "open", url })],
-  [/^reload the page$/, () => ({ op: "reload" })],
   [new RegExp(`^open ${QUOTED}$`), ([url]) => ({ op: "open", url: unquote(url) })],
+  [/^open ([^\s"]+)$/, ([url]) => ({ op: "open", url })],
+  [/^reload the page$/, () => ({ op: "reload" })],
   [new RegExp(`^fill ${QUOTED} with ${QUOTED}$`), ([label, value]) => ({ op: "fill", label: unquote(label), value: unquote(value) })],
   [new RegExp(`^select ${QUOTED} in ${QUOTED}$`), ([option, label]) => ({ op: "select", option: unquote(option), label: unquote(label) })],
   [new RegExp(`^check ${QUOTED}$`), ([label]) => ({ op: "check", label: unquote(label) })],
@@ -92,8 +93,13 @@ const FORMS = [
 ];
 const SCOPE = new RegExp(`^in the ${QUOTED} (${Object.keys(SCOPES).join("|")}), (.*)$`);
 
+/** A quoted value's text; `\"` and the other JSON escapes stand for themselves. */
 function unquote(text) {
-  return JSON.parse(`"${text}"`);
+  try {
+    return JSON.parse(`"${text}"`);
+  } catch {
+    throw new Error(`"${text}" is not a quoted value (a quote inside is written \\")`);
+  }
 }
 
 /** One console line as a step, or an Error naming the line and what forms there are. */
@@ -107,12 +113,22 @@ export function parseStep(text, line) {
   }
   for (const [pattern, make] of FORMS) {
     const found = rest.match(pattern);
-    if (found) return { ...make(found.slice(1)), scope, line, source: text };
+    if (!found) continue;
+    let step;
+    try {
+      step = make(found.slice(1));
+    } catch (error) {
+      throw new Error(`${TRACK} line ${line}: ${error.message}`);
+    }
+    if (scope && (step.op === "open" || step.op === "reload")) {
+      throw new Error(`${TRACK} line ${line}: \`${step.op}\` is about the whole page and takes no "in the …" part`);
+    }
+    return { ...step, scope, line, source: text };
   }
   throw new Error(
     `${TRACK} line ${line}: unknown console step \`${text}\` (forms: open, reload the page, fill "…" with "…", select "…" in "…", check "…", ` +
       `click the [first] "…" button|link [and confirm], see ["…" | exactly "…" | no "…" | "…" at "…" | the ROLE "…"], ` +
-      `each optionally after in the "…" form|list|region|table|group|row|navigation, )`,
+      `each optionally after: in the "…" form|list|region|table|group|row|navigation,)`,
   );
 }
 
@@ -337,6 +353,10 @@ test("an unknown console step fails with its line number, and scopes and quotes 
     { ...block.steps[0], source: undefined },
     { op: "click", first: false, name: "Advance plan", role: "button", confirm: true, scope: { name: "Advance the plan", role: "form" }, line: 3, source: undefined },
   );
+  assert.equal(parseStep('open "/policy"', 1).url, "/policy");
+  assert.equal(parseStep("open $DIMMER_SERVER", 1).url, "$DIMMER_SERVER");
+  assert.throws(() => parseStep('in the "Main" navigation, open "/"', 4), /line 4: `open` is about the whole page/);
+  assert.throws(() => parseStep('see "\\q"', 5), /line 5: "\\q" is not a quoted value/);
   assert.throws(() => parseTrack("```sh\n! false\necho after\n```\n"), /line 2: `! false` must be the last command/);
   assert.throws(() => parseTrack("```console\nsee \"x\"\n"), /not closed/);
 });
