@@ -295,11 +295,18 @@ async function runStep(page, step, vars, dialogs) {
         return;
       }
       dialogs.confirming = true;
+      const button = await target.elementHandle();
       try {
-        await Promise.all([page.waitForEvent("dialog"), target.click()]);
+        await Promise.all([page.waitForEvent("dialog"), button.click()]);
       } finally {
         dialogs.confirming = false;
       }
+      // The console disables the button while it sends the change, and clears the form's reason
+      // when it is done: the next step starts once the button is usable again, as a person's
+      // would, or its typing could be cleared by this change's answer.
+      await button.waitForElementState("enabled").catch((error) => {
+        if (!/not attached|detached/i.test(error.message)) throw error;
+      });
       return;
     }
     case "see":
