@@ -8,6 +8,12 @@
 //! under test is first on `PATH`, and what a block `export`s is seen by the blocks after it.
 //! A command that must fail is written `! command` as the last line of its block (bash's `-e` does
 //! not look at a `!` command anywhere else, so the extractor refuses one elsewhere).
+//!
+//! The product/on-call track is done in the web console: its ```console steps and its few ```sh
+//! blocks depend on each other (the flag the console creates is the one the SDK traffic of a sh
+//! block reports on), so neither runs alone. `tests/browser/training.test.mjs` runs the whole
+//! track, steps and sh blocks in order, in headless Chromium; here it is only checked for shape
+//! and for being wired to that test, so there is one way it runs, not two that could disagree.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +21,9 @@ use std::process::Command;
 use super::serve::{Served, scratch};
 
 const TRACKS: [&str; 3] = ["engineers.md", "qa.md", "product-oncall.md"];
+
+/// The track run by the browser test rather than here (see the module's documentation).
+const CONSOLE_TRACK: &str = "product-oncall.md";
 
 /// One ```sh block of a track, with the lab heading it belongs to.
 #[derive(Debug)]
@@ -82,6 +91,20 @@ fn sh_blocks(markdown: &str) -> Result<Vec<Block>, String> {
         blocks.push(Block { heading: heading.clone(), line: number + 1, text: body.join("\n") });
     }
     Ok(blocks)
+}
+
+/// The `##` headings under which a ```console block (steps done in the web console) stands.
+fn console_headings(markdown: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut heading = String::new();
+    for line in markdown.lines() {
+        if let Some(title) = line.strip_prefix("## ") {
+            heading = title.trim().to_owned();
+        } else if line.trim_start().strip_prefix("```").is_some_and(|info| info.trim() == "console") {
+            found.push(heading.clone());
+        }
+    }
+    found
 }
 
 /// The `## Lab N` headings of a track.
@@ -178,9 +201,14 @@ fn training_tracks_each_have_at_least_five_labs_with_commands_and_a_quiz_with_an
         let labs = labs(&markdown);
         assert!(labs.len() >= 5, "{name}: {} labs: {labs:?}", labs.len());
         let blocks = sh_blocks(&markdown).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let console = console_headings(&markdown);
         for lab in &labs {
-            assert!(blocks.iter().any(|b| b.heading == *lab), "{name}: {lab} has no ```sh block");
+            let has_sh = blocks.iter().any(|b| b.heading == *lab);
+            let has_console = console.iter().any(|h| h == lab);
+            assert!(has_sh || has_console, "{name}: {lab} has no ```sh or ```console block");
         }
+        // Only the console track has console steps: in another track nothing would run them.
+        assert_eq!(name == CONSOLE_TRACK, !console.is_empty(), "{name}: ```console blocks {console:?}");
         assert!(markdown.contains("\n## Quiz"), "{name}: no quiz");
         let quiz = &markdown[markdown.find("\n## Quiz").expect("quiz")..];
         let asked = quiz.split("<details>").next().unwrap_or_default();
@@ -201,6 +229,17 @@ fn training_qa_track_runs_against_a_real_server() {
 }
 
 #[test]
-fn training_product_oncall_track_runs_against_a_real_server() {
-    run_track("product-oncall.md");
+fn training_product_oncall_track_is_run_by_the_browser_test_and_not_here() {
+    let browser = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser");
+    let read = |file: &str| {
+        std::fs::read_to_string(browser.join(file)).unwrap_or_else(|e| panic!("read tests/browser/{file}: {e}"))
+    };
+    let runner = read("training.test.mjs");
+    assert!(
+        runner.contains(&format!("docs/training/{CONSOLE_TRACK}")),
+        "training.test.mjs does not run {CONSOLE_TRACK}"
+    );
+    let package: serde_json::Value = serde_json::from_str(&read("package.json")).expect("package.json is JSON");
+    let script = package["scripts"]["test"].as_str().unwrap_or_default();
+    assert!(script.contains("training.test.mjs"), "npm test does not run training.test.mjs: {script:?}");
 }
