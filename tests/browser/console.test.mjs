@@ -243,7 +243,7 @@ test("a guarded plan is started from the console; SDK outcomes reach the charts;
   await page.getByLabel("Reason").fill("ranking v3 to everyone");
   await page.getByRole("button", { name: "Start plan" }).click();
   // The policy wants guards on production plans: the refusal sits at the first guard.
-  const guardError = page.locator("#guards-0--name-error");
+  const guardError = page.locator("#f-guards-0--name-error");
   await guardError.waitFor();
   assert.match(await guardError.innerText(), /needs guards/);
   await shot(page, "start-plan-policy-error");

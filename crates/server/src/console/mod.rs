@@ -12,6 +12,7 @@ mod admin;
 mod edit;
 mod flag;
 mod flags;
+mod form;
 mod history;
 mod metrics;
 mod plan;

@@ -543,7 +543,7 @@ async fn a_guarded_plan_starts_from_the_console_with_errors_at_their_fields() {
     ];
     let (status, html) = browser.post(path, &bad, &[]).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
-    assert!(html.contains("id=\"guards-1--metric-error\""), "at the second row's metric: {html}");
+    assert!(html.contains("id=\"f-guards-1--metric-error\""), "at the second row's metric: {html}");
     assert!(html.contains("value=\"10%,50%,100%\""), "what was typed is kept");
     assert_eq!(
         server.admin(Method::GET, "/api/v1/flags/checkout/environments/staging/plan", None).await.0,
@@ -553,7 +553,7 @@ async fn a_guarded_plan_starts_from_the_console_with_errors_at_their_fields() {
     let bad_stages = [("csrf", csrf.as_str()), ("template", "custom"), ("stages", "10%,5%"), ("reason", "ship it")];
     let (status, html) = browser.post(path, &bad_stages, &[]).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
-    assert!(html.contains("id=\"stages-error\""), "{html}");
+    assert!(html.contains("id=\"f-stages-error\""), "{html}");
 
     let good = [
         ("csrf", csrf.as_str()),
