@@ -16,6 +16,7 @@ mod form;
 mod history;
 mod metrics;
 mod plan;
+mod segments;
 mod session;
 
 use axum::Router;
@@ -58,6 +59,7 @@ pub fn router(app: AppState) -> Router {
         .merge(plan::router())
         .merge(metrics::router())
         .merge(admin::router())
+        .merge(segments::router())
         .merge(history::router())
         .layer(middleware::from_fn(security_headers))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
