@@ -18,6 +18,7 @@ mod metrics;
 mod plan;
 mod segments;
 mod session;
+mod variants;
 
 use axum::Router;
 use axum::extract::Request;
@@ -60,6 +61,7 @@ pub fn router(app: AppState) -> Router {
         .merge(metrics::router())
         .merge(admin::router())
         .merge(segments::router())
+        .merge(variants::router())
         .merge(history::router())
         .layer(middleware::from_fn(security_headers))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
