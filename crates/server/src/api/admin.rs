@@ -223,16 +223,31 @@ async fn create_segment(
 ) -> Result<Response, ApiError> {
     principal.require_write()?;
     let (key, reason, segment) = super::split_document::<Segment>(body)?;
+    let reason = super::reason(&headers, reason.as_deref());
+    let r = create_segment_checked(&state, &principal, key, &segment, reason).await?;
+    Ok(segment_response(StatusCode::CREATED, &r))
+}
+
+/// Creates a segment as `POST /api/v1/segments` does: scope, key rule, engine validation, the
+/// audited write, the snapshot refresh. Shared with the web console so that a segment made
+/// there passes exactly the same checks.
+pub(crate) async fn create_segment_checked(
+    state: &AppState,
+    principal: &Principal,
+    key: Option<String>,
+    segment: &Segment,
+    reason: Option<String>,
+) -> Result<SegmentRecord, ApiError> {
+    principal.require_write()?;
     let key = key.filter(|k| !k.is_empty() && !k.contains('/')).ok_or_else(|| {
         ApiError::new(Code::ValidationFailed, "key: required, without '/'")
             .with_errors(vec![FieldError::new("key", "required")])
     })?;
     super::flags::check_key(&key)?;
-    validate_segment(&state, &key, &segment).await?;
-    let meta = principal.meta(super::reason(&headers, reason.as_deref()));
-    let r = state.store.create_segment(&key, &segment, &meta).await?;
-    super::publish(&state).await;
-    Ok(segment_response(StatusCode::CREATED, &r))
+    validate_segment(state, &key, segment).await?;
+    let r = state.store.create_segment(&key, segment, &principal.meta(reason)).await?;
+    super::publish(state).await;
+    Ok(r)
 }
 
 /// Replaces a segment, if `If-Match` names its current version.
@@ -271,11 +286,26 @@ async fn update_segment(
     principal.require_write()?;
     let expected = super::require_if_match(&headers)?;
     let (_, reason, segment) = super::split_document::<Segment>(body)?;
-    validate_segment(&state, &key, &segment).await?;
-    let meta = principal.meta(super::reason(&headers, reason.as_deref()));
-    let r = state.store.update_segment(&key, &segment, expected, &meta).await?;
-    super::publish(&state).await;
+    let reason = super::reason(&headers, reason.as_deref());
+    let r = update_segment_checked(&state, &principal, &key, &segment, expected, reason).await?;
     Ok(segment_response(StatusCode::OK, &r))
+}
+
+/// Replaces a segment as `PUT /api/v1/segments/{key}` does, conditional on `expected` (the
+/// version read). Shared with the web console.
+pub(crate) async fn update_segment_checked(
+    state: &AppState,
+    principal: &Principal,
+    key: &str,
+    segment: &Segment,
+    expected: i64,
+    reason: Option<String>,
+) -> Result<SegmentRecord, ApiError> {
+    principal.require_write()?;
+    validate_segment(state, key, segment).await?;
+    let r = state.store.update_segment(key, segment, expected, &principal.meta(reason)).await?;
+    super::publish(state).await;
+    Ok(r)
 }
 
 /// Deletes a segment that no flag uses, if `If-Match` names its current version.
@@ -309,12 +339,26 @@ async fn delete_segment(
 ) -> Result<Response, ApiError> {
     principal.require_write()?;
     let expected = super::require_if_match(&headers)?;
+    delete_segment_checked(&state, &principal, &key, expected, super::reason(&headers, None)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Deletes a segment as `DELETE /api/v1/segments/{key}` does: refused while flags use it,
+/// conditional on `expected`, audited. Shared with the web console.
+pub(crate) async fn delete_segment_checked(
+    state: &AppState,
+    principal: &Principal,
+    key: &str,
+    expected: i64,
+    reason: Option<String>,
+) -> Result<(), ApiError> {
+    principal.require_write()?;
     let in_use: Vec<String> = state
         .store
         .list_flags(false)
         .await?
         .into_iter()
-        .filter(|f| uses_segment(&f.flag, &key))
+        .filter(|f| uses_segment(&f.flag, key))
         .map(|f| f.key)
         .collect();
     if !in_use.is_empty() {
@@ -324,13 +368,13 @@ async fn delete_segment(
         )
         .with_details(Details::Flags { flags: in_use }));
     }
-    let meta = principal.meta(super::reason(&headers, None));
-    state.store.delete_segment(&key, expected, &meta).await?;
-    super::publish(&state).await;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    state.store.delete_segment(key, expected, &principal.meta(reason)).await?;
+    super::publish(state).await;
+    Ok(())
 }
 
-fn uses_segment(flag: &dimmer_engine::Flag, key: &str) -> bool {
+/// Whether any environment of `flag` has a rule with an `in_segment` clause naming `key`.
+pub(crate) fn uses_segment(flag: &dimmer_engine::Flag, key: &str) -> bool {
     flag.environments
         .values()
         .flat_map(|c| c.rules.iter())

@@ -255,14 +255,31 @@ async fn update(
             "key: the body's key differs from the URL's; keys cannot change",
         ));
     }
-    let before = state.store.get_flag(&key).await?.ok_or_else(|| ApiError::not_found("flag", &key))?;
-    let policy =
-        super::policy::violations(&state, &key, &flag, Check::Update { before: &before.flag, kind_declared }).await?;
-    validate(&state, &key, &flag, policy).await?;
-    let meta = principal.meta(super::reason(&headers, reason.as_deref()));
-    let record = state.store.update_flag(&key, &flag, expected, &meta).await?;
-    super::publish(&state).await;
+    let reason = super::reason(&headers, reason.as_deref());
+    let record = replace_flag(&state, &principal, &key, &flag, kind_declared, expected, reason).await?;
     Ok(flag_response(StatusCode::OK, &record))
+}
+
+/// Replaces a flag's definition as `PUT /api/v1/flags/{key}` does: scope, policy (with the
+/// flag before the change) and engine checks, the audited write conditional on `expected`, the
+/// snapshot refresh. Shared with the web console's variant editor.
+pub(crate) async fn replace_flag(
+    state: &AppState,
+    principal: &Principal,
+    key: &str,
+    flag: &Flag,
+    kind_declared: bool,
+    expected: i64,
+    reason: Option<String>,
+) -> Result<FlagRecord, ApiError> {
+    principal.require_write()?;
+    let before = state.store.get_flag(key).await?.ok_or_else(|| ApiError::not_found("flag", key))?;
+    let policy =
+        super::policy::violations(state, key, flag, Check::Update { before: &before.flag, kind_declared }).await?;
+    validate(state, key, flag, policy).await?;
+    let record = state.store.update_flag(key, flag, expected, &principal.meta(reason)).await?;
+    super::publish(state).await;
+    Ok(record)
 }
 
 /// The optional body of archive and restore.

@@ -1,6 +1,6 @@
 //! The console's other pages: the policy and each flag's lifecycle (stale flags with their
-//! reasons and owners, flags ready to retire), environments, release-plan templates, segments,
-//! and API tokens (admin: create — the token shown once —, list, revoke). Token changes go
+//! reasons and owners, flags ready to retire), environments, release-plan templates, and API
+//! tokens (admin: create — the token shown once —, list, revoke). Token changes go
 //! through `api::admin::create_token_checked` and the store's audited revoke, as the API's do.
 
 use axum::Form;
@@ -23,7 +23,6 @@ pub(super) fn router() -> Router<ConsoleState> {
         .route("/policy", get(policy))
         .route("/environments", get(environments))
         .route("/templates", get(templates))
-        .route("/segments", get(segments))
         .route("/tokens", get(tokens).post(create_token))
         .route("/tokens/{name}/revoke", post(revoke_token))
 }
@@ -114,24 +113,6 @@ async fn templates(State(state): State<ConsoleState>, viewer: Viewer) -> Result<
         }
     };
     Ok(ok_page(page("Templates", Some(&viewer), body)))
-}
-
-/// `GET /segments`.
-async fn segments(State(state): State<ConsoleState>, viewer: Viewer) -> Result<Response, Failure> {
-    let list = state.app.store.list_segments().await?;
-    let pretty = |v: &dimmer_engine::model::Segment| serde_json::to_string_pretty(v).unwrap_or_default();
-    let body = html! {
-        h1 { "Segments" }
-        @if list.is_empty() { p.muted { "No segments." } }
-        @for s in &list {
-            section.card {
-                h2 { (s.key) }
-                p.muted { "version " (s.version) " · changed " (when(s.updated_at)) }
-                pre { (pretty(&s.segment)) }
-            }
-        }
-    };
-    Ok(ok_page(page("Segments", Some(&viewer), body)))
 }
 
 fn tokens_page(

@@ -19,17 +19,18 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use dimmer_engine::model::{
-    BucketBy, Clause, EnvironmentConfig, Gate, Operator, Rollout, Rule, Serve, WeightedVariant,
-};
+use dimmer_engine::model::{BucketBy, EnvironmentConfig, Gate, Rollout, Rule, Serve, WeightedVariant};
 use dimmer_store::FlagRecord;
 use maud::{Markup, html};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::form::{
+    CLAUSE_FIELDS, ClauseDraft, Placed, field_errors, id_of, index_after, input_for, not_saved, parse_keys,
+};
 use super::session::Viewer;
 use super::{ConsoleState, Failure, bad_form, page, query_value, see_other, segment, when};
-use crate::api::error::{ApiError, Code, Details, FieldError};
+use crate::api::error::{ApiError, Code, FieldError};
 
 /// At most this many rules in one form (the engine's own bounds are far above what a person edits).
 const MAX_RULES: usize = 200;
@@ -42,18 +43,6 @@ pub(super) fn router() -> Router<ConsoleState> {
     Router::new()
         .route("/flags/{key}/environments/{env}/edit", get(edit_form).post(save))
         .route("/flags/{key}/environments/{env}/revert", get(revert_form).post(revert))
-}
-
-/// One clause as the form holds it: text, as typed.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct ClauseDraft {
-    attribute: String,
-    op: String,
-    /// One value a line; a line that reads as JSON (`42`, `true`, `"42"`) is that value.
-    values: String,
-    negate: bool,
-    case_insensitive: bool,
-    remove: bool,
 }
 
 /// One rule as the form holds it.
@@ -198,25 +187,6 @@ fn parse_serve(text: &str, extra: &str, path: &str) -> Result<Option<Serve>, Fie
     }))
 }
 
-fn value_text(v: &Value) -> String {
-    match v {
-        // A string that would read back as another JSON value is quoted.
-        Value::String(s) if serde_json::from_str::<Value>(s).is_ok() || s.trim() != s || s.is_empty() => {
-            serde_json::to_string(s).unwrap_or_default()
-        }
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn parse_values(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|_| Value::String(l.to_owned())))
-        .collect()
-}
-
 impl Draft {
     fn of(cfg: &EnvironmentConfig, variants: &[String]) -> Self {
         let (default, default_extra) = cfg.default.as_ref().map(serve_text).unwrap_or_default();
@@ -247,18 +217,7 @@ impl Draft {
                     gate,
                     gate_extra,
                     remove: false,
-                    clauses: r
-                        .clauses
-                        .iter()
-                        .map(|c| ClauseDraft {
-                            attribute: c.attribute.clone().unwrap_or_default(),
-                            op: c.op.name().to_owned(),
-                            values: c.values.iter().map(value_text).collect::<Vec<_>>().join("\n"),
-                            negate: c.negate,
-                            case_insensitive: c.case_insensitive,
-                            remove: false,
-                        })
-                        .collect(),
+                    clauses: r.clauses.iter().map(ClauseDraft::of).collect(),
                 }
             })
             .collect();
@@ -319,16 +278,7 @@ impl Draft {
                             return Err(too_many(name));
                         }
                         rules.entry(i).or_default();
-                        let c = clauses.entry((i, j)).or_default();
-                        match field {
-                            ".attribute" => c.attribute = value,
-                            ".op" => c.op = value,
-                            ".values" => c.values = value,
-                            ".negate" => c.negate = true,
-                            ".case_insensitive" => c.case_insensitive = true,
-                            ".remove" => c.remove = true,
-                            _ => {}
-                        }
+                        clauses.entry((i, j)).or_default().set(field, value);
                         continue;
                     }
                     let r = rules.entry(i).or_default();
@@ -372,8 +322,7 @@ impl Draft {
             Err(e) => errors.push(e),
         }
         for (variant, keys) in &self.targets {
-            let keys: Vec<String> =
-                keys.split([',', '\n']).map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect();
+            let keys = parse_keys(keys);
             if !keys.is_empty() {
                 cfg.targets.entry(variant.clone()).or_default().extend(keys);
             }
@@ -414,18 +363,7 @@ impl Draft {
                     }
                 }
             };
-            let clauses = r
-                .clauses
-                .iter()
-                .filter(|c| !c.remove && !c.is_blank())
-                .map(|c| Clause {
-                    attribute: Some(c.attribute.trim().to_owned()).filter(|a| !a.is_empty()),
-                    op: Operator::parse(c.op.trim()),
-                    values: parse_values(&c.values),
-                    negate: c.negate,
-                    case_insensitive: c.case_insensitive,
-                })
-                .collect();
+            let clauses = r.clauses.iter().filter(|c| !c.remove && !c.is_blank()).map(ClauseDraft::to_clause).collect();
             let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
             cfg.rules.push(Rule { id: text(&r.id), description: text(&r.description), clauses, gate, serve });
         }
@@ -476,19 +414,6 @@ impl RuleDraft {
     }
 }
 
-impl ClauseDraft {
-    fn is_blank(&self) -> bool {
-        self.attribute.trim().is_empty() && self.values.trim().is_empty() && (self.op.is_empty() || self.op == "in")
-    }
-}
-
-/// `name` = `{prefix}{N}]{rest}` → `(N, rest)`.
-fn index_after<'a>(name: &'a str, prefix: &str) -> Option<(usize, &'a str)> {
-    let after = name.strip_prefix(prefix)?;
-    let (n, rest) = after.split_once(']')?;
-    Some((n.parse().ok()?, rest))
-}
-
 /// An error path of the API (`environments.production.rules[0].clauses[1].values[0]`) made
 /// relative to the form (`rules[0].clauses[1].values[0]`), with saved rule and clause indexes
 /// turned back into the form's. `None`: not about this environment (shown above the form).
@@ -505,31 +430,6 @@ fn form_path(path: &str, env: &str, places: &[(usize, Vec<usize>)]) -> Option<St
     Some(format!("rules[{form_i}]{after}"))
 }
 
-/// Whether `input` is `path` or a field above it (`rules[0].serve` above `rules[0].serve.rollout`).
-fn covers(input: &str, path: &str) -> bool {
-    path.strip_prefix(input).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
-}
-
-/// The input an error belongs to: the deepest input at or above its path, else the first input
-/// below it (`rules[0].clauses[0]` → its attribute). `None`: shown above the form.
-fn input_for<'a>(path: &str, inputs: &'a [String]) -> Option<&'a str> {
-    inputs
-        .iter()
-        .filter(|i| covers(i, path))
-        .max_by_key(|i| i.len())
-        .or_else(|| inputs.iter().find(|i| covers(path, i)))
-        .map(String::as_str)
-}
-
-/// An input's `id` from its name.
-fn id_of(name: &str) -> String {
-    let mut id = String::from("f-");
-    for c in name.chars() {
-        id.push(if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' });
-    }
-    id
-}
-
 /// Every input name the form shows for `draft`, in page order.
 fn input_names(draft: &Draft) -> Vec<String> {
     let mut names = vec!["enabled".to_owned(), "off_variant".to_owned()];
@@ -541,7 +441,7 @@ fn input_names(draft: &Draft) -> Vec<String> {
             names.push(format!("rules[{i}].{f}"));
         }
         for j in 0..r.clauses.len() {
-            for f in ["attribute", "op", "values", "negate", "case_insensitive"] {
+            for f in CLAUSE_FIELDS {
                 names.push(format!("rules[{i}].clauses[{j}].{f}"));
             }
         }
@@ -578,28 +478,10 @@ struct Stale {
 
 fn render(e: &Editor<'_>) -> Markup {
     let names = input_names(e.draft);
-    let mut at: BTreeMap<&str, Vec<&FieldError>> = BTreeMap::new();
-    let mut general: Vec<&FieldError> = Vec::new();
-    for err in e.errors {
-        match input_for(&err.path, &names) {
-            Some(name) => at.entry(name).or_default().push(err),
-            None => general.push(err),
-        }
-    }
-    let invalid = |name: &str| at.contains_key(name);
-    let described = |name: &str| invalid(name).then(|| format!("{}-error", id_of(name)));
-    let errors_of = |name: &str| -> Markup {
-        html! {
-            @if let Some(list) = at.get(name) {
-                p.error id={ (id_of(name)) "-error" } {
-                    @for (n, err) in list.iter().enumerate() {
-                        @if n > 0 { br; }
-                        (err.message) @if let Some(rule) = err.rule { " (rule " code { (rule) } ")" }
-                    }
-                }
-            }
-        }
-    };
+    let placed = Placed::new(e.errors, |err| input_for(&err.path, &names).map(str::to_owned));
+    let invalid = |name: &str| placed.invalid(name);
+    let described = |name: &str| placed.described(name);
+    let errors_of = |name: &str| placed.at(name);
     let variants = variant_keys(e.record);
     let flag_url = format!("/flags/{}", segment(&e.record.key));
     let action = format!("{flag_url}/environments/{}/edit", segment(e.env));
@@ -635,20 +517,7 @@ fn render(e: &Editor<'_>) -> Markup {
                 p { a href=(action) { "Discard my edit and start from the current version" } }
             }
         }
-        @if !e.errors.is_empty() {
-            div.error #form-errors role="alert" {
-                p { "Not saved: " (e.errors.len()) @if e.errors.len() == 1 { " problem" } @else { " problems" } "." }
-                ul { @for err in e.errors {
-                    li {
-                        @match input_for(&err.path, &names) {
-                            Some(name) => a href={ "#" (id_of(name)) } { code { (err.path) } }
-                            None => code { (err.path) }
-                        }
-                        ": " (err.message) @if let Some(rule) = err.rule { " (rule " code { (rule) } ")" }
-                    }
-                } }
-            }
-        }
+        (placed.summary(&not_saved(e.errors.len())))
         datalist #variant-list { @for v in &variants { option value=(v) {} } }
         form.card.editor method="post" action=(action) novalidate {
             input type="hidden" name="csrf" value=(e.viewer.csrf);
@@ -698,34 +567,7 @@ fn render(e: &Editor<'_>) -> Markup {
                         (text_input(&format!("{p}.id"), "Rule id", &r.id, ""))
                         (text_input(&format!("{p}.description"), "Rule description", &r.description, ""))
                         @for (j, c) in r.clauses.iter().enumerate() {
-                            @let q = format!("{p}.clauses[{j}]");
-                            fieldset.clause aria-label={ "Rule " (i + 1) ", clause " (j + 1) } {
-                                legend { "Clause " (j + 1) }
-                                (text_input(&format!("{q}.attribute"), "Attribute", &c.attribute, ""))
-                                @let op = format!("{q}.op");
-                                div.field.invalid[invalid(&op)] {
-                                    label for=(id_of(&op)) { "Operator" }
-                                    select id=(id_of(&op)) name=(op) aria-invalid=[invalid(&op).then_some("true")] aria-describedby=[described(&op)] {
-                                        @for o in Operator::ALL { option value=(o.name()) selected[c.op == o.name()] { (o.name()) } }
-                                        @if !c.op.is_empty() && !Operator::ALL.iter().any(|o| o.name() == c.op) {
-                                            option value=(c.op) selected { (c.op) }
-                                        }
-                                    }
-                                    (errors_of(&op))
-                                }
-                                @let values = format!("{q}.values");
-                                div.field.invalid[invalid(&values)] {
-                                    label for=(id_of(&values)) { "Values" }
-                                    div.hint { "one a line; 42, true or \"42\" are read as JSON" }
-                                    textarea id=(id_of(&values)) name=(values) rows="2" aria-invalid=[invalid(&values).then_some("true")] aria-describedby=[described(&values)] { (c.values) }
-                                    (errors_of(&values))
-                                }
-                                div.checks {
-                                    label { input type="checkbox" name={ (q) ".negate" } value="on" checked[c.negate]; " Negate" }
-                                    label { input type="checkbox" name={ (q) ".case_insensitive" } value="on" checked[c.case_insensitive]; " Ignore case" }
-                                    label { input type="checkbox" name={ (q) ".remove" } value="on" checked[c.remove]; " Remove this clause" }
-                                }
-                            }
+                            (c.render(&format!("{p}.clauses[{j}]"), &format!("Rule {}, clause {}", i + 1, j + 1), &format!("Clause {}", j + 1), &placed))
                         }
                         button.secondary type="submit" name="add" value={ "clause:" (i) } formnovalidate { "Add a clause to rule " (i + 1) }
                         (text_input(&format!("{p}.gate"), "Gate: share of matching users let in (percent)", &r.gate, "empty: everyone who matches"))
@@ -789,14 +631,6 @@ async fn edit_form(
     let editor =
         Editor { viewer: &viewer, record: &record, env: &env, draft: &draft, meta: &meta, errors: &[], stale: None };
     Ok(respond(StatusCode::OK, &format!("Edit {key}"), &viewer, render(&editor)))
-}
-
-/// The API's 422 (or 409, 400) as field errors.
-fn field_errors(e: ApiError) -> Vec<FieldError> {
-    match e.details {
-        Some(Details::Errors { errors }) if !errors.is_empty() => errors,
-        _ => vec![FieldError::new("", e.message)],
-    }
 }
 
 /// `POST /flags/{key}/environments/{env}/edit`: Save, or a button that changes the form.

@@ -193,6 +193,7 @@ async fn show(
         }
         section.card aria-labelledby="var-h" {
             h2 #var-h { "Variants" }
+            @if viewer.can_write() { p { a.button href={ (flag_url) "/variants" } { "Edit variants" } } }
             table { thead { tr { th scope="col" { "Variant" } th scope="col" { "Value" } } }
                 tbody { @for (name, value) in &record.flag.variants { tr { th scope="row" { (name) } td { code { (value) } } } } } }
         }

@@ -12,10 +12,13 @@ mod admin;
 mod edit;
 mod flag;
 mod flags;
+mod form;
 mod history;
 mod metrics;
 mod plan;
+mod segments;
 mod session;
+mod variants;
 
 use axum::Router;
 use axum::extract::Request;
@@ -57,6 +60,8 @@ pub fn router(app: AppState) -> Router {
         .merge(plan::router())
         .merge(metrics::router())
         .merge(admin::router())
+        .merge(segments::router())
+        .merge(variants::router())
         .merge(history::router())
         .layer(middleware::from_fn(security_headers))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))

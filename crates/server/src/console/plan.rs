@@ -13,9 +13,10 @@ use axum::routing::get;
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
+use super::form::{Placed, field_errors, id_of};
 use super::session::Viewer;
 use super::{ConsoleState, Failure, bad_form, human_duration, page, query_value, see_other, segment};
-use crate::api::error::{ApiError, Code, Details, FieldError};
+use crate::api::error::{ApiError, Code, FieldError};
 
 /// Guard rows the form offers.
 const GUARD_ROWS: usize = 3;
@@ -152,16 +153,12 @@ fn input_of(form: &StartForm, path: &str) -> Option<String> {
     match head {
         // "This plan needs guards" (the policy's plan rule): at the first guard.
         "guards" => Some("guards[0].name".to_owned()),
-        "stages" | "dwell" => Some(head.to_owned()),
+        "stages" | "dwell" | "reason" => Some(head.to_owned()),
         "template" => Some("template".to_owned()),
         // The policy's plan rule is about the plan's reach: the stages, or the template giving them.
         "environments" | "plan" => Some(if form.template == "custom" { "stages" } else { "template" }.to_owned()),
         _ => None,
     }
-}
-
-fn id_of(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
 }
 
 async fn render(
@@ -173,47 +170,22 @@ async fn render(
     errors: &[FieldError],
 ) -> Result<Markup, Failure> {
     let templates = state.app.releases.templates().await.map_err(ApiError::from)?;
-    let placed: Vec<(Option<String>, &FieldError)> = errors.iter().map(|e| (input_of(form, &e.path), e)).collect();
-    let at = |name: &str| -> Vec<&FieldError> {
-        placed.iter().filter(|(n, _)| n.as_deref() == Some(name)).map(|(_, e)| *e).collect()
-    };
-    let invalid = |name: &str| !at(name).is_empty();
-    let described = |name: &str| invalid(name).then(|| format!("{}-error", id_of(name)));
-    let errors_of = |name: &str| -> Markup {
-        let list = at(name);
-        html! {
-            @if !list.is_empty() {
-                p.error id={ (id_of(name)) "-error" } {
-                    @for (n, e) in list.iter().enumerate() {
-                        @if n > 0 { br; }
-                        (e.message) @if let Some(rule) = e.rule { " (rule " code { (rule) } ")" }
-                    }
-                }
-            }
-        }
-    };
+    let placed = Placed::new(errors, |e| input_of(form, &e.path));
+    let invalid = |name: &str| placed.invalid(name);
+    let described = |name: &str| placed.described(name);
+    let errors_of = |name: &str| placed.at(name);
     let flag_url = format!("/flags/{}", segment(key));
     Ok(html! {
         p.crumbs { a href="/" { "Flags" } " / " a href={ (flag_url) "?env=" (query_value(env)) } { (key) } " / " }
         h1 { "Start a release plan for " (key) " in " (env) }
-        @if !errors.is_empty() {
-            div.error #form-errors role="alert" {
-                p { "The plan was not started:" }
-                ul { @for (name, e) in &placed {
-                    li {
-                        @match name { Some(n) => a href={ "#" (id_of(n)) } { code { (e.path) } }, None => code { (e.path) } }
-                        ": " (e.message) @if let Some(rule) = e.rule { " (rule " code { (rule) } ")" }
-                    }
-                } }
-            }
-        }
+        (placed.summary("The plan was not started:"))
         form.card method="post" action={ (flag_url) "/environments/" (segment(env)) "/start-plan" } novalidate {
             input type="hidden" name="csrf" value=(viewer.csrf);
             fieldset {
                 legend { "Stages" }
                 div.field.invalid[invalid("template")] {
-                    label for="template" { "Template" }
-                    select #template name="template" aria-invalid=[invalid("template").then_some("true")] aria-describedby=[described("template")] {
+                    label for="f-template" { "Template" }
+                    select #f-template name="template" aria-invalid=[invalid("template").then_some("true")] aria-describedby=[described("template")] {
                         option value="" selected[form.template.is_empty()] { "The policy's template for this kind of flag" }
                         @for t in &templates {
                             option value=(t.name) selected[form.template == t.name] {
@@ -225,15 +197,15 @@ async fn render(
                     (errors_of("template"))
                 }
                 div.field.invalid[invalid("stages")] {
-                    label for="stages" { "Custom stages" }
+                    label for="f-stages" { "Custom stages" }
                     div.hint { "with the custom template: internal,1%,5%,25%,100% (a stage may carry its own dwell: 5%@2h)" }
-                    input #stages name="stages" value=(form.stages) autocomplete="off" aria-invalid=[invalid("stages").then_some("true")] aria-describedby=[described("stages")];
+                    input #f-stages name="stages" value=(form.stages) autocomplete="off" aria-invalid=[invalid("stages").then_some("true")] aria-describedby=[described("stages")];
                     (errors_of("stages"))
                 }
                 div.field.invalid[invalid("dwell")] {
-                    label for="dwell" { "Dwell of each custom stage" }
+                    label for="f-dwell" { "Dwell of each custom stage" }
                     div.hint { "such as 30m or 2h (default 1h)" }
-                    input #dwell name="dwell" value=(form.dwell) autocomplete="off" aria-invalid=[invalid("dwell").then_some("true")] aria-describedby=[described("dwell")];
+                    input #f-dwell name="dwell" value=(form.dwell) autocomplete="off" aria-invalid=[invalid("dwell").then_some("true")] aria-describedby=[described("dwell")];
                     (errors_of("dwell"))
                 }
             }
@@ -272,9 +244,10 @@ async fn render(
                     }
                 }
             }
-            div.field {
-                label for="reason" { "Reason" }
-                input #reason name="reason" value=(form.reason) autocomplete="off" required;
+            div.field.invalid[invalid("reason")] {
+                label for="f-reason" { "Reason" }
+                input #f-reason name="reason" value=(form.reason) autocomplete="off" required aria-invalid=[placed.aria_invalid("reason")] aria-describedby=[described("reason")];
+                (errors_of("reason"))
             }
             button type="submit" { "Start plan" }
         }
@@ -351,14 +324,15 @@ async fn start(
             if matches!(e.code, Code::ValidationFailed | Code::MalformedRequest | Code::NotFound | Code::Conflict) =>
         {
             let status = e.code.status();
-            let errors = match e.details {
-                Some(Details::Errors { errors }) if !errors.is_empty() => errors,
-                _ => {
-                    // "template: …" or "stages: …" name their field in the message.
-                    let path = if e.code == Code::NotFound && e.message.contains("template") { "template" } else { "" };
-                    vec![FieldError::new(path, e.message)]
-                }
-            };
+            // An unknown template names it in the message only: put it at the template.
+            let template = e.code == Code::NotFound && e.message.contains("template");
+            let mut errors = field_errors(e);
+            if let [only] = errors.as_mut_slice()
+                && template
+                && only.path.is_empty()
+            {
+                only.path = "template".to_owned();
+            }
             let markup = render(&state, &viewer, &key, &env, &form, &errors).await?;
             Ok(respond(status, &key, &viewer, markup))
         }

@@ -543,7 +543,7 @@ async fn a_guarded_plan_starts_from_the_console_with_errors_at_their_fields() {
     ];
     let (status, html) = browser.post(path, &bad, &[]).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
-    assert!(html.contains("id=\"guards-1--metric-error\""), "at the second row's metric: {html}");
+    assert!(html.contains("id=\"f-guards-1--metric-error\""), "at the second row's metric: {html}");
     assert!(html.contains("value=\"10%,50%,100%\""), "what was typed is kept");
     assert_eq!(
         server.admin(Method::GET, "/api/v1/flags/checkout/environments/staging/plan", None).await.0,
@@ -553,7 +553,7 @@ async fn a_guarded_plan_starts_from_the_console_with_errors_at_their_fields() {
     let bad_stages = [("csrf", csrf.as_str()), ("template", "custom"), ("stages", "10%,5%"), ("reason", "ship it")];
     let (status, html) = browser.post(path, &bad_stages, &[]).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
-    assert!(html.contains("id=\"stages-error\""), "{html}");
+    assert!(html.contains("id=\"f-stages-error\""), "{html}");
 
     let good = [
         ("csrf", csrf.as_str()),
@@ -737,4 +737,281 @@ async fn several_flags_are_archived_at_once_each_with_its_own_audit_entry() {
     let csrf = other.csrf().await;
     let form = [("csrf", csrf.as_str()), ("key", "keep-me"), ("reason", "x")];
     assert_eq!(other.post("/flags/archive", &form, &[]).await.0, StatusCode::FORBIDDEN);
+}
+
+/// The form pairs as `reqwest` takes them.
+fn refs<'a>(pairs: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    pairs.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The newest audit entry by `actor` with `action`.
+async fn audited(server: &TestServer, actor: &str, action: &str) -> serde_json::Value {
+    let (_, audit) = server.admin(Method::GET, &format!("/api/v1/audit?actor={actor}"), None).await;
+    audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["action"] == action)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {action} by {actor} in {audit}"))
+}
+
+#[tokio::test]
+async fn segments_are_created_edited_and_deleted_through_the_api_checks_with_errors_at_their_fields() {
+    let server = TestServer::start().await;
+    let writer = server.token("sam", "writer", None).await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(&writer, &[]).await;
+    let (_, _, list) = browser.get("/segments").await;
+    assert!(list.contains("href=\"/new-segment\""), "{list}");
+    let (status, _, form) = browser.get("/new-segment").await;
+    assert_eq!(status, StatusCode::OK);
+    let csrf = hidden(&form, "csrf");
+
+    // "Add a rule" posts the form back and it returns with an empty clause.
+    let (status, html) = browser.post("/new-segment", &[("csrf", &csrf), ("key", "beta"), ("add", "rule")], &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("name=\"rules[0].clauses[0].attribute\""), "{html}");
+
+    // A bad key and a clause without an attribute: each error at its input, nothing created.
+    let create = |key: &str, attribute: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("key", key.to_owned()),
+            ("description", "Beta testers".to_owned()),
+            ("included", "alice\nbob".to_owned()),
+            ("rules[0].clauses[0].attribute", attribute.to_owned()),
+            ("rules[0].clauses[0].op", "in".to_owned()),
+            ("rules[0].clauses[0].values", "pro".to_owned()),
+            ("reason", "beta programme".to_owned()),
+        ]
+    };
+    let bad = create("Beta Testers", "plan");
+    let (status, html) = browser.post("/new-segment", &refs(&bad), &[]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("id=\"f-key-error\""), "the key's error at the key: {html}");
+    assert!(html.contains("aria-describedby=\"f-key-error\""), "{html}");
+    let bad = create("beta", "");
+    let (status, html) = browser.post("/new-segment", &refs(&bad), &[]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("id=\"f-rules-0--clauses-0--attribute-error\""), "at the clause's attribute: {html}");
+    assert!(html.contains("needs an attribute"), "{html}");
+    assert!(html.contains("alice\nbob"), "what was typed is kept");
+    let (s, _) = server.admin(Method::GET, "/api/v1/segments/beta", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing created");
+
+    let good = create("beta", "plan");
+    let (status, html) = browser.post("/new-segment", &refs(&good), &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    let (_, seg) = server.admin(Method::GET, "/api/v1/segments/beta", None).await;
+    assert_eq!(seg["included"], json!(["alice", "bob"]), "{seg}");
+    assert_eq!(seg["rules"][0]["clauses"][0], json!({"attribute": "plan", "op": "in", "values": ["pro"]}));
+    let entry = audited(&server, "sam", "segment.create").await;
+    assert_eq!(entry["reason"], "beta programme", "{entry}");
+
+    // Edit at version 1; meanwhile the API changes it: the save is refused and both sides shown.
+    let (_, _, form) = browser.get("/segments/beta").await;
+    let (version, base) = (hidden(&form, "version"), hidden(&form, "base"));
+    let edit = |version: &str, base: &str, excluded: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("version", version.to_owned()),
+            ("base", base.to_owned()),
+            ("description", "Beta testers".to_owned()),
+            ("included", "alice\nbob".to_owned()),
+            ("excluded", excluded.to_owned()),
+            ("rules[0].clauses[0].attribute", "plan".to_owned()),
+            ("rules[0].clauses[0].op", "in".to_owned()),
+            ("rules[0].clauses[0].values", "pro".to_owned()),
+            ("reason", "no bots".to_owned()),
+        ]
+    };
+    let (s, _, v) = server
+        .call(
+            Method::PUT,
+            "/api/v1/segments/beta",
+            Some(ADMIN),
+            Some(json!({"description": "Beta", "included": ["carol"]})),
+            &[("if-match", "1")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let stale = edit(&version, &base, "bot-1");
+    let (status, html) = browser.post("/segments/beta", &refs(&stale), &[]).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{html}");
+    assert!(html.contains("Changed meanwhile") && html.contains("included[0]"), "{html}");
+    let (_, seg) = server.admin(Method::GET, "/api/v1/segments/beta", None).await;
+    assert_eq!(seg["included"], json!(["carol"]), "theirs stands");
+    let over = edit(&hidden(&html, "version"), &hidden(&html, "base"), "bot-1");
+    let (status, html) = browser.post("/segments/beta", &refs(&over), &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    let (_, seg) = server.admin(Method::GET, "/api/v1/segments/beta", None).await;
+    assert_eq!(seg["excluded"], json!(["bot-1"]), "{seg}");
+    assert_eq!(audited(&server, "sam", "segment.update").await["reason"], "no bots");
+
+    // A flag uses it: listed as a user, and the delete is refused with the API's reason.
+    let (s, v) = server.admin(Method::POST, "/api/v1/flags", Some(json!({"key": "beta-ui", "kind": "release"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, _, v) = server
+        .call(
+            Method::PUT,
+            "/api/v1/flags/beta-ui/environments/staging",
+            Some(ADMIN),
+            Some(json!({"enabled": true, "rules": [{"clauses": [{"op": "in_segment", "values": ["beta"]}], "serve": {"variant": "on"}}]})),
+            &[("if-match", "1")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, _, list) = browser.get("/segments").await;
+    assert!(list.contains("href=\"/flags/beta-ui\""), "its users are listed: {list}");
+    let (_, _, page) = browser.get("/segments/beta").await;
+    let version = hidden(&page, "version");
+    let (status, html) =
+        browser.post("/segments/beta/delete", &[("csrf", &csrf), ("version", &version), ("reason", "done")], &[]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("is used by flags: beta-ui"), "{html}");
+
+    // Unused, it goes, audited.
+    let (s, _, _) = server
+        .call(
+            Method::PUT,
+            "/api/v1/flags/beta-ui/environments/staging",
+            Some(ADMIN),
+            Some(json!({"enabled": true})),
+            &[("if-match", "2")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (status, html) =
+        browser.post("/segments/beta/delete", &[("csrf", &csrf), ("version", &version), ("reason", "done")], &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    assert_eq!(server.admin(Method::GET, "/api/v1/segments/beta", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(audited(&server, "sam", "segment.delete").await["reason"], "done");
+}
+
+#[tokio::test]
+async fn a_reader_sees_segments_and_variants_without_write_controls_and_is_refused_changes() {
+    let server = TestServer::start().await;
+    flag_on(&server, "checkout").await;
+    let (s, v) = server
+        .admin(Method::POST, "/api/v1/segments", Some(json!({"key": "staff", "included": ["ann"], "rules": [{"clauses": [{"attribute": "email", "op": "ends_with", "values": ["@example.com"]}]}]})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let reader = server.token("rita", "reader", None).await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(&reader, &[]).await;
+    let (status, _, list) = browser.get("/segments").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(list.contains("href=\"/segments/staff\"") && !list.contains("New segment"), "{list}");
+    let (status, _, page) = browser.get("/segments/staff").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("@example.com") && page.contains("ann"), "{page}");
+    assert!(!page.contains("action=\"/segments/staff"), "no write form: {page}");
+    let (_, _, flag) = browser.get("/flags/checkout?env=staging").await;
+    assert!(!flag.contains("Edit variants"), "{flag}");
+    assert_eq!(browser.get("/new-segment").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(browser.get("/flags/checkout/variants").await.0, StatusCode::FORBIDDEN);
+    let csrf = browser.csrf().await;
+    let (status, _) =
+        browser.post("/segments/staff", &[("csrf", &csrf), ("version", "1"), ("included", "me")], &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = browser.post("/segments/staff/delete", &[("csrf", &csrf), ("version", "1")], &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = browser
+        .post("/flags/checkout/variants", &[("csrf", &csrf), ("version", "2"), ("variants[0].key", "x")], &[])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A writer without the session's CSRF token is refused too.
+    let writer = server.token("sam", "writer", None).await;
+    let mut other = Browser::new(&server);
+    other.sign_in(&writer, &[]).await;
+    let (status, _) = other.post("/segments/staff", &[("version", "1"), ("included", "me")], &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, seg) = server.admin(Method::GET, "/api/v1/segments/staff", None).await;
+    assert_eq!(seg["included"], json!(["ann"]), "nothing changed");
+}
+
+#[tokio::test]
+async fn variants_are_edited_through_the_flag_update_and_a_served_one_cannot_go() {
+    let server = TestServer::start().await;
+    flag_on(&server, "checkout").await;
+    let writer = server.token("vic", "writer", None).await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(&writer, &[]).await;
+    let (_, _, page) = browser.get("/flags/checkout?env=staging").await;
+    assert!(page.contains("href=\"/flags/checkout/variants\""), "{page}");
+    let (status, _, form) = browser.get("/flags/checkout/variants").await;
+    assert_eq!(status, StatusCode::OK);
+    let (csrf, version, base) = (hidden(&form, "csrf"), hidden(&form, "version"), hidden(&form, "base"));
+    let (status, html) = browser
+        .post("/flags/checkout/variants", &[("csrf", &csrf), ("version", &version), ("add", "variant")], &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("name=\"variants[0].key\""), "{html}");
+
+    let rows = |version: &str, base: &str, third: (&str, &str, &str), remove_third: bool| {
+        let mut v = vec![
+            ("csrf", csrf.clone()),
+            ("version", version.to_owned()),
+            ("base", base.to_owned()),
+            ("variants[0].key", "on".to_owned()),
+            ("variants[0].value", "true".to_owned()),
+            ("variants[0].was", "on".to_owned()),
+            ("variants[1].key", "off".to_owned()),
+            ("variants[1].value", "false".to_owned()),
+            ("variants[1].was", "off".to_owned()),
+            ("variants[2].key", third.0.to_owned()),
+            ("variants[2].value", third.1.to_owned()),
+            ("variants[2].was", third.2.to_owned()),
+            ("reason", "a third way".to_owned()),
+        ];
+        if remove_third {
+            v.push(("variants[2].remove", "on".to_owned()));
+        }
+        v
+    };
+    // A value the form cannot read: at its input, nothing saved.
+    let bad = rows(&version, &base, ("beta", "", ""), false);
+    let (status, html) = browser.post("/flags/checkout/variants", &refs(&bad), &[]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("id=\"f-variants-2--value-error\""), "{html}");
+    let good = rows(&version, &base, ("beta", "true", ""), false);
+    let (status, html) = browser.post("/flags/checkout/variants", &refs(&good), &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    let (_, flag) = server.admin(Method::GET, "/api/v1/flags/checkout", None).await;
+    assert_eq!(flag["variants"], json!({"on": true, "off": false, "beta": true}), "{flag}");
+    assert_eq!(audited(&server, "vic", "flag.update").await["reason"], "a third way");
+
+    // Targeting serves beta: removing it, or renaming it, is the engine's error at its row.
+    let v = flag["version"].as_i64().unwrap();
+    let (s, _, body) = server
+        .call(
+            Method::PUT,
+            "/api/v1/flags/checkout/environments/staging",
+            Some(ADMIN),
+            Some(json!({"enabled": true, "default": {"variant": "beta"}})),
+            &[("if-match", &v.to_string())],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (_, _, form) = browser.get("/flags/checkout/variants").await;
+    let (version, base) = (hidden(&form, "version"), hidden(&form, "base"));
+    for (third, remove) in [(("beta", "true", "beta"), true), (("gamma", "true", "beta"), false)] {
+        let gone = rows(&version, &base, third, remove);
+        let (status, html) = browser.post("/flags/checkout/variants", &refs(&gone), &[]).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+        assert!(html.contains("id=\"f-variants-2--key-error\""), "at the row that dropped it: {html}");
+        assert!(html.contains("unknown variant &quot;beta&quot;"), "{html}");
+    }
+    let (_, flag) = server.admin(Method::GET, "/api/v1/flags/checkout", None).await;
+    assert_eq!(flag["variants"]["beta"], true, "nothing saved");
+
+    // A stale form is not written.
+    let stale = rows(&(v - 1).to_string(), &base, ("beta", "\"b\"", "beta"), false);
+    let (status, html) = browser.post("/flags/checkout/variants", &refs(&stale), &[]).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{html}");
+    assert!(html.contains("Changed meanwhile") && html.contains("Save over the current version"), "{html}");
+    let (_, flag) = server.admin(Method::GET, "/api/v1/flags/checkout", None).await;
+    assert_eq!(flag["variants"]["beta"], true, "nothing saved");
 }
