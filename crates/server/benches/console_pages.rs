@@ -2,8 +2,10 @@
 //! SQLite store, served by the real server on a loopback port. Measures, per request and over
 //! several rounds, the time from sending a request to the last byte of the page (an upper bound
 //! on the server's time: loopback and HTTP parsing are included) for the flag list (first page,
-//! a text search, a filter by kind and state, a sort by last change) and a flag's page; and the
-//! bytes of a first load of the list (the page, its stylesheet and its script). See
+//! a text search, a filter by kind and state, a sort by last change, the first page after a flag
+//! changed) and a flag's page (any flag, and the one flag holding half the audit log); the first
+//! list request after start; and the bytes of a first load of the list (the page, its stylesheet
+//! and its script). Each figure is the median over the rounds, with its range. See
 //! `docs/benchmarks.md`.
 //!
 //! `cargo bench -p dimmer-server --bench console_pages -- [FLAGS] [AUDIT_ENTRIES] [REQUESTS] [ROUNDS]`
@@ -57,6 +59,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn meta_of(reason: &str) -> ChangeMeta {
+    ChangeMeta { actor: "seed".into(), reason: Some(reason.into()) }
+}
+
 #[tokio::main]
 async fn main() {
     let flags = arg(0, 10_000);
@@ -70,17 +76,20 @@ async fn main() {
     dimmer_server::service::tokens::bootstrap_admin(store.as_ref(), Some(ADMIN)).await.expect("admin token");
 
     // The catalogue, written through the store (every write audited): creations, then updates
-    // spread over the flags until the audit log holds the entries asked for.
+    // until the audit log holds the entries asked for, half of them spread over the flags and
+    // half on one flag (`flag-00000`, the flag page with the longest history).
     let seeding = Instant::now();
-    let meta = ChangeMeta { actor: "seed".into(), reason: Some("benchmark catalogue".into()) };
+    let meta = meta_of("benchmark catalogue");
     for i in 0..flags {
         store.create_flag(&format!("flag-{i:05}"), &flag(i, 0), &meta).await.expect("create");
     }
+    let updates = audit_entries.saturating_sub(flags);
+    let spread_until = flags + updates - updates / 2;
     let mut written = flags;
     let mut revision = 1;
-    while written < audit_entries {
+    while written < spread_until {
         for i in 0..flags {
-            if written >= audit_entries {
+            if written >= spread_until {
                 break;
             }
             let key = format!("flag-{i:05}");
@@ -91,6 +100,12 @@ async fn main() {
             written += 1;
         }
         revision += 1;
+    }
+    let mut version = store.get_flag("flag-00000").await.expect("read").expect("seeded").version;
+    for revision in 0..updates / 2 {
+        store.update_flag("flag-00000", &flag(0, revision + 1000), version, &meta).await.expect("update");
+        version += 1;
+        written += 1;
     }
     eprintln!("seeded {flags} flags and {written} audit entries in {:.0} s", seeding.elapsed().as_secs_f64());
 
@@ -132,7 +147,9 @@ async fn main() {
         }
     };
 
-    let first_page = get("/flags".into()).await.1;
+    // The first list request after start builds the catalogue from every flag.
+    let (cold, first_page) = get("/flags".into()).await;
+    println!("first list request after start (reads every flag once): {:.1} ms", cold.as_secs_f64() * 1e3);
     let css = get("/assets/console.css".into()).await.1;
     let js = get("/assets/console.js".into()).await.1;
     println!(
@@ -149,9 +166,27 @@ async fn main() {
         ),
         ("list, sorted by last change, page 20", Box::new(|_| "/flags?sort=updated&page=20".to_owned())),
         ("flag page (production)", Box::new(move |i| format!("/flags/flag-{:05}?env=production", (i * 7919) % flags))),
+        ("flag page, the flag with half the audit log", Box::new(|_| "/flags/flag-00000?env=production".to_owned())),
     ];
+    // Before each request of this case one flag changes (untimed): the list reads that flag again.
+    let changed = "list, first page, one flag changed before each request";
     println!("| request | p50 ms (median of {rounds} rounds, range) | p99 ms (median, range) |");
     println!("|---|---:|---:|");
+    let mut toggles = 0_usize;
+    let mut change_one = || {
+        toggles += 1;
+        let store = store.clone();
+        async move {
+            let key = format!("flag-{:05}", (toggles * 31) % flags);
+            let mut record = store.get_flag(&key).await.expect("read").expect("seeded");
+            if let Some(cfg) = record.flag.environments.get_mut("production") {
+                cfg.enabled = !cfg.enabled;
+            }
+            store.update_flag(&key, &record.flag, record.version, &meta_of("toggle")).await.expect("toggle");
+        }
+    };
+    let cases: Vec<(&str, PathOf)> =
+        cases.into_iter().chain(std::iter::once((changed, Box::new(|_| "/flags".to_owned()) as PathOf))).collect();
     for (name, path) in &cases {
         for i in 0..20 {
             get(path(i)).await;
@@ -160,6 +195,9 @@ async fn main() {
         for _ in 0..rounds {
             let mut times = Vec::with_capacity(requests);
             for i in 0..requests {
+                if *name == changed {
+                    change_one().await;
+                }
                 times.push(get(path(i)).await.0);
             }
             times.sort();

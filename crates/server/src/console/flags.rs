@@ -10,7 +10,6 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dimmer_engine::policy::kind_name;
-use dimmer_store::FlagRecord;
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -18,6 +17,7 @@ use serde_json::{Value, json};
 use super::session::Viewer;
 use super::{ConsoleState, Failure, bad_form, ok_page, page, query_value, see_other, segment, when};
 use crate::api::error::{ApiError, Code, Details, FieldError};
+use crate::service::catalogue::{Archived, Page, Search, Sort};
 
 /// Rows per page of the list.
 const PAGE_SIZE: usize = 50;
@@ -57,27 +57,32 @@ pub(super) struct ListQuery {
 }
 
 impl ListQuery {
-    fn matches(&self, record: &FlagRecord, needle: &str) -> bool {
-        let flag = &record.flag;
-        let archived_ok = match self.archived.as_str() {
-            "include" => true,
-            "only" => record.archived,
-            _ => !record.archived,
+    /// The catalogue search this query asks for; unknown values read as "no filter".
+    fn search(&self) -> Search {
+        let archived = match self.archived.as_str() {
+            "include" => Archived::Include,
+            "only" => Archived::Only,
+            _ => Archived::Exclude,
         };
-        let kind_ok = self.kind.is_empty() || kind_name(flag.kind) == self.kind;
-        let state_ok = match (self.env.as_str(), self.state.as_str()) {
-            ("", _) | (_, "") => true,
-            (env, state) => {
-                let on = flag.environments.get(env).is_some_and(|c| c.enabled);
-                (state == "on") == on
-            }
+        let sort = match self.sort.as_str() {
+            "updated" => Sort::Updated,
+            "kind" => Sort::Kind,
+            "owner" => Sort::Owner,
+            _ => Sort::Key,
         };
-        let text_ok = needle.is_empty()
-            || record.key.to_lowercase().contains(needle)
-            || flag.description.to_lowercase().contains(needle)
-            || flag.owner.as_deref().is_some_and(|o| o.to_lowercase().contains(needle))
-            || flag.tags.iter().any(|t| t.to_lowercase().contains(needle));
-        archived_ok && kind_ok && state_ok && text_ok
+        let state = match (self.env.as_str(), self.state.as_str()) {
+            ("", _) | (_, "") => None,
+            (env, state) => Some((env.to_owned(), state == "on")),
+        };
+        Search {
+            text: self.q.clone(),
+            kind: (!self.kind.is_empty()).then(|| self.kind.clone()),
+            state,
+            archived,
+            sort,
+            page: self.page.unwrap_or(1),
+            page_size: PAGE_SIZE,
+        }
     }
 
     /// The query string for another page of the same list.
@@ -104,23 +109,10 @@ pub(super) async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Failure> {
     let Query(q) = query.map_err(|e| ApiError::new(Code::MalformedRequest, e.body_text()))?;
-    let environments: Vec<String> = state.app.store.list_environments().await?.into_iter().map(|e| e.name).collect();
-    let all = state.app.store.list_flags(true).await?;
-    let total_flags = all.len();
-    let needle = q.q.trim().to_lowercase();
-    let mut rows: Vec<&FlagRecord> = all.iter().filter(|r| q.matches(r, &needle)).collect();
-    match q.sort.as_str() {
-        "updated" => rows.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then_with(|| a.key.cmp(&b.key))),
-        "kind" => {
-            rows.sort_by(|a, b| kind_name(a.flag.kind).cmp(kind_name(b.flag.kind)).then_with(|| a.key.cmp(&b.key)))
-        }
-        "owner" => rows.sort_by(|a, b| a.flag.owner.cmp(&b.flag.owner).then_with(|| a.key.cmp(&b.key))),
-        _ => rows.sort_by(|a, b| a.key.cmp(&b.key)),
-    }
-    let matched = rows.len();
-    let pages = matched.div_ceil(PAGE_SIZE).max(1);
-    let page_no = q.page.unwrap_or(1).clamp(1, pages);
-    let shown = rows.iter().skip((page_no - 1) * PAGE_SIZE).take(PAGE_SIZE);
+    let catalogue = state.catalogue.view(state.app.store.as_ref()).await?;
+    let environments: Vec<&str> = catalogue.environments.iter().map(|(e, _)| e.as_str()).collect();
+    let Page { rows, matched, total: total_flags, page: page_no, pages } = catalogue.search(&q.search());
+    let shown = rows.iter();
     let selected = |field: &str, value: &str| field == value;
     let body = html! {
         div.heading {
@@ -188,12 +180,12 @@ pub(super) async fn list(
                             th scope="row" {
                                 a href={ "/flags/" (segment(&r.key)) } { (r.key) }
                                 @if r.archived { " " span.tag { "archived" } }
-                                @if !r.flag.description.is_empty() { div.muted { (r.flag.description) } }
+                                @if !r.description.is_empty() { div.muted { (r.description) } }
                             }
-                            td { (kind_name(r.flag.kind)) }
-                            td { (r.flag.owner.as_deref().unwrap_or("—")) }
+                            td { (kind_name(r.kind)) }
+                            td { (r.owner.as_deref().unwrap_or("—")) }
                             @for e in &environments {
-                                @let on = r.flag.environments.get(e).is_some_and(|c| c.enabled);
+                                @let on = r.is_on(e);
                                 td { span class={ "state " @if on { "on" } @else { "off" } } { @if on { "On" } @else { "Off" } } }
                             }
                             td { (when(r.updated_at)) }

@@ -13,7 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dimmer_domain::outcomes::{Aggregate, BUCKET_MS, COARSE_BUCKET_MS, bucket_of, totals};
-use dimmer_store::{AuditFilter, FlagRecord};
+use dimmer_store::{AuditBounds, AuditFilter, FlagRecord};
 use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
 
@@ -35,6 +35,9 @@ const PAD_BOTTOM: f64 = 18.0;
 const COLOURS: [&str; 6] = ["#0b57d0", "#a4161a", "#0a6b2d", "#6a1b9a", "#8a4b00", "#00695c"];
 /// At most this many audit entries are marked on the axis.
 const MAX_MARKS: u32 = 200;
+/// The audit read behind the marks: bodies over 2 KiB summarised, reasons over it cut to their
+/// first thousand characters; the count, not the bytes, ends the page.
+const MARK_BOUNDS: AuditBounds = AuditBounds { body_bytes: 2048, page_bytes: 4 << 20 };
 
 pub(super) fn router() -> Router<ConsoleState> {
     Router::new().route("/flags/{key}/environments/{env}/metrics", get(fragment))
@@ -194,16 +197,15 @@ pub(super) async fn section(
     // Variants in the flag's order, then any others with data.
     let mut variants: Vec<String> = record.flag.variants.keys().filter(|v| sums.contains_key(*v)).cloned().collect();
     variants.extend(sums.keys().filter(|v| !record.flag.variants.contains_key(*v)).cloned());
-    let audit = state
-        .app
-        .store
-        .audit(&AuditFilter {
-            flag: Some(record.key.clone()),
-            environment: Some(env.to_owned()),
-            limit: MAX_MARKS,
-            ..AuditFilter::default()
-        })
-        .await?;
+    // A page, not whole entries: the marks need no bodies, so large ones never leave the store
+    // (a flag's newest entries read through its `(flag, id)` index, at most `MAX_MARKS`).
+    let filter = AuditFilter {
+        flag: Some(record.key.clone()),
+        environment: Some(env.to_owned()),
+        limit: MAX_MARKS,
+        ..AuditFilter::default()
+    };
+    let audit = state.app.store.audit_page(&filter, &MARK_BOUNDS).await?.entries;
     let marks: Vec<Mark> = audit
         .iter()
         .filter(|e| e.at >= from && ["release.", "plan.", "guard."].iter().any(|p| e.action.starts_with(p)))

@@ -40,6 +40,8 @@ pub struct ConsoleState {
     pub app: AppState,
     /// Signed-in people.
     pub sessions: std::sync::Arc<Sessions>,
+    /// Every flag's list row, kept current by the change feed (the list's search and filters).
+    pub catalogue: std::sync::Arc<crate::service::catalogue::Catalogue>,
 }
 
 /// Console forms are small; anything larger is not a person typing.
@@ -48,7 +50,8 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 /// The console's routes, ready to merge beside the API's router.
 pub fn router(app: AppState) -> Router {
     let sessions = std::sync::Arc::new(Sessions::new(app.clock.clone()));
-    let state = ConsoleState { app, sessions };
+    let catalogue = std::sync::Arc::new(crate::service::catalogue::Catalogue::new());
+    let state = ConsoleState { app, sessions, catalogue };
     Router::new()
         .route("/", get(flags::list))
         .route("/assets/console.css", get(css))

@@ -2,6 +2,7 @@
 //! `dimmer-domain` to the store, owns its background loop (if it has one) and reports typed errors;
 //! the `api` module maps them to responses. No module here knows axum.
 
+pub mod catalogue;
 pub mod guardian;
 pub mod hub;
 pub mod limits;

@@ -6,7 +6,7 @@ use reqwest::header::{HeaderMap, SET_COOKIE};
 use reqwest::{Method, StatusCode, redirect};
 use serde_json::json;
 
-use crate::support::{ADMIN, TestServer};
+use crate::support::{ADMIN, TempDir, TestServer};
 
 /// A browser-like client that keeps the session cookie and does not follow redirects.
 struct Browser {
@@ -288,6 +288,112 @@ async fn the_list_searches_filters_and_pages_on_the_server() {
     assert!(html.contains("0 of 120 flags"), "{html}");
     let (_, _, html) = browser.get("/flags?sort=key&page=3").await;
     assert!(html.contains("flag-119"));
+}
+
+/// The rows of the list's table: one string per flag row, from its key to its last change.
+fn list_rows(html: &str) -> Vec<&str> {
+    html.split("<tr>").skip(2).map(|row| row.split("</tr>").next().unwrap_or_default()).collect()
+}
+
+#[tokio::test]
+async fn the_list_searches_every_field_filters_by_kind_state_and_archived_and_sorts() {
+    let server = TestServer::start().await;
+    let flags = [
+        json!({"key": "alpha", "kind": "release", "owner": "payments", "description": "New Checkout flow", "tags": ["Web"]}),
+        json!({"key": "beta", "kind": "experiment", "owner": "growth", "tags": ["pricing-test"]}),
+        json!({"key": "gamma", "kind": "kill-switch", "description": "Stops emails"}),
+    ];
+    for body in flags {
+        assert_eq!(server.admin(Method::POST, "/api/v1/flags", Some(body)).await.0, StatusCode::CREATED);
+    }
+    let toggle = |key: &str, env: &str, on: bool| {
+        let path = format!("/api/v1/flags/{key}/environments/{env}/toggle");
+        let server = &server;
+        async move { assert_eq!(server.admin(Method::POST, &path, Some(json!({"enabled": on}))).await.0, StatusCode::OK) }
+    };
+    toggle("alpha", "production", true).await;
+    toggle("gamma", "staging", true).await;
+    let mut browser = Browser::new(&server);
+    browser.sign_in(ADMIN, &[]).await;
+    let keys = |html: &str| -> Vec<String> {
+        list_rows(html)
+            .iter()
+            .filter_map(|r| r.split("<a href=\"/flags/").nth(1)?.split('"').next().map(str::to_owned))
+            .collect()
+    };
+    let shown = |path: &'static str| {
+        let browser = &browser;
+        async move { keys(&browser.get(path).await.2) }
+    };
+    // Search: key, description, owner and tag, ignoring case.
+    assert_eq!(shown("/flags?q=ALP").await, ["alpha"]);
+    assert_eq!(shown("/flags?q=checkout").await, ["alpha"]);
+    assert_eq!(shown("/flags?q=growth").await, ["beta"]);
+    assert_eq!(shown("/flags?q=PRICING").await, ["beta"]);
+    assert_eq!(shown("/flags?q=nowhere").await, Vec::<String>::new());
+    // Filters, alone and together; an unknown kind matches nothing.
+    assert_eq!(shown("/flags?kind=experiment").await, ["beta"]);
+    assert_eq!(shown("/flags?kind=no-such-kind").await, Vec::<String>::new());
+    assert_eq!(shown("/flags?env=production&state=on").await, ["alpha"]);
+    assert_eq!(shown("/flags?env=production&state=off").await, ["beta", "gamma"]);
+    assert_eq!(shown("/flags?env=staging&state=on&kind=kill-switch").await, ["gamma"]);
+    // Sorting: by owner (none first), by kind, by last change (newest first).
+    assert_eq!(shown("/flags?sort=owner").await, ["gamma", "beta", "alpha"]);
+    assert_eq!(shown("/flags?sort=kind").await, ["beta", "gamma", "alpha"]);
+    assert_eq!(shown("/flags?sort=updated").await[0], "gamma");
+
+    // The list follows every change made after it was first shown: a new description, a toggle,
+    // an archive, a new environment and a flag switched on there alone.
+    let (s, _, v) = server
+        .call(
+            Method::PUT,
+            "/api/v1/flags/beta",
+            Some(ADMIN),
+            Some(json!({"kind": "experiment", "description": "Annual plan price"})),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(shown("/flags?q=annual").await, ["beta"]);
+    toggle("alpha", "production", false).await;
+    assert_eq!(shown("/flags?env=production&state=on").await, Vec::<String>::new());
+    let (s, v) = server.admin(Method::POST, "/api/v1/flags/gamma/archive", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(shown("/flags").await, ["alpha", "beta"]);
+    assert_eq!(shown("/flags?archived=only").await, ["gamma"]);
+    assert_eq!(shown("/flags?archived=include").await, ["alpha", "beta", "gamma"]);
+    let (s, v) = server.admin(Method::POST, "/api/v1/environments", Some(json!({"name": "qa"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    toggle("beta", "qa", true).await;
+    let (_, _, html) = browser.get("/flags?env=qa&state=on").await;
+    assert_eq!(keys(&html), ["beta"]);
+    assert!(html.contains("<th scope=\"col\">qa</th>"), "the new environment has its column: {html}");
+    assert!(html.contains("1 of 3 flags"), "{html}");
+}
+
+#[tokio::test]
+async fn the_list_of_one_postgres_replica_shows_changes_made_through_another() {
+    use dimmer_store::testing::PgSchema;
+
+    let Some(pg) = PgSchema::new() else { return };
+    let one = TestServer::start_with(pg.store().await.expect("store"), TempDir::new("replica-one")).await;
+    let two = TestServer::start_with(pg.store().await.expect("store"), TempDir::new("replica-two")).await;
+    flag_on(&one, "shared").await;
+    let mut browser = Browser::new(&one);
+    browser.sign_in(ADMIN, &[]).await;
+    let (_, _, html) = browser.get("/flags?env=staging&state=on").await;
+    assert!(html.contains("1 of 1 flags"), "{html}");
+    // Written through the other replica: the first one's list must not keep what it showed.
+    let (s, v) = two
+        .admin(Method::POST, "/api/v1/flags/shared/environments/staging/toggle", Some(json!({"enabled": false})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    flag_on(&two, "second").await;
+    let (_, _, html) = browser.get("/flags?env=staging&state=on").await;
+    assert!(html.contains("1 of 2 flags") && html.contains("second") && !html.contains("/flags/shared\""), "{html}");
+    one.stop().await;
+    two.stop().await;
+    pg.drop_schema().await;
 }
 
 #[tokio::test]
