@@ -202,11 +202,13 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// background loop ends), lets each connection finish its request in flight and waits for all
 /// of them.
 ///
-/// Served by hyper's HTTP/1.1 connection directly rather than `axum::serve`: an idle SSE
-/// subscriber is a connection, and this way each one is no more than hyper's HTTP/1.1 state
-/// and its buffers (no protocol sniffing, no HTTP/2 state, no builder of its own), which sets
-/// the memory per subscriber (`docs/benchmarks.md`). Response bodies are written from the
-/// shared frames without copying them into a connection buffer (`writev`).
+/// Not `axum::serve`: an idle SSE subscriber is a connection, and its memory is set here
+/// (`docs/benchmarks.md`). An event stream's `GET` is served by [`crate::sse_connection`],
+/// holding no HTTP buffers while it streams; every other connection by hyper's HTTP/1.1
+/// connection directly (no protocol sniffing, a bounded head, bodies written from their shared
+/// bytes without a copy through a connection buffer: `writev`). At shutdown a stream sends its
+/// last event and ends; a client still sending a stream request's head holds the shutdown for
+/// at most [`HEAD_TIMEOUT`].
 async fn serve(
     listener: TcpListener,
     router: Router,
@@ -219,6 +221,7 @@ async fn serve(
         .max_buf_size(MAX_HEAD_BYTES)
         .writev(true)
         .keep_alive(true);
+    let http = Arc::new(http);
     // Each connection holds a receiver; `closed()` resolves when the last one has gone.
     let (open_tx, open_rx) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
@@ -239,32 +242,40 @@ async fn serve(
         // SSE frames are written whole, so small segments are not a concern; latency is.
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        // With each request, the connection's peer address: the per-address rate limit and
-        // sign-in warnings read it as `ConnectInfo`.
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-            // A `Router` is always ready (its `poll_ready` returns `Ready` unconditionally), so it
-            // is called without waiting for readiness, as a fresh clone per request.
-            tower_service::Service::call(&mut router.clone(), request)
-        });
-        let mut connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let http = Arc::clone(&http);
         let mut stopping = stop.subscribe();
         let open = open_rx.clone();
-        // The connection is used where it was captured, never moved into a local of the task:
-        // a second copy in the task's state would cost every idle subscriber its size again.
         tokio::spawn(async move {
             let _open = &open;
+            // An event stream's `GET` is served on a lean path of its own (a subscriber then holds
+            // no hyper buffers); it ends with the stream, which ends at shutdown.
+            if crate::sse_connection::is_stream_request(&stream, HEAD_TIMEOUT).await {
+                let served = crate::sse_connection::serve(stream, peer, router, MAX_HEAD_BYTES, HEAD_TIMEOUT);
+                if let Err(e) = served.await {
+                    tracing::debug!(error = %e, "event-stream connection ended with an error");
+                }
+                return;
+            }
+            // With each request, the connection's peer address: the per-address rate limit and
+            // sign-in warnings read it as `ConnectInfo`.
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                // A `Router` is always ready (its `poll_ready` returns `Ready` unconditionally), so
+                // it is called without waiting for readiness, as a fresh clone per request.
+                tower_service::Service::call(&mut router.clone(), request)
+            });
+            let mut connection = std::pin::pin!(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
             tokio::select! {
-                result = &mut connection => {
+                result = connection.as_mut() => {
                     if let Err(e) = result {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                     return;
                 }
                 // `stop` flipped (or its sender is gone): finish the request in flight, then close.
-                _ = stopping.wait_for(|stop| *stop) => std::pin::Pin::new(&mut connection).graceful_shutdown(),
+                _ = stopping.wait_for(|stop| *stop) => connection.as_mut().graceful_shutdown(),
             }
-            if let Err(e) = (&mut connection).await {
+            if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
