@@ -3,7 +3,6 @@
 //! stops everything in order (streams are closed cleanly).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -183,19 +182,110 @@ pub async fn run_with(
         stop_rx.clone(),
     ));
     let webhooks = tokio::spawn(worker.run(stop_rx));
-    // With each connection's peer address: the per-address rate limit and sign-in warnings.
-    let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: closing streams");
-            // Ends every SSE stream, the refresher, the plan loop and webhook delivery (after a
-            // grace period for deliveries in flight); in-flight requests finish.
-            let _ = stop_tx.send(true);
-        })
-        .await;
+    let served = serve(listener, router, shutdown, stop_tx).await;
     let _ = refresher.await;
     let _ = guards.await;
     let _ = rollup.await;
     let _ = webhooks.await;
     served
+}
+
+/// Request heads larger than this are refused (hyper answers 431): a connection's read buffer
+/// never grows past it. hyper's floor is 8 KiB, its default about 400 KiB.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// How long a connection may wait for a request's head, or take to send it: a keep-alive
+/// connection idle this long is closed, and a slow client cannot hold a connection and its
+/// buffer (hyper's default; `axum::serve` set no timer, so it had no such limit).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts connections until `shutdown` completes, then flips `stop` (every SSE stream and
+/// background loop ends), lets each connection finish its request in flight and waits for all
+/// of them.
+///
+/// Not `axum::serve`: an idle SSE subscriber is a connection, and its memory is set here
+/// (`docs/benchmarks.md`). An event stream's `GET` is served by [`crate::sse_connection`],
+/// holding no HTTP buffers while it streams; every other connection by hyper's HTTP/1.1
+/// connection directly (no protocol sniffing, a bounded head, bodies written from their shared
+/// bytes without a copy through a connection buffer: `writev`). At shutdown a stream sends its
+/// last event and ends; a client still sending a stream request's head holds the shutdown for
+/// at most [`HEAD_TIMEOUT`].
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop: watch::Sender<bool>,
+) -> std::io::Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .writev(true)
+        .keep_alive(true);
+    let http = Arc::new(http);
+    // Each connection holds a receiver; `closed()` resolves when the last one has gone.
+    let (open_tx, open_rx) = watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors or memory, or a connection reset before it was
+                    // accepted: the listener itself is fine; wait a little rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // SSE frames are written whole, so small segments are not a concern; latency is.
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let http = Arc::clone(&http);
+        let mut stopping = stop.subscribe();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            let _open = &open;
+            // An event stream's `GET` is served on a lean path of its own (a subscriber then holds
+            // no hyper buffers); it ends with the stream, which ends at shutdown.
+            if crate::sse_connection::is_stream_request(&stream, HEAD_TIMEOUT).await {
+                let served = crate::sse_connection::serve(stream, peer, router, MAX_HEAD_BYTES, HEAD_TIMEOUT);
+                if let Err(e) = served.await {
+                    tracing::debug!(error = %e, "event-stream connection ended with an error");
+                }
+                return;
+            }
+            // With each request, the connection's peer address: the per-address rate limit and
+            // sign-in warnings read it as `ConnectInfo`.
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                // A `Router` is always ready (its `poll_ready` returns `Ready` unconditionally), so
+                // it is called without waiting for readiness, as a fresh clone per request.
+                tower_service::Service::call(&mut router.clone(), request)
+            });
+            let mut connection = std::pin::pin!(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                // `stop` flipped (or its sender is gone): finish the request in flight, then close.
+                _ = stopping.wait_for(|stop| *stop) => connection.as_mut().graceful_shutdown(),
+            }
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: closing streams");
+    // Ends every SSE stream, the refresher, the plan loop and webhook delivery (after a grace
+    // period for deliveries in flight); in-flight requests finish.
+    stop.send_replace(true);
+    drop(open_rx);
+    open_tx.closed().await;
+    Ok(())
 }

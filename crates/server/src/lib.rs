@@ -9,3 +9,4 @@ pub mod app;
 pub mod config;
 pub mod console;
 pub mod service;
+mod sse_connection;

@@ -9,59 +9,19 @@
 //! `npm ci --ignore-scripts` there). A missing one is a loud warning outside CI and a failure in CI
 //! (`CI` set).
 
-use std::io::Write as _;
-use std::path::PathBuf;
-
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{TempDir, TestServer};
+use crate::support::{NodeComponents, NodeExample, TempDir, TestServer, node_components, workspace};
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-struct Components {
-    node: PathBuf,
-    node_modules: PathBuf,
-}
-
-/// `node` and the example's packages, or `None` (outside CI) when one is missing.
-fn components() -> Option<Components> {
-    let node = std::env::var_os("DIMMER_NODE").map(PathBuf::from).or_else(|| on_path("node"));
-    let node_modules = std::env::var_os("DIMMER_NODE_OFREP_MODULES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("examples/node-ofrep/node_modules"));
-    let mut missing = Vec::new();
-    if node.as_ref().is_none_or(|n| !n.is_file()) {
-        missing.push("node (DIMMER_NODE, or node on the PATH; apt-get install nodejs)".to_owned());
-    }
-    if !node_modules.join("@openfeature/ofrep-provider/package.json").is_file() {
-        missing.push(format!(
-            "the example's packages in {} (DIMMER_NODE_OFREP_MODULES; npm ci --ignore-scripts in examples/node-ofrep)",
-            node_modules.display()
-        ));
-    }
-    if let (Some(node), true) = (node, missing.is_empty()) {
-        return Some(Components { node, node_modules });
-    }
-    let message = format!("the Node OFREP test needs: {}", missing.join("; "));
-    let in_ci = std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"));
-    if in_ci {
-        panic!("{message} (.ci/run installs them)");
-    }
-    // Straight to the terminal: the harness captures the output of tests that pass.
-    let banner = "!".repeat(88);
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n{banner}\n!!! SKIPPED the Node OFREP provider test: {message}\n\
-         !!! Run .ci/run (or install them) to run it; in CI this is a failure.\n{banner}\n"
-    );
-    None
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(name)).find(|p| p.is_file())
+/// `node` and this example's packages, or `None` (outside CI) when one is missing.
+fn components() -> Option<NodeComponents> {
+    node_components(&NodeExample {
+        test: "the Node OFREP provider test",
+        example: "node-ofrep",
+        modules_var: "DIMMER_NODE_OFREP_MODULES",
+        probe: "@openfeature/ofrep-provider/package.json",
+    })
 }
 
 async fn seed(server: &TestServer) {
@@ -90,7 +50,7 @@ async fn seed(server: &TestServer) {
 }
 
 /// Runs the example's script on `cases` against `server` with `token`; its JSON results.
-async fn run_script(parts: &Components, server: &TestServer, token: &str, cases: &Value) -> Vec<Value> {
+async fn run_script(parts: &NodeComponents, server: &TestServer, token: &str, cases: &Value) -> Vec<Value> {
     // The script as shipped, beside a link to the packages: Node resolves an ES module's imports
     // from the script's own folder, wherever `npm ci` put them.
     let dir = TempDir::new("node-ofrep");

@@ -9,8 +9,6 @@
 //! `npm ci --ignore-scripts` there). A missing one is a loud warning outside CI and a failure in
 //! CI (`CI` set).
 
-use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,56 +21,19 @@ use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt as _;
 
 use crate::release::server;
-use crate::support::{TempDir, TestServer};
+use crate::support::{NodeComponents, NodeExample, TempDir, TestServer, node_components, workspace};
 
 const FLAG: &str = "new-checkout";
 const PATH: &str = "/api/v1/flags/new-checkout/environments/production";
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-struct Components {
-    node: PathBuf,
-    node_modules: PathBuf,
-}
-
-/// `node` and the example's packages, or `None` (outside CI) when one is missing.
-fn components() -> Option<Components> {
-    let node = std::env::var_os("DIMMER_NODE").map(PathBuf::from).or_else(|| on_path("node"));
-    let node_modules = std::env::var_os("DIMMER_NODE_SERVICE_MODULES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("examples/node-service/node_modules"));
-    let mut missing = Vec::new();
-    if node.as_ref().is_none_or(|n| !n.is_file()) {
-        missing.push("node (DIMMER_NODE, or node on the PATH; apt-get install nodejs)".to_owned());
-    }
-    if !node_modules.join("@openfeature/open-telemetry-hooks/package.json").is_file() {
-        missing.push(format!(
-            "the example's packages in {} (DIMMER_NODE_SERVICE_MODULES; npm ci --ignore-scripts in examples/node-service)",
-            node_modules.display()
-        ));
-    }
-    if let (Some(node), true) = (node, missing.is_empty()) {
-        return Some(Components { node, node_modules });
-    }
-    let message = format!("the Node service test needs: {}", missing.join("; "));
-    let in_ci = std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"));
-    if in_ci {
-        panic!("{message} (.ci/run installs them)");
-    }
-    // Straight to the terminal: the harness captures the output of tests that pass.
-    let banner = "!".repeat(88);
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n{banner}\n!!! SKIPPED the guarded Node service test: {message}\n\
-         !!! Run .ci/run (or install them) to run it; in CI this is a failure.\n{banner}\n"
-    );
-    None
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(name)).find(|p| p.is_file())
+/// `node` and this example's packages, or `None` (outside CI) when one is missing.
+fn components() -> Option<NodeComponents> {
+    node_components(&NodeExample {
+        test: "the guarded Node service test",
+        example: "node-service",
+        modules_var: "DIMMER_NODE_SERVICE_MODULES",
+        probe: "@openfeature/open-telemetry-hooks/package.json",
+    })
 }
 
 /// The example service, running; killed when dropped.
@@ -84,7 +45,7 @@ struct Service {
 
 /// Starts `examples/node-service/server.mjs` against `server` on a free port; `failures` are the
 /// shares of `on` and `off` requests it fails with 500.
-async fn start_service(parts: &Components, server: &TestServer, token: &str, failures: (&str, &str)) -> Service {
+async fn start_service(parts: &NodeComponents, server: &TestServer, token: &str, failures: (&str, &str)) -> Service {
     // The script as shipped, beside a link to the packages: Node resolves an ES module's imports
     // from the script's own folder, wherever `npm ci` put them.
     let dir = TempDir::new("node-service");

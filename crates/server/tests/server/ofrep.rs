@@ -277,7 +277,12 @@ async fn an_event_stream_needs_a_ticket_signed_by_a_live_token_for_its_environme
     // Another environment, a forged signature, no ticket, the token itself: refused.
     for path in [
         format!("/api/v1/ofrep/events?env=staging&ticket={ticket}"),
-        format!("/api/v1/ofrep/events?env=production&ticket={}0", &ticket[..ticket.len() - 1]),
+        // A forged signature: the last hex digit changed (to 1 if it was 0 already).
+        format!(
+            "/api/v1/ofrep/events?env=production&ticket={}{}",
+            &ticket[..ticket.len() - 1],
+            if ticket.ends_with('0') { '1' } else { '0' }
+        ),
         "/api/v1/ofrep/events?env=production".to_owned(),
         format!("/api/v1/ofrep/events?env=production&ticket={client}"),
     ] {

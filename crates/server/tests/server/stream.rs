@@ -322,3 +322,58 @@ async fn every_subscriber_of_an_environment_receives_byte_identical_frames() {
     assert_eq!(data, &body[..]);
     server.stop().await;
 }
+
+/// Sends `head` on a fresh connection and returns everything the server wrote until it closed.
+async fn raw_exchange(server: &TestServer, head: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = server.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_stream_request_with_a_body_or_a_broken_head_is_refused_with_400() {
+    let server = TestServer::start().await;
+    let sdk = server.token("svc", "sdk", Some("production")).await;
+    for head in [
+        format!(
+            "GET /api/v1/sdk/stream HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {sdk}\r\ncontent-length: 5\r\n\r\nhello"
+        ),
+        "GET /api/v1/sdk/stream HTTP/1.1\r\nhost: x\r\nbad header\r\n\r\n".to_owned(),
+    ] {
+        let answer = raw_exchange(&server, &head).await;
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    }
+    // A refusal by the API itself keeps its JSON error shape on this path too.
+    let answer = raw_exchange(&server, "GET /api/v1/sdk/stream HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+    assert!(answer.contains("\"error\""), "{answer}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_goes_away_is_noticed_without_a_write() {
+    let server = TestServer::start().await;
+    let sdk = server.token("svc", "sdk", Some("production")).await;
+    let gauge = |server: &TestServer| {
+        let request = server.http.get(format!("{}/metrics", server.base));
+        async move {
+            let text = request.send().await.unwrap().text().await.unwrap();
+            text.lines().find_map(|l| l.strip_prefix("dimmer_sse_connections ")).unwrap_or("").to_owned()
+        }
+    };
+    let mut client = SseClient::connect(&server, &sdk, None).await;
+    assert_eq!(client.next(10).await.expect("snapshot").event, "snapshot");
+    assert_eq!(gauge(&server).await, "1");
+    drop(client);
+    // Nothing is sent to the stream: the server sees the connection close by itself.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while gauge(&server).await != "0" {
+        assert!(tokio::time::Instant::now() < deadline, "the closed stream is still counted");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}

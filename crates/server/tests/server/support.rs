@@ -213,3 +213,71 @@ impl SseClient {
         }
     }
 }
+
+/// The workspace's root (examples and their `node_modules` live there).
+pub fn workspace() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `node` and one example's npm packages, for the tests that run an example as a real process.
+pub struct NodeComponents {
+    pub node: std::path::PathBuf,
+    pub node_modules: std::path::PathBuf,
+}
+
+/// One Node example's needs, as [`node_components`] looks them up.
+pub struct NodeExample<'a> {
+    /// What the skip banner calls the test ("the Node OFREP provider test").
+    pub test: &'a str,
+    /// The example's folder under `examples/` (`node-ofrep`).
+    pub example: &'a str,
+    /// The variable that overrides where its packages are (`DIMMER_NODE_OFREP_MODULES`).
+    pub modules_var: &'a str,
+    /// A file that is there once `npm ci` has run (`@openfeature/ofrep-provider/package.json`).
+    pub probe: &'a str,
+}
+
+/// `node` (`DIMMER_NODE`, else the `PATH`) and the example's packages (`modules_var`, else
+/// `examples/<example>/node_modules`), or `None` outside CI when one is missing: a loud warning
+/// there, a failure in CI (`CI` set), where `.ci/run` installs them.
+pub fn node_components(needs: &NodeExample<'_>) -> Option<NodeComponents> {
+    let node = std::env::var_os("DIMMER_NODE").map(std::path::PathBuf::from).or_else(|| on_path("node"));
+    let node_modules = std::env::var_os(needs.modules_var)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace().join("examples").join(needs.example).join("node_modules"));
+    let mut missing = Vec::new();
+    if node.as_ref().is_none_or(|n| !n.is_file()) {
+        missing.push("node (DIMMER_NODE, or node on the PATH; apt-get install nodejs)".to_owned());
+    }
+    if !node_modules.join(needs.probe).is_file() {
+        missing.push(format!(
+            "the example's packages in {} ({}; npm ci --ignore-scripts in examples/{})",
+            node_modules.display(),
+            needs.modules_var,
+            needs.example
+        ));
+    }
+    if let (Some(node), true) = (node, missing.is_empty()) {
+        return Some(NodeComponents { node, node_modules });
+    }
+    let message = format!("{} needs: {}", needs.test, missing.join("; "));
+    let in_ci = std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"));
+    if in_ci {
+        panic!("{message} (.ci/run installs them)");
+    }
+    // Straight to the terminal: the harness captures the output of tests that pass.
+    let banner = "!".repeat(88);
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stderr(),
+        format_args!(
+            "\n{banner}\n!!! SKIPPED {}: {message}\n\
+             !!! Run .ci/run (or install them) to run it; in CI this is a failure.\n{banner}\n",
+            needs.test
+        ),
+    );
+    None
+}
+
+fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(name)).find(|p| p.is_file())
+}
