@@ -103,6 +103,13 @@ fn age(data_dir: &Path, key: &str, days: i64) {
             .execute(&mut conn)
             .await
             .expect("age its history");
+        // The row keeps its history facts (with their times) since migration 0005: forget them,
+        // as for a flag written before it, so that they are replayed from the aged history.
+        sqlx::query("UPDATE flags SET facts = NULL WHERE key = ?")
+            .bind(key)
+            .execute(&mut conn)
+            .await
+            .expect("forget its kept facts");
     });
 }
 
