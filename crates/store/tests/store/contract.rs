@@ -50,24 +50,8 @@ enum Database {
 }
 
 impl Database {
-    /// The integers one query returns, read behind the store's back.
-    async fn integers(&self, sql: &str) -> Vec<i64> {
-        use sqlx::{Connection, Executor, Row};
-        sqlx::any::install_default_drivers();
-        let url = match self {
-            Database::Sqlite(path) => format!("sqlite://{}", path.display()),
-            Database::Postgres { url, .. } => url.clone(),
-        };
-        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
-        if let Database::Postgres { schema, .. } = self {
-            conn.execute(format!("SET search_path TO {schema}").as_str()).await.unwrap();
-        }
-        let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
-        rows.iter().map(|r| r.get::<i64, _>(0)).collect()
-    }
-
-    /// Runs one statement behind the store's back (what a database of an older version holds).
-    async fn execute(&self, sql: &str) {
+    /// A connection of its own to the test's database, behind the store's back.
+    async fn connect(&self) -> sqlx::AnyConnection {
         use sqlx::{Connection, Executor};
         sqlx::any::install_default_drivers();
         let url = match self {
@@ -78,7 +62,20 @@ impl Database {
         if let Database::Postgres { schema, .. } = self {
             conn.execute(format!("SET search_path TO {schema}").as_str()).await.unwrap();
         }
-        conn.execute(sql).await.unwrap();
+        conn
+    }
+
+    /// The integers one query returns, read behind the store's back.
+    async fn integers(&self, sql: &str) -> Vec<i64> {
+        use sqlx::Row;
+        let rows = sqlx::query(sql).fetch_all(&mut self.connect().await).await.unwrap();
+        rows.iter().map(|r| r.get::<i64, _>(0)).collect()
+    }
+
+    /// Runs one statement behind the store's back (what a database of an older version holds).
+    async fn execute(&self, sql: &str) {
+        use sqlx::Executor;
+        self.connect().await.execute(sql).await.unwrap();
     }
 }
 
